@@ -1,0 +1,121 @@
+"""Quantization-aware training as a Lightning callback.
+
+Lightning 2.x has no QAT callback of its own. This one turns fake quantization
+on with a given bit assignment before any fit/validate/test work starts (the
+optimizer is built after `setup`, so the quantizers exist when it is), and
+keeps the assignment in checkpoints so a resumed or reloaded run quantizes the
+same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+from typing_extensions import override
+
+from mohaq.quant.assignment import MAX_BITS, MIN_BITS, BitAssignment
+from mohaq.quant.calibration import calibrate_activations
+
+
+def _forward_batch(model: Any, batch: Any) -> Any:
+    return model(batch[0], batch[2])
+
+
+class QuantizationAwareTraining(Callback):
+    """Applies a bit assignment with fake quantization for fit, validate and test.
+
+    Args:
+        bits: point name -> bits; points not named stay in float.
+        uniform_bits: every quantization point of the model at this precision
+            (mutually exclusive with ``bits``).
+        fixed_bits: precision of biases and element-wise recurrent vectors.
+        calibrate: calibrate activation thresholds on the DataModule's
+            optimization set (in float) before quantization is switched on.
+        calibration_utterances: how many optimization-set utterances to use.
+
+    Raises:
+        ValueError: if neither or both of ``bits`` and ``uniform_bits`` are given,
+            or a value is out of range.
+    """
+
+    def __init__(
+        self,
+        bits: Mapping[str, int] | None = None,
+        uniform_bits: int | None = None,
+        fixed_bits: int | None = 16,
+        calibrate: bool = True,
+        calibration_utterances: int = 64,
+    ) -> None:
+        super().__init__()
+        if (bits is None) == (uniform_bits is None):
+            raise ValueError(
+                "QuantizationAwareTraining needs exactly one of `bits` (point -> bits) "
+                f"or `uniform_bits`; got bits={bits!r}, uniform_bits={uniform_bits!r}"
+            )
+        if uniform_bits is not None and not MIN_BITS <= uniform_bits <= MAX_BITS:
+            raise ValueError(
+                f"uniform_bits must be in [{MIN_BITS}, {MAX_BITS}], got {uniform_bits}"
+            )
+        if calibration_utterances < 1:
+            raise ValueError(
+                f"calibration_utterances must be >= 1, got {calibration_utterances}"
+            )
+        self.requested_bits = BitAssignment(dict(bits)) if bits is not None else None
+        self.uniform_bits = uniform_bits
+        self.fixed_bits = fixed_bits
+        self.calibrate = calibrate
+        self.calibration_utterances = calibration_utterances
+        self.assignment: BitAssignment | None = None
+        self._calibrated = False
+
+    def resolve(self, pl_module: pl.LightningModule) -> BitAssignment:
+        """The assignment for this model, validated against its quantization points."""
+        for attribute in ("workload", "apply_bit_assignment"):
+            if not hasattr(pl_module, attribute):
+                raise TypeError(
+                    f"{type(pl_module).__name__} has no `{attribute}`; QuantizationAwareTraining "
+                    "needs a quantizable module such as mohaq.system.AcousticSystem"
+                )
+        workload = pl_module.workload()
+        if self.requested_bits is not None:
+            assignment = self.requested_bits
+        else:
+            assignment = BitAssignment.uniform(workload.names, self.uniform_bits)
+        assignment.validate_for(workload)
+        return assignment
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.assignment = self.resolve(pl_module)
+        datamodule = trainer.datamodule
+        if self.calibrate and not self._calibrated and hasattr(datamodule, "optimization_dataloader"):
+            # Thresholds come from the float model, as post-training calibration does.
+            pl_module.apply_bit_assignment(BitAssignment())
+            calibrate_activations(
+                pl_module,
+                datamodule.optimization_dataloader(),
+                _forward_batch,
+                max_utterances=self.calibration_utterances,
+            )
+            self._calibrated = True
+        pl_module.apply_bit_assignment(self.assignment, fixed_bits=self.fixed_bits)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "bits": self.assignment.to_dict() if self.assignment is not None else None,
+            "fixed_bits": self.fixed_bits,
+            "calibrated": self._calibrated,
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("bits") is not None:
+            self.requested_bits = BitAssignment.from_dict(state_dict["bits"])
+            self.uniform_bits = None
+        self.fixed_bits = state_dict.get("fixed_bits", self.fixed_bits)
+        # The checkpoint's module state carries the calibration: do not redo it.
+        self._calibrated = bool(state_dict.get("calibrated", False))
