@@ -17,12 +17,16 @@ setup(
         "speech models (SRU, GRU, LSTM) on PyTorch Lightning"
     ),
     python_requires=">=3.10",
-    packages=library_packages + ["mohaq.callbacks", "mohaq.datamodules"],
+    packages=library_packages
+    + ["mohaq.callbacks", "mohaq.datamodules", "mohaq.configs", "mohaq.configs.hardware"],
     package_dir={
         "mohaq.callbacks": "callbacks",
         "mohaq.datamodules": "datamodules",
+        # The shipped LightningCLI and platform YAML travel with the package so
+        # an installed copy finds them (importlib.resources "mohaq.configs").
+        "mohaq.configs": "lightning_configs",
     },
-    package_data={"mohaq": ["configs/*.yaml", "configs/hardware/*.yaml"]},
+    package_data={"mohaq.configs": ["*.yaml"], "mohaq.configs.hardware": ["*.yaml", "*.csv"]},
     install_requires=[
         # 2.6.2 and 2.6.3 were malicious releases (GHSA-w37p-236h-pfx3).
         "pytorch-lightning>=2.6.4,!=2.6.2,!=2.6.3,<3",

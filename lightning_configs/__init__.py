@@ -1,0 +1,1 @@
+"""Shipped LightningCLI and platform configs, installed as `mohaq.configs`."""

@@ -1,0 +1,1 @@
+"""Platform descriptions for the hardware cost models, installed as `mohaq.configs.hardware`."""
