@@ -17,6 +17,7 @@ from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
 from mohaq.quant.assignment import MAX_BITS, MIN_BITS, BitAssignment
+from mohaq.checkpoints import load_model_weights
 from mohaq.quant.calibration import calibrate_activations
 
 
@@ -35,6 +36,8 @@ class QuantizationAwareTraining(Callback):
         calibrate: calibrate activation thresholds on the DataModule's
             optimization set (in float) before quantization is switched on.
         calibration_utterances: how many optimization-set utterances to use.
+        init_checkpoint: start from this checkpoint's model weights (e.g. the
+            float model a QAT fine-tuning starts from), without its trainer state.
 
     Raises:
         ValueError: if neither or both of ``bits`` and ``uniform_bits`` are given,
@@ -48,6 +51,7 @@ class QuantizationAwareTraining(Callback):
         fixed_bits: int | None = 16,
         calibrate: bool = True,
         calibration_utterances: int = 64,
+        init_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         if (bits is None) == (uniform_bits is None):
@@ -69,7 +73,9 @@ class QuantizationAwareTraining(Callback):
         self.calibrate = calibrate
         self.calibration_utterances = calibration_utterances
         self.assignment: BitAssignment | None = None
+        self.init_checkpoint = init_checkpoint
         self._calibrated = False
+        self._initialized = False
 
     def resolve(self, pl_module: pl.LightningModule) -> BitAssignment:
         """The assignment for this model, validated against its quantization points."""
@@ -89,7 +95,15 @@ class QuantizationAwareTraining(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Validate now, before any long work; quantization itself is switched on
+        # once the weights are final (after a `ckpt_path` restore), in on_*_start.
         self.assignment = self.resolve(pl_module)
+        if self.init_checkpoint is not None and not self._initialized:
+            load_model_weights(pl_module, self.init_checkpoint)
+            self._initialized = True
+
+    def _quantize(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self.assignment is not None, "setup() resolves the assignment first"
         datamodule = trainer.datamodule
         if self.calibrate and not self._calibrated and hasattr(datamodule, "optimization_dataloader"):
             # Thresholds come from the float model, as post-training calibration does.
@@ -104,11 +118,26 @@ class QuantizationAwareTraining(Callback):
         pl_module.apply_bit_assignment(self.assignment, fixed_bits=self.fixed_bits)
 
     @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._quantize(trainer, pl_module)
+
+    @override
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if pl_module.bit_assignment != self.assignment:
+            self._quantize(trainer, pl_module)
+
+    @override
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if pl_module.bit_assignment != self.assignment:
+            self._quantize(trainer, pl_module)
+
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "bits": self.assignment.to_dict() if self.assignment is not None else None,
             "fixed_bits": self.fixed_bits,
             "calibrated": self._calibrated,
+            "initialized": self._initialized,
         }
 
     @override
@@ -119,3 +148,4 @@ class QuantizationAwareTraining(Callback):
         self.fixed_bits = state_dict.get("fixed_bits", self.fixed_bits)
         # The checkpoint's module state carries the calibration: do not redo it.
         self._calibrated = bool(state_dict.get("calibrated", False))
+        self._initialized = bool(state_dict.get("initialized", False))
