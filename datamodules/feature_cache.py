@@ -1,0 +1,136 @@
+"""An on-disk cache of computed features that is never trusted half-written.
+
+One folder per cache key holds one file per split (``train.pt``, ...) and a
+``manifest.json`` written last. Every file is written to a temporary file in
+the same folder, fsynced, then moved into place with ``os.replace`` (atomic on
+one file system). A folder without a manifest, or whose manifest does not
+match the files, is incomplete: a run killed mid-way leaves at most stray
+temporary files, which the next run deletes before recomputing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+MANIFEST = "manifest.json"
+CACHE_FORMAT_VERSION = 1
+_TEMP_PREFIX = ".tmp-"
+
+
+def default_cache_root() -> Path:
+    """``$XDG_CACHE_HOME/mohaq`` or ``~/.cache/mohaq``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mohaq"
+
+
+def fingerprint(payload: Any) -> str:
+    """A short stable hash of JSON-serializable data (dict keys are sorted)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def files_fingerprint(paths: Iterable[Path]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime in ns) of each file: any edit of the corpus changes the key."""
+    entries = []
+    for path in paths:
+        stat = path.stat()
+        entries.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return entries
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Writes ``path`` through a fsynced temporary file in the same folder.
+
+    Args:
+        path: the destination.
+        write: called with the open binary temporary file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    # The rename itself must reach the disk before the manifest claims the file.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class FeatureCache:
+    """The cache folder of one corpus + feature configuration.
+
+    Args:
+        directory: the folder (created on the first write).
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory).expanduser()
+
+    def split_path(self, split: str) -> Path:
+        return self.directory / f"{split}.pt"
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The manifest, or None when absent or unreadable."""
+        try:
+            return json.loads((self.directory / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def is_complete(self, splits: Iterable[str]) -> bool:
+        """Whether the manifest exists and lists every split with the size on disk."""
+        manifest = self.manifest()
+        if manifest is None or manifest.get("format") != CACHE_FORMAT_VERSION:
+            return False
+        files = manifest.get("files", {})
+        for split in splits:
+            path = self.split_path(split)
+            if split not in files or not path.is_file() or path.stat().st_size != files[split]:
+                return False
+        return True
+
+    def begin(self) -> None:
+        """Forgets any previous content: removes the manifest first, then stray temporary files."""
+        (self.directory / MANIFEST).unlink(missing_ok=True)
+        if self.directory.is_dir():
+            for stray in self.directory.glob(f"{_TEMP_PREFIX}*"):
+                stray.unlink(missing_ok=True)
+
+    def save_split(self, split: str, payload: Mapping[str, Any]) -> None:
+        """Writes one split atomically (not trusted until :meth:`commit`)."""
+        atomic_write(self.split_path(split), lambda handle: torch.save(dict(payload), handle))
+
+    def commit(self, splits: Iterable[str], metadata: Mapping[str, Any]) -> None:
+        """Writes the manifest, last: from now on the splits are trusted."""
+        files = {split: self.split_path(split).stat().st_size for split in splits}
+        manifest = {"format": CACHE_FORMAT_VERSION, "files": files, **metadata}
+        text = json.dumps(manifest, indent=1, sort_keys=True, default=str).encode()
+        atomic_write(self.directory / MANIFEST, lambda handle: handle.write(text))
+
+    def load_split(self, split: str) -> dict[str, Any]:
+        """Loads one split of a complete cache.
+
+        Raises:
+            FileNotFoundError: if the cache is incomplete (``prepare_data`` did not finish).
+        """
+        if not self.is_complete([split]):
+            raise FileNotFoundError(
+                f"feature cache {str(self.directory)!r} has no complete {split!r} split; "
+                "call prepare_data() first (Lightning's Trainer does)"
+            )
+        return torch.load(self.split_path(split), map_location="cpu", weights_only=True)
