@@ -80,29 +80,65 @@ def percentile_threshold(
     return _result(rows.kthvalue(rank, dim=1).values, channel_axis)
 
 
+def _histogram_rows(
+    rows: Tensor, upper: Tensor, num_bins: int, negative: Tensor | None = None
+) -> Tensor:
+    """Counts of each row of non-negative ``rows`` on ``num_bins`` equal bins over
+    ``[0, upper]`` (the max lands in the last bin): shape ``(rows, bins)``, or
+    ``(rows, 2, bins)`` split by the boolean mask ``negative``."""
+    channels = rows.shape[0]
+    sides = 1 if negative is None else 2
+    total = channels * sides * num_bins
+    # Bin positions are built in floating point and truncated once: integer
+    # arithmetic on a million int64 indices costs more than the histogram.
+    dtype = rows.dtype if total < 2**22 else torch.float64
+    width = (upper / num_bins).clamp_min(torch.finfo(rows.dtype).tiny).unsqueeze(1)
+    position = (rows / width).to(dtype).floor_().clamp_(0, num_bins - 1)
+    if negative is not None:
+        position.add_(negative.to(dtype), alpha=num_bins)
+    if channels > 1:
+        offsets = torch.arange(channels, device=rows.device, dtype=dtype) * (sides * num_bins)
+        position += offsets.unsqueeze(1)
+    index = position.long()
+    hist = torch.bincount(index.reshape(-1), minlength=total)
+    hist = hist.to(torch.float32)
+    return (
+        hist.reshape(channels, num_bins)
+        if negative is None
+        else hist.reshape(channels, 2, num_bins)
+    )
+
+
 def abs_histogram(
-    x: Tensor, num_bins: int, channel_axis: int | None = None
+    x: Tensor, num_bins: int, channel_axis: int | None = None, *, split_sign: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Histogram of ``|x|`` on ``num_bins`` equal bins over ``[0, max|x|]``.
 
+    Args:
+        x: the data.
+        num_bins: number of bins.
+        channel_axis: one histogram per channel along this axis.
+        split_sign: count positive values (and zeros) and negative values
+            separately: the histogram gets a dimension of size 2 before the
+            bins (index 0: ``x >= 0``, index 1: ``x < 0``); their sum is the
+            plain ``|x|`` histogram. The MMSE search uses it to clip the two
+            sides where the quantizer does (``+qmax`` and ``-(qmax + 1)`` steps).
+
     Returns:
-        ``(hist, max_abs)``: counts of shape ``(num_bins,)`` and a scalar max,
-        or ``(channels, num_bins)`` and ``(channels,)`` with ``channel_axis``.
+        ``(hist, max_abs)``: counts of shape ``([2,] num_bins)`` and a scalar
+        max, or ``(channels, [2,] num_bins)`` and ``(channels,)`` with
+        ``channel_axis``.
     """
     if num_bins < 1:
         raise ValueError(f"num_bins must be >= 1, got {num_bins}")
     rows = _channels_first(x, channel_axis)
     channels, count = rows.shape
-    if count == 0:
-        hist = torch.zeros(channels, num_bins, device=rows.device)
-        max_abs = torch.zeros(channels, device=rows.device)
+    max_abs = rows.amax(dim=1) if count else torch.zeros(channels, device=rows.device)
+    if not split_sign:
+        hist = _histogram_rows(rows, max_abs, num_bins)
     else:
-        max_abs = rows.amax(dim=1)
-        width = (max_abs / num_bins).clamp_min(torch.finfo(rows.dtype).tiny).unsqueeze(1)
-        index = (rows / width).long().clamp_(0, num_bins - 1)
-        index += torch.arange(channels, device=rows.device).unsqueeze(1) * num_bins
-        hist = torch.bincount(index.reshape(-1), minlength=channels * num_bins)
-        hist = hist.reshape(channels, num_bins).to(torch.float32)
+        signed = x.detach() if channel_axis is None else x.detach().movedim(channel_axis, 0)
+        hist = _histogram_rows(rows, max_abs, num_bins, negative=signed.reshape(channels, -1) < 0)
     if channel_axis is None:
         return hist[0], max_abs[0]
     return hist, max_abs
@@ -113,21 +149,29 @@ def mmse_threshold_from_histogram(
     bin_edges_max: Tensor | float,
     bits: int,
     fractions: Sequence[float] | Tensor | None = None,
+    *,
+    split_sign: bool = False,
 ) -> Tensor:
     """The MMSE threshold of data summarized by a histogram of its magnitudes.
 
     Each bin's values are represented by the bin's centre; the error of a
     candidate threshold is the count-weighted squared difference between the
     centres and their quantized values (rounding error inside the range,
-    clipping error beyond it). Batched: leading dimensions of ``hist`` are
-    independent histograms (channels or utterances).
+    clipping error beyond it). The grid is asymmetric: positive values clip at
+    ``qmax`` steps (the threshold), negative ones at ``qmax + 1`` steps. With a
+    plain ``|x|`` histogram half of each bin is taken to be negative; a
+    ``split_sign`` histogram (see :func:`abs_histogram`) gives the sides
+    exactly. Batched: leading dimensions of ``hist`` are independent
+    histograms (channels or utterances).
 
     Args:
-        hist: counts over equal bins on ``[0, bin_edges_max]``, shape ``(..., bins)``.
+        hist: counts over equal bins on ``[0, bin_edges_max]``, shape
+            ``(..., bins)``, or ``(..., 2, bins)`` with ``split_sign``.
         bin_edges_max: the upper edge of the last bin (max|x|), shape ``(...)``.
         bits: the bit width the threshold is for.
         fractions: candidate thresholds as fractions of ``bin_edges_max``;
             default 0.01 to 0.99 in steps of 0.01.
+        split_sign: whether ``hist`` holds the positive and negative sides.
 
     Returns:
         The threshold, shape ``(...)``, positive.
@@ -136,18 +180,23 @@ def mmse_threshold_from_histogram(
     hist = torch.as_tensor(hist)
     dtype = torch.float64 if hist.dtype == torch.float64 else torch.float32
     hist = hist.to(dtype)
+    if split_sign:
+        positive, negative = hist[..., 0, :], hist[..., 1, :]
+    else:
+        positive = negative = hist / 2
     upper = torch.as_tensor(bin_edges_max, device=hist.device).to(dtype)
     candidates = default_fractions() if fractions is None else torch.as_tensor(fractions)
     candidates = candidates.to(device=hist.device, dtype=dtype)
     num_bins = hist.shape[-1]
     # Centres as fractions of the upper edge, so one grid serves every histogram.
     centres = (torch.arange(num_bins, device=hist.device, dtype=dtype) + 0.5) / num_bins
-    steps = candidates / top  # (F,) quantization step as a fraction of the upper edge
-    levels = torch.round(centres / steps.unsqueeze(1)).clamp_(bottom, top)  # (F, B)
-    relative_error = (centres - levels * steps.unsqueeze(1)) ** 2  # (F, B)
+    steps = (candidates / top).unsqueeze(1)  # (F, 1): the step as a fraction of the edge
+    levels = torch.round(centres / steps)  # (F, B), magnitudes in steps
+    error_positive = (centres - levels.clamp(max=top) * steps) ** 2
+    error_negative = (centres - levels.clamp(max=-bottom) * steps) ** 2
     # (..., B) x (B, F) -> (..., F). The true error is this times upper^2, a
     # per-histogram constant that does not move the argmin.
-    error = hist @ relative_error.T
+    error = positive @ error_positive.T + negative @ error_negative.T
     best = error.argmin(dim=-1)
     return (candidates[best] * upper).clamp_min(MIN_THRESHOLD)
 
@@ -163,8 +212,8 @@ def mmse_threshold(
 
     See :func:`mmse_threshold_from_histogram` for how the error is estimated.
     """
-    hist, max_abs = abs_histogram(x, num_bins, channel_axis)
-    return mmse_threshold_from_histogram(hist, max_abs, bits, fractions)
+    hist, max_abs = abs_histogram(x, num_bins, channel_axis, split_sign=True)
+    return mmse_threshold_from_histogram(hist, max_abs, bits, fractions, split_sign=True)
 
 
 def estimate_threshold(

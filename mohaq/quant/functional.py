@@ -86,7 +86,10 @@ def fake_quantize(x: Tensor, scale: Tensor | float, bits: int) -> Tensor:
         ValueError: if ``bits`` is out of range.
     """
     low, high = qmin(bits), qmax(bits)
-    scale = torch.as_tensor(scale).detach()
+    if isinstance(scale, Tensor):
+        scale = scale.detach()
+    else:
+        scale = torch.tensor(scale, dtype=_compute_dtype(x), device=x.device)
     if torch.is_grad_enabled() and x.requires_grad:
         return _FakeQuantizeSTE.apply(x, scale, low, high)
     # No graph to build: skip the mask the backward pass would need.

@@ -222,10 +222,12 @@ class FakeQuantizer(nn.Module):
     def observe(self, x: Tensor) -> None:
         """Records the |x| histogram and max of one utterance.
 
-        Calibration runs with batch size 1, so each call is one utterance.
+        Calibration runs with batch size 1, so each call is one utterance. The
+        histogram keeps positive and negative values apart (shape ``(2, bins)``)
+        so the MMSE search can clip each side where the grid does.
         """
         with torch.no_grad():
-            hist, max_abs = abs_histogram(x.detach(), CALIBRATION_BINS)
+            hist, max_abs = abs_histogram(x.detach(), CALIBRATION_BINS, split_sign=True)
         self._histograms.append(hist.cpu())
         self._maxima.append(max_abs.to(torch.float32).cpu())
         self._calibrated_thresholds.clear()
@@ -260,9 +262,12 @@ class FakeQuantizer(nn.Module):
         else:
             histograms = torch.stack(self._histograms)
             if self.clipping == "mmse":
-                per_utterance = mmse_threshold_from_histogram(histograms, maxima, bits)
+                per_utterance = mmse_threshold_from_histogram(
+                    histograms, maxima, bits, split_sign=True
+                )
             else:
-                per_utterance = percentile_from_histogram(histograms, maxima, self.percentile)
+                magnitudes = histograms.sum(dim=1)
+                per_utterance = percentile_from_histogram(magnitudes, maxima, self.percentile)
         threshold = torch.quantile(per_utterance.to(torch.float32), 0.5)
         self._calibrated_thresholds[bits] = threshold
         return threshold
@@ -271,7 +276,7 @@ class FakeQuantizer(nn.Module):
     def get_extra_state(self) -> dict[str, Tensor]:
         if not self.has_calibration:
             return {
-                "histograms": torch.zeros(0, CALIBRATION_BINS),
+                "histograms": torch.zeros(0, 2, CALIBRATION_BINS),
                 "maxima": torch.zeros(0),
             }
         return {"histograms": torch.stack(self._histograms), "maxima": torch.stack(self._maxima)}

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mohaq.quant.clipping import (
+    abs_histogram,
+    estimate_threshold,
+    minmax_threshold,
+    mmse_threshold,
+    mmse_threshold_from_histogram,
+    percentile_from_histogram,
+    percentile_threshold,
+)
+from mohaq.quant.functional import fake_quantize, qmax
+
+
+def _mse(x: torch.Tensor, threshold: float, bits: int) -> float:
+    return (fake_quantize(x, threshold / qmax(bits), bits) - x).pow(2).mean().item()
+
+
+def _gaussian(n: int = 200_000, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_minmax_per_tensor_and_per_channel() -> None:
+    x = torch.tensor([[1.0, -3.0], [0.5, 2.0], [0.0, 0.0]])
+    assert minmax_threshold(x).item() == 3.0
+    per_row = minmax_threshold(x, channel_axis=0)
+    assert per_row[:2].tolist() == [3.0, 2.0]
+    assert per_row[2].item() > 0  # an all-zero channel still gets a positive threshold
+    assert minmax_threshold(x, channel_axis=-1).tolist() == [1.0, 3.0]
+
+
+def test_channel_axis_out_of_range() -> None:
+    with pytest.raises(ValueError, match="channel_axis 2 is out of range"):
+        minmax_threshold(torch.ones(2, 2), channel_axis=2)
+
+
+def test_percentile_is_nearest_rank_of_magnitudes() -> None:
+    x = -torch.arange(1.0, 101.0)  # |x| = 1..100
+    assert percentile_threshold(x, 90).item() == 90.0
+    assert percentile_threshold(x, 100).item() == 100.0
+    assert percentile_threshold(x, 0.5).item() == 1.0
+    rows = torch.stack([torch.arange(1.0, 11.0), 10 * torch.arange(1.0, 11.0)])
+    assert percentile_threshold(rows, 50, channel_axis=0).tolist() == [5.0, 50.0]
+    with pytest.raises(ValueError, match=r"percentile must be in \(0, 100\], got 0"):
+        percentile_threshold(x, 0)
+
+
+def test_percentile_from_histogram_is_within_a_bin() -> None:
+    x = _gaussian()
+    hist, top = abs_histogram(x, 1024)
+    estimate = percentile_from_histogram(hist, top, 99.0).item()
+    exact = percentile_threshold(x, 99.0).item()
+    assert exact <= estimate <= exact + top.item() / 1024 + 1e-9
+
+
+def test_histogram_counts_every_value_once() -> None:
+    x = torch.tensor([0.0, 0.1, -0.5, 0.99, 1.0, -1.0])
+    hist, top = abs_histogram(x, 4)
+    assert top.item() == 1.0
+    assert hist.tolist() == [2.0, 0.0, 1.0, 3.0]  # max lands in the last bin
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_mmse_beats_minmax_on_a_gaussian(bits: int) -> None:
+    x = _gaussian()
+    threshold = mmse_threshold(x, bits)
+    top = x.abs().max().item()
+    assert 0 < threshold.item() < top
+    assert _mse(x, threshold.item(), bits) < _mse(x, top, bits)
+
+
+def test_mmse_at_4_bits_is_near_the_known_gaussian_optimum() -> None:
+    # The MSE-optimal 4-bit clipping of a unit Gaussian is about 2.5 standard deviations.
+    threshold = mmse_threshold(_gaussian(), 4).item()
+    assert 2.2 < threshold < 2.9
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_mmse_from_histogram_agrees_with_brute_force_on_exact_values(bits: int) -> None:
+    x = _gaussian(50_000, seed=bits)
+    values = x.numpy()
+    top = np.abs(values).max()
+    fractions = np.arange(1, 100) / 100
+    errors = []
+    for fraction in fractions:
+        scale = fraction * top / qmax(bits)
+        quantized = np.clip(np.round(values / scale), -(2 ** (bits - 1)), qmax(bits)) * scale
+        errors.append(np.mean((quantized - values) ** 2))
+    exact = fractions[int(np.argmin(errors))] * top
+    estimate = mmse_threshold(x, bits).item()
+    # Within one candidate step (0.01 max|x|), and nearly as good as the exact best.
+    assert abs(estimate - exact) <= 0.01 * top + 1e-9
+    assert _mse(x, estimate, bits) <= min(errors) * 1.01
+
+
+def test_mmse_from_histogram_is_batched() -> None:
+    x = torch.stack([_gaussian(20_000, 1), 3 * _gaussian(20_000, 2)])
+    hist, top = abs_histogram(x, 512, channel_axis=0)
+    together = mmse_threshold_from_histogram(hist, top, 4)
+    alone = [mmse_threshold_from_histogram(hist[i], top[i], 4).item() for i in range(2)]
+    assert together.tolist() == pytest.approx(alone)
+    assert together.tolist() == pytest.approx(
+        mmse_threshold(x, 4, channel_axis=0, num_bins=512).tolist()
+    )
+
+
+def test_mmse_of_all_zeros_is_positive() -> None:
+    assert mmse_threshold(torch.zeros(10), 4).item() > 0
+
+
+def test_estimate_threshold_dispatches_and_names_the_methods() -> None:
+    x = _gaussian()
+    assert estimate_threshold(x, "minmax", 4).item() == minmax_threshold(x).item()
+    assert estimate_threshold(x, "mmse", 4).item() == mmse_threshold(x, 4).item()
+    assert estimate_threshold(x, "percentile", 4, percentile=99.0).item() == (
+        percentile_threshold(x, 99.0).item()
+    )
+    with pytest.raises(ValueError, match="'kl'.*allowed: minmax, mmse, percentile"):
+        estimate_threshold(x, "kl", 4)  # type: ignore[arg-type]
