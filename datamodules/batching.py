@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import BatchSampler, Dataset, Sampler
 
 from mohaq.datamodules.phones import IGNORE_INDEX
 
@@ -129,24 +128,59 @@ def collate_utterances(samples: Sequence[UtteranceSample]) -> Batch:
     return Batch(features, targets, lengths, [s.utterance_id for s in samples])
 
 
-class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of utterances of similar length, reproducible for (seed, epoch).
+class EpochSampler(Sampler[int]):
+    """Indices ``0..num_items-1``, permuted by (seed, epoch) when shuffling.
 
-    Shuffled: the utterances are permuted, cut into chunks of
-    ``chunk_batches * batch_size``, sorted by length inside each chunk, cut
-    into batches, and the batches are permuted (so long and short batches
-    mix). Not shuffled: the whole set sorted by length (longest first) when
-    bucketing, else in order. Without bucketing and with shuffle, it is a
-    plain random batching.
+    Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler`` at
+    every epoch, so this is where the epoch lives (as in DistributedSampler,
+    which Lightning puts in its place under DDP).
 
     Args:
-        lengths: frames of each utterance.
+        num_items: dataset size.
+        shuffle: permute or keep the order.
+        seed: the base seed.
+    """
+
+    def __init__(self, num_items: int, *, shuffle: bool, seed: int = 0) -> None:
+        self.num_items = num_items
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.num_items))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.num_items, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_items
+
+
+class BucketBatchSampler(BatchSampler):
+    """Batches of utterances of similar length, reproducible for (seed, epoch).
+
+    The index order comes from ``sampler`` (an :class:`EpochSampler`, or the
+    DistributedSampler Lightning injects under DDP: it keeps this class's
+    other arguments because this is a BatchSampler). That order is cut into
+    chunks of ``chunk_batches * batch_size``, sorted by length inside each
+    chunk (longest first), cut into batches, and, with ``shuffle_batches``,
+    the batches are permuted so long and short batches mix. Without bucketing
+    the order is batched as it comes.
+
+    Args:
+        sampler: yields dataset indices; its ``epoch`` (if any) seeds the batch permutation.
         batch_size: utterances per batch.
-        shuffle: permute (training) or not (evaluation).
-        bucket_by_length: group similar lengths to reduce padding.
-        seed: the base seed; the permutation uses (seed, epoch).
         drop_last: drop a last incomplete batch.
-        chunk_batches: batches per sorted chunk; larger means less padding, less randomness.
+        lengths: frames of each utterance, indexed like the dataset.
+        bucket_by_length: group similar lengths to reduce padding.
+        shuffle_batches: permute the batches (training).
+        seed: the base seed of the batch permutation.
+        chunk_batches: batches per sorted chunk (larger: less padding, less
+            randomness); None sorts the whole order (evaluation).
 
     Raises:
         ValueError: for a batch_size or chunk_batches below 1.
@@ -154,55 +188,83 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __init__(
         self,
-        lengths: Sequence[int],
+        sampler: Sampler[int] | Iterable[int],
         batch_size: int,
-        *,
-        shuffle: bool,
-        bucket_by_length: bool = True,
-        seed: int = 0,
         drop_last: bool = False,
-        chunk_batches: int = 50,
+        *,
+        lengths: Sequence[int],
+        bucket_by_length: bool = True,
+        shuffle_batches: bool = True,
+        seed: int = 0,
+        chunk_batches: int | None = 50,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}; allowed: a positive integer")
-        if chunk_batches < 1:
-            raise ValueError(f"chunk_batches={chunk_batches}; allowed: a positive integer")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}; allowed: a positive integer")
+        if chunk_batches is not None and chunk_batches < 1:
+            raise ValueError(f"chunk_batches={chunk_batches!r}; allowed: a positive integer or None")
+        super().__init__(sampler, batch_size, drop_last)
         self.lengths = [int(length) for length in lengths]
-        self.batch_size = batch_size
-        self.shuffle = shuffle
         self.bucket_by_length = bucket_by_length
+        self.shuffle_batches = shuffle_batches
         self.seed = seed
-        self.drop_last = drop_last
         self.chunk_batches = chunk_batches
-        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Selects the epoch's permutation (Lightning calls this every epoch)."""
-        self.epoch = epoch
+        """Selects the epoch's order (forwarded to the sampler, which Lightning also calls)."""
+        if callable(getattr(self.sampler, "set_epoch", None)):
+            self.sampler.set_epoch(epoch)
 
     def _batches(self) -> list[list[int]]:
-        count = len(self.lengths)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(count, generator=generator).tolist() if self.shuffle else list(range(count))
+        order = list(self.sampler)
         if self.bucket_by_length:
-            chunk = self.chunk_batches * self.batch_size if self.shuffle else max(count, 1)
+            chunk = len(order) if self.chunk_batches is None else self.chunk_batches * self.batch_size
             bucketed: list[int] = []
-            for begin in range(0, count, chunk):
-                part = order[begin : begin + chunk]
-                # Stable sort: equal lengths keep the random order.
-                bucketed.extend(sorted(part, key=lambda i: -self.lengths[i]))
+            for begin in range(0, len(order), max(chunk, 1)):
+                # Stable sort: equal lengths keep the sampler's order.
+                bucketed.extend(sorted(order[begin : begin + chunk], key=lambda i: -self.lengths[i]))
             order = bucketed
-        batches = [order[i : i + self.batch_size] for i in range(0, count, self.batch_size)]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
-        if self.shuffle:
+        if self.shuffle_batches:
+            epoch = int(getattr(self.sampler, "epoch", 0))
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 1)
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self._batches())
 
-    def __len__(self) -> int:
-        if self.drop_last:
-            return len(self.lengths) // self.batch_size
-        return math.ceil(len(self.lengths) / self.batch_size)
+
+def bucket_batch_sampler(
+    lengths: Sequence[int],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    bucket_by_length: bool = True,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> BucketBatchSampler:
+    """The batch sampler of a split: shuffled chunks for training, one sorted pass for evaluation.
+
+    Args:
+        lengths: frames of each utterance.
+        batch_size: utterances per batch.
+        shuffle: training order (random, per epoch) or evaluation order (fixed).
+        bucket_by_length: group similar lengths.
+        seed: base seed of the training order.
+        drop_last: drop a last incomplete batch.
+
+    Raises:
+        ValueError: for a batch_size below 1.
+    """
+    return BucketBatchSampler(
+        EpochSampler(len(lengths), shuffle=shuffle, seed=seed),
+        batch_size,
+        drop_last,
+        lengths=lengths,
+        bucket_by_length=bucket_by_length,
+        shuffle_batches=shuffle,
+        seed=seed,
+        chunk_batches=50 if shuffle else None,
+    )

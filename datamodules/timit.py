@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from mohaq.datamodules.batching import (
     BucketBatchSampler,
     UtteranceDataset,
+    bucket_batch_sampler,
     collate_utterances,
 )
 from mohaq.datamodules.feature_cache import (
@@ -403,7 +404,7 @@ class TIMITDataModule(pl.LightningDataModule):
         """
         size = 1 if batch_size is None else batch_size
         _require(isinstance(size, int) and size >= 1, "batch_size", batch_size, "a positive integer or None")
-        sampler = BucketBatchSampler(
+        sampler = bucket_batch_sampler(
             self.optimization_dataset.lengths.tolist(), size, shuffle=False, bucket_by_length=False
         )
         return self._loader(self.optimization_dataset, sampler)
@@ -420,7 +421,7 @@ class TIMITDataModule(pl.LightningDataModule):
 
     def _evaluation_loader(self, name: str) -> DataLoader:
         dataset = self._load(name)
-        sampler = BucketBatchSampler(
+        sampler = bucket_batch_sampler(
             dataset.lengths.tolist(),
             self.batch_size,
             shuffle=False,
@@ -430,7 +431,7 @@ class TIMITDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._load("train")
-        sampler = BucketBatchSampler(
+        sampler = bucket_batch_sampler(
             dataset.lengths.tolist(),
             self.batch_size,
             shuffle=True,

@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
+from torch.utils.data import DistributedSampler
 
 from mohaq.datamodules.batching import (
     Batch,
     BucketBatchSampler,
+    EpochSampler,
     UtteranceDataset,
     UtteranceSample,
+    bucket_batch_sampler,
     collate_utterances,
 )
 from mohaq.datamodules.phones import IGNORE_INDEX
@@ -60,7 +63,7 @@ def _lengths(count: int = 400) -> list[int]:
 
 @pytest.mark.parametrize("bucket", [True, False])
 def test_every_utterance_once_per_epoch(bucket: bool) -> None:
-    sampler = BucketBatchSampler(_lengths(103), 8, shuffle=True, bucket_by_length=bucket, seed=0)
+    sampler = bucket_batch_sampler(_lengths(103), 8, shuffle=True, bucket_by_length=bucket)
     batches = list(sampler)
     assert len(batches) == len(sampler) == 13
     assert sorted(i for b in batches for i in b) == list(range(103))
@@ -69,12 +72,14 @@ def test_every_utterance_once_per_epoch(bucket: bool) -> None:
 def test_order_is_fixed_by_seed_and_epoch() -> None:
     lengths = _lengths()
 
-    def epoch_batches(seed: int, epoch: int) -> list[list[int]]:
-        sampler = BucketBatchSampler(lengths, 8, shuffle=True, seed=seed)
-        sampler.set_epoch(epoch)
-        return list(sampler)
+    def epoch_batches(seed: int, epoch: int, through_sampler: bool = False) -> list[list[int]]:
+        batch_sampler = bucket_batch_sampler(lengths, 8, shuffle=True, seed=seed)
+        # Lightning calls set_epoch on batch_sampler.sampler; direct callers use the batch sampler.
+        (batch_sampler.sampler if through_sampler else batch_sampler).set_epoch(epoch)
+        return list(batch_sampler)
 
     assert epoch_batches(0, 0) == epoch_batches(0, 0)
+    assert epoch_batches(0, 3) == epoch_batches(0, 3, through_sampler=True)
     assert epoch_batches(0, 0) != epoch_batches(0, 1)
     assert epoch_batches(0, 0) != epoch_batches(1, 0)
 
@@ -85,21 +90,34 @@ def _padding(lengths: list[int], batches: list[list[int]]) -> int:
 
 def test_bucketing_reduces_padding() -> None:
     lengths = _lengths()
-    bucketed = _padding(lengths, list(BucketBatchSampler(lengths, 8, shuffle=True, chunk_batches=10)))
-    plain = _padding(lengths, list(BucketBatchSampler(lengths, 8, shuffle=True, bucket_by_length=False)))
-    assert bucketed < plain / 5
+    order = EpochSampler(len(lengths), shuffle=True)
+    bucketed = BucketBatchSampler(order, 8, lengths=lengths, chunk_batches=10)
+    plain = BucketBatchSampler(order, 8, lengths=lengths, bucket_by_length=False)
+    assert _padding(lengths, list(bucketed)) < _padding(lengths, list(plain)) / 5
+
+
+def test_distributed_sampler_can_replace_the_index_order() -> None:
+    # What Lightning does under DDP: same batch sampler arguments, a sharded sampler.
+    lengths = _lengths(40)
+    shards = [
+        list(BucketBatchSampler(DistributedSampler(range(40), num_replicas=2, rank=rank, seed=0),
+                                4, lengths=lengths))
+        for rank in (0, 1)
+    ]
+    assert len(shards[0]) == len(shards[1]) == 5
+    assert sorted(i for shard in shards for b in shard for i in b) == list(range(40))
 
 
 def test_evaluation_order_and_drop_last() -> None:
     lengths = [5, 9, 1, 7, 3]
-    assert list(BucketBatchSampler(lengths, 2, shuffle=False)) == [[1, 3], [0, 4], [2]]
-    assert list(BucketBatchSampler(lengths, 2, shuffle=False, bucket_by_length=False)) == [[0, 1], [2, 3], [4]]
-    dropped = BucketBatchSampler(lengths, 2, shuffle=True, drop_last=True)
+    assert list(bucket_batch_sampler(lengths, 2, shuffle=False)) == [[1, 3], [0, 4], [2]]
+    assert list(bucket_batch_sampler(lengths, 2, shuffle=False, bucket_by_length=False)) == [[0, 1], [2, 3], [4]]
+    dropped = bucket_batch_sampler(lengths, 2, shuffle=True, drop_last=True)
     assert len(dropped) == 2 and all(len(b) == 2 for b in dropped)
 
 
 def test_bad_sampler_arguments() -> None:
     with pytest.raises(ValueError, match="batch_size=0"):
-        BucketBatchSampler([1], 0, shuffle=True)
+        bucket_batch_sampler([1], 0, shuffle=True)
     with pytest.raises(ValueError, match="chunk_batches=0"):
-        BucketBatchSampler([1], 1, shuffle=True, chunk_batches=0)
+        BucketBatchSampler(range(1), 1, lengths=[1], chunk_batches=0)
