@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import mohaq.quant.quantizer as quantizer_module
+from mohaq.quant.clipping import mmse_threshold
+from mohaq.quant.functional import fake_quantize, scale_for
+from mohaq.quant.quantizer import FakeQuantizer
+
+
+def test_float_quantizer_returns_the_same_object() -> None:
+    for role in ("weight", "activation", "state", "fixed"):
+        quantizer = FakeQuantizer("p", role=role)  # type: ignore[arg-type]
+        x = torch.randn(3, 4)
+        assert quantizer(x) is x
+        assert quantizer.quant_params(x) is None
+
+
+@pytest.mark.parametrize("bits", [1, 17, 8.0, True])
+def test_bits_setter_validates(bits: object) -> None:
+    with pytest.raises(ValueError, match=r"'l0\.weight'.*2 to 16"):
+        FakeQuantizer("l0.weight").bits = bits  # type: ignore[assignment]
+
+
+def test_constructor_names_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="role must be one of weight, activation, state, fixed"):
+        FakeQuantizer(role="bias")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="clipping must be one of minmax, mmse, percentile"):
+        FakeQuantizer(clipping="kl")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="per_channel.*activation"):
+        FakeQuantizer(per_channel=True)
+
+
+def test_weight_quantizer_uses_the_mmse_threshold_of_the_weight() -> None:
+    weight = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    quantizer = FakeQuantizer("w", role="weight")
+    quantizer.bits = 4
+    expected = fake_quantize(weight, scale_for(mmse_threshold(weight, 4), 4), 4)
+    torch.testing.assert_close(quantizer(weight), expected)
+
+
+def test_weight_threshold_and_output_are_cached_until_the_weight_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+    real = quantizer_module.estimate_threshold
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quantizer_module, "estimate_threshold", counting)
+    layer = nn.Linear(8, 4)
+    quantizer = FakeQuantizer("w", role="weight")
+    quantizer.bits = 8
+    with torch.no_grad():
+        first = quantizer(layer.weight)
+        assert quantizer(layer.weight) is first  # the quantized tensor itself is reused
+        assert len(calls) == 1
+        layer.weight.mul_(2)  # an in-place update bumps the version
+        second = quantizer(layer.weight)
+    assert len(calls) == 2
+    torch.testing.assert_close(second, 2 * first)
+    quantizer.bits = 4
+    with torch.no_grad():
+        quantizer(layer.weight)
+    assert len(calls) == 3
+
+
+def test_weight_gradient_is_straight_through_in_training() -> None:
+    weight = nn.Parameter(torch.tensor([0.1, -0.4, 0.7, -0.8]))
+    quantizer = FakeQuantizer("w", role="weight", clipping="minmax")
+    quantizer.bits = 8
+    out = quantizer(weight)
+    assert out.requires_grad
+    out.sum().backward()
+    assert weight.grad is not None
+    assert weight.grad.tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_per_channel_weight_has_one_scale_per_row() -> None:
+    weight = torch.tensor([[1.0, -0.6], [10.0, 4.0]])
+    quantizer = FakeQuantizer("w", role="weight", clipping="minmax", per_channel=True)
+    quantizer.bits = 2  # grid -2..1: each row's max maps to 1 step
+    assert quantizer(weight).tolist() == [[1.0, -1.0], [10.0, 0.0]]
+    params = quantizer.quant_params(weight)
+    assert params is not None
+    scale, bits = params
+    assert bits == 2
+    assert scale.shape == (2, 1)
+    assert scale.flatten().tolist() == [1.0, 10.0]
+
+
+def test_uncalibrated_activation_uses_the_batch_max() -> None:
+    quantizer = FakeQuantizer("a")
+    quantizer.bits = 4
+    x = torch.tensor([0.0, 1.0, -3.5, 7.0])
+    # threshold 7 -> scale 1 at 4 bits
+    assert quantizer(x).tolist() == [0.0, 1.0, -4.0, 7.0]
+    assert quantizer.quant_params(x) == (torch.tensor(1.0), 4)
+    with pytest.raises(RuntimeError, match="not calibrated"):
+        quantizer.quant_params()
+
+
+def test_calibrated_state_quantizer_gives_params_without_x() -> None:
+    quantizer = FakeQuantizer("s", role="state", clipping="minmax")
+    quantizer.observing = True
+    quantizer(torch.tensor([7.0, -1.0]))
+    quantizer.observing = False
+    quantizer.bits = 4
+    params = quantizer.quant_params()
+    assert params is not None
+    assert params[0].item() == pytest.approx(1.0)
+    assert params[1] == 4
+
+
+def test_observing_records_and_passes_the_input_through() -> None:
+    quantizer = FakeQuantizer("a")
+    quantizer.bits = 2
+    quantizer.observing = True
+    x = torch.randn(5)
+    assert quantizer(x) is x
+    assert quantizer.num_observed == 1
+    assert quantizer.quant_params(x) is None
+
+
+def test_extra_repr_names_point_role_bits_and_clipping() -> None:
+    quantizer = FakeQuantizer("sru0.weight", role="weight", clipping="mmse")
+    quantizer.bits = 8
+    assert "point='sru0.weight', role=weight, bits=8, clipping=mmse" in repr(quantizer)
