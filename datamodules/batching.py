@@ -6,10 +6,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
+from mohaq.datamodules.phones import IGNORE_INDEX
 from torch import Tensor
 from torch.utils.data import BatchSampler, Dataset, Sampler
-
-from mohaq.datamodules.phones import IGNORE_INDEX
 
 
 class Batch(NamedTuple):
@@ -68,7 +67,9 @@ class UtteranceDataset(Dataset[UtteranceSample]):
                 f"hold sum(lengths) = {total} frames"
             )
         if not len(utterance_ids) == len(speakers) == lengths.numel():
-            raise ValueError("utterance_ids, speakers and lengths must have one entry per utterance")
+            raise ValueError(
+                "utterance_ids, speakers and lengths must have one entry per utterance"
+            )
         self.features = features
         self.targets = targets
         self.lengths = lengths.long()
@@ -201,7 +202,9 @@ class BucketBatchSampler(BatchSampler):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}; allowed: a positive integer")
         if chunk_batches is not None and chunk_batches < 1:
-            raise ValueError(f"chunk_batches={chunk_batches!r}; allowed: a positive integer or None")
+            raise ValueError(
+                f"chunk_batches={chunk_batches!r}; allowed: a positive integer or None"
+            )
         super().__init__(sampler, batch_size, drop_last)
         self.lengths = [int(length) for length in lengths]
         self.bucket_by_length = bucket_by_length
@@ -217,11 +220,15 @@ class BucketBatchSampler(BatchSampler):
     def _batches(self) -> list[list[int]]:
         order = list(self.sampler)
         if self.bucket_by_length:
-            chunk = len(order) if self.chunk_batches is None else self.chunk_batches * self.batch_size
+            chunk = (
+                len(order) if self.chunk_batches is None else self.chunk_batches * self.batch_size
+            )
             bucketed: list[int] = []
             for begin in range(0, len(order), max(chunk, 1)):
                 # Stable sort: equal lengths keep the sampler's order.
-                bucketed.extend(sorted(order[begin : begin + chunk], key=lambda i: -self.lengths[i]))
+                bucketed.extend(
+                    sorted(order[begin : begin + chunk], key=lambda i: -self.lengths[i])
+                )
             order = bucketed
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
@@ -229,7 +236,9 @@ class BucketBatchSampler(BatchSampler):
         if self.shuffle_batches:
             epoch = int(getattr(self.sampler, "epoch", 0))
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 1)
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+            batches = [
+                batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()
+            ]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:

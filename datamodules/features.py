@@ -28,9 +28,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from mohaq.datamodules.phones import IGNORE_INDEX, class_index_48
+from torch import Tensor
 
 WindowType = Literal["povey", "hamming"]
 
@@ -124,7 +123,9 @@ def mel_filterbank(config: FeatureConfig) -> Tensor:
     step = (high_mel - low_mel) / (config.num_mel_bins + 1)
     edges = low_mel + step * torch.arange(config.num_mel_bins + 2, dtype=torch.float64)
     left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    bin_hz = torch.arange(config.n_fft // 2 + 1, dtype=torch.float64) * config.sample_rate / config.n_fft
+    bin_hz = (
+        torch.arange(config.n_fft // 2 + 1, dtype=torch.float64) * config.sample_rate / config.n_fft
+    )
     mel = hz_to_mel(bin_hz)[None, :]
     rising = (mel - left) / (centre - left)
     falling = (right - mel) / (right - centre)
@@ -179,7 +180,9 @@ def add_deltas(features: Tensor, window: int = 2) -> Tensor:
         length = values.shape[0]
         total = torch.zeros_like(values)
         for n in range(1, window + 1):
-            total += n * (padded[window + n : window + n + length] - padded[window - n : window - n + length])
+            total += n * (
+                padded[window + n : window + n + length] - padded[window - n : window - n + length]
+            )
         return total / (2 * sum(n * n for n in range(1, window + 1)))
 
     delta = regression(features)

@@ -21,8 +21,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
-
 from mohaq.datamodules.batching import (
     BucketBatchSampler,
     UtteranceDataset,
@@ -50,6 +48,7 @@ from mohaq.datamodules.timit_corpus import (
     read_utterance,
     scan_corpus,
 )
+from torch.utils.data import DataLoader
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 _STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
@@ -180,31 +179,72 @@ class TIMITDataModule(pl.LightningDataModule):
         synthetic_snr_db: tuple[float, float] = (5.0, 20.0),
     ) -> None:
         super().__init__()
-        _require(corpus_dir is None or (isinstance(corpus_dir, str) and corpus_dir != ""),
-                 "corpus_dir", corpus_dir, "a TIMIT folder path or None (synthetic corpus)")
-        _require(cache_dir is None or (isinstance(cache_dir, str) and cache_dir != ""),
-                 "cache_dir", cache_dir, "a folder path or None (~/.cache/mohaq)")
-        _require(isinstance(num_mel_bins, int) and num_mel_bins >= 1,
-                 "num_mel_bins", num_mel_bins, "a positive integer such as 23 or 40")
+        _require(
+            corpus_dir is None or (isinstance(corpus_dir, str) and corpus_dir != ""),
+            "corpus_dir",
+            corpus_dir,
+            "a TIMIT folder path or None (synthetic corpus)",
+        )
+        _require(
+            cache_dir is None or (isinstance(cache_dir, str) and cache_dir != ""),
+            "cache_dir",
+            cache_dir,
+            "a folder path or None (~/.cache/mohaq)",
+        )
+        _require(
+            isinstance(num_mel_bins, int) and num_mel_bins >= 1,
+            "num_mel_bins",
+            num_mel_bins,
+            "a positive integer such as 23 or 40",
+        )
         _require(isinstance(deltas, bool), "deltas", deltas, "True or False")
-        _require(isinstance(batch_size, int) and batch_size >= 1,
-                 "batch_size", batch_size, "a positive integer")
-        _require(isinstance(bucket_by_length, bool), "bucket_by_length", bucket_by_length, "True or False")
-        _require(isinstance(num_workers, int) and num_workers >= 0,
-                 "num_workers", num_workers, "an integer >= 0")
+        _require(
+            isinstance(batch_size, int) and batch_size >= 1,
+            "batch_size",
+            batch_size,
+            "a positive integer",
+        )
+        _require(
+            isinstance(bucket_by_length, bool),
+            "bucket_by_length",
+            bucket_by_length,
+            "True or False",
+        )
+        _require(
+            isinstance(num_workers, int) and num_workers >= 0,
+            "num_workers",
+            num_workers,
+            "an integer >= 0",
+        )
         _require(isinstance(include_sa, bool), "include_sa", include_sa, "True or False")
-        _require(isinstance(optimization_set_utterances, int) and optimization_set_utterances >= 1,
-                 "optimization_set_utterances", optimization_set_utterances, "a positive integer")
+        _require(
+            isinstance(optimization_set_utterances, int) and optimization_set_utterances >= 1,
+            "optimization_set_utterances",
+            optimization_set_utterances,
+            "a positive integer",
+        )
         _require(isinstance(seed, int), "seed", seed, "an integer")
-        _require(isinstance(synthetic_speakers, int) and synthetic_speakers >= 4,
-                 "synthetic_speakers", synthetic_speakers,
-                 "an integer >= 4 (train, dev and test each need speakers)")
-        _require(isinstance(synthetic_utterances_per_speaker, int) and synthetic_utterances_per_speaker >= 1,
-                 "synthetic_utterances_per_speaker", synthetic_utterances_per_speaker, "a positive integer")
+        _require(
+            isinstance(synthetic_speakers, int) and synthetic_speakers >= 4,
+            "synthetic_speakers",
+            synthetic_speakers,
+            "an integer >= 4 (train, dev and test each need speakers)",
+        )
+        _require(
+            isinstance(synthetic_utterances_per_speaker, int)
+            and synthetic_utterances_per_speaker >= 1,
+            "synthetic_utterances_per_speaker",
+            synthetic_utterances_per_speaker,
+            "a positive integer",
+        )
         _require(isinstance(synthetic_seed, int), "synthetic_seed", synthetic_seed, "an integer")
         snr = tuple(synthetic_snr_db)
-        _require(len(snr) == 2 and all(isinstance(v, int | float) for v in snr) and snr[0] <= snr[1],
-                 "synthetic_snr_db", synthetic_snr_db, "(low, high) in dB with low <= high")
+        _require(
+            len(snr) == 2 and all(isinstance(v, int | float) for v in snr) and snr[0] <= snr[1],
+            "synthetic_snr_db",
+            synthetic_snr_db,
+            "(low, high) in dB with low <= high",
+        )
         try:
             self.feature_config = FeatureConfig(num_mel_bins=num_mel_bins, deltas=deltas)
         except ValueError as error:
@@ -297,7 +337,9 @@ class TIMITDataModule(pl.LightningDataModule):
     def _splits(self, root: Path) -> dict[str, list[Utterance]]:
         return assign_splits(scan_corpus(root, include_sa=self.include_sa))
 
-    def _cache_for(self, root: Path, splits: dict[str, list[Utterance]]) -> tuple[FeatureCache, str]:
+    def _cache_for(
+        self, root: Path, splits: dict[str, list[Utterance]]
+    ) -> tuple[FeatureCache, str]:
         files = [
             path
             for name in SPLITS
@@ -403,7 +445,12 @@ class TIMITDataModule(pl.LightningDataModule):
             ValueError: for a batch_size below 1.
         """
         size = 1 if batch_size is None else batch_size
-        _require(isinstance(size, int) and size >= 1, "batch_size", batch_size, "a positive integer or None")
+        _require(
+            isinstance(size, int) and size >= 1,
+            "batch_size",
+            batch_size,
+            "a positive integer or None",
+        )
         sampler = bucket_batch_sampler(
             self.optimization_dataset.lengths.tolist(), size, shuffle=False, bucket_by_length=False
         )

@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
-
 from mohaq.datamodules.phones import PHONES_61
 
 SAMPLE_RATE = 16_000
@@ -213,7 +212,9 @@ def read_audio(path: str | Path, *, sample_rate: int = SAMPLE_RATE) -> np.ndarra
             f"audio file {str(path)!r} has sample rate {rate} Hz; {sample_rate} Hz is required"
         )
     if samples.shape[1] != 1:
-        raise CorpusError(f"audio file {str(path)!r} has {samples.shape[1]} channels; 1 is required")
+        raise CorpusError(
+            f"audio file {str(path)!r} has {samples.shape[1]} channels; 1 is required"
+        )
     declared = _declared_frames(path)
     if declared is not None and declared != samples.shape[0]:
         raise CorpusError(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
-from torch.utils.data import DistributedSampler
-
 from mohaq.datamodules.batching import (
     Batch,
     BucketBatchSampler,
@@ -17,6 +15,7 @@ from mohaq.datamodules.batching import (
     collate_utterances,
 )
 from mohaq.datamodules.phones import IGNORE_INDEX
+from torch.utils.data import DistributedSampler
 
 
 def _sample(length: int, utterance_id: str) -> UtteranceSample:
@@ -31,7 +30,11 @@ def test_collate_pads_features_with_zero_and_targets_with_ignore_index() -> None
     assert batch.targets.shape == (3, 4) and batch.targets.dtype == torch.long
     assert batch.lengths.tolist() == [4, 2, 3] and batch.lengths.dtype == torch.long
     assert batch.utterance_ids == ["A_SI1", "B_SI2", "C_SX3"]
-    assert batch.targets.tolist() == [[7] * 4, [7, 7, IGNORE_INDEX, IGNORE_INDEX], [7, 7, 7, IGNORE_INDEX]]
+    assert batch.targets.tolist() == [
+        [7] * 4,
+        [7, 7, IGNORE_INDEX, IGNORE_INDEX],
+        [7, 7, 7, IGNORE_INDEX],
+    ]
     assert (batch.features[1, 2:] == 0).all() and (batch.features[1, :2] != 0).all()
     # Positional access, as the LightningModule reads it.
     assert batch[0] is batch.features and batch[2] is batch.lengths
@@ -45,8 +48,10 @@ def test_batch_survives_lightning_device_transfer() -> None:
 def test_packed_dataset_round_trip_and_subset() -> None:
     samples = [_sample(n, f"S{n}") for n in (3, 1, 4)]
     dataset = UtteranceDataset.from_utterances(
-        [s.features for s in samples], [s.targets for s in samples],
-        [s.utterance_id for s in samples], ["X", "X", "Y"],
+        [s.features for s in samples],
+        [s.targets for s in samples],
+        [s.utterance_id for s in samples],
+        ["X", "X", "Y"],
     )
     assert len(dataset) == 3 and dataset.features.shape == (8, 3)
     torch.testing.assert_close(dataset[2].features, samples[2].features)
@@ -54,7 +59,9 @@ def test_packed_dataset_round_trip_and_subset() -> None:
     assert subset.utterance_ids == ["S4", "S3"] and subset.speakers == ["Y", "X"]
     assert subset.lengths.tolist() == [4, 3]
     with pytest.raises(ValueError, match="sum\\(lengths\\) = 9"):
-        UtteranceDataset(dataset.features, dataset.targets, torch.tensor([3, 2, 4]), ["a"] * 3, ["b"] * 3)
+        UtteranceDataset(
+            dataset.features, dataset.targets, torch.tensor([3, 2, 4]), ["a"] * 3, ["b"] * 3
+        )
 
 
 def _lengths(count: int = 400) -> list[int]:
@@ -100,8 +107,11 @@ def test_distributed_sampler_can_replace_the_index_order() -> None:
     # What Lightning does under DDP: same batch sampler arguments, a sharded sampler.
     lengths = _lengths(40)
     shards = [
-        list(BucketBatchSampler(DistributedSampler(range(40), num_replicas=2, rank=rank, seed=0),
-                                4, lengths=lengths))
+        list(
+            BucketBatchSampler(
+                DistributedSampler(range(40), num_replicas=2, rank=rank, seed=0), 4, lengths=lengths
+            )
+        )
         for rank in (0, 1)
     ]
     assert len(shards[0]) == len(shards[1]) == 5
@@ -111,7 +121,11 @@ def test_distributed_sampler_can_replace_the_index_order() -> None:
 def test_evaluation_order_and_drop_last() -> None:
     lengths = [5, 9, 1, 7, 3]
     assert list(bucket_batch_sampler(lengths, 2, shuffle=False)) == [[1, 3], [0, 4], [2]]
-    assert list(bucket_batch_sampler(lengths, 2, shuffle=False, bucket_by_length=False)) == [[0, 1], [2, 3], [4]]
+    assert list(bucket_batch_sampler(lengths, 2, shuffle=False, bucket_by_length=False)) == [
+        [0, 1],
+        [2, 3],
+        [4],
+    ]
     dropped = bucket_batch_sampler(lengths, 2, shuffle=True, drop_last=True)
     assert len(dropped) == 2 and all(len(b) == 2 for b in dropped)
 

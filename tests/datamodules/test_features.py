@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from mohaq.datamodules.features import (
     FeatureConfig,
     add_deltas,
@@ -58,7 +57,10 @@ def test_log_mel_matches_direct_dft_reference(bins: int) -> None:
     assert features.shape == (num_frames(1600, FeatureConfig()), bins) == (8, bins)
     for index in (0, 7):
         np.testing.assert_allclose(
-            features[index].numpy(), _reference_log_mel_frame(signal, index, bins), rtol=0, atol=1e-4
+            features[index].numpy(),
+            _reference_log_mel_frame(signal, index, bins),
+            rtol=0,
+            atol=1e-4,
         )
 
 
@@ -103,8 +105,9 @@ def test_deltas_of_a_ramp() -> None:
     torch.testing.assert_close(out[4:-4, 4:6], torch.zeros(2, 2))
     # First frame, edges repeated: (1*(c1 - c0) + 2*(c2 - c0)) / 10 = 0.5 slope.
     torch.testing.assert_close(out[0, 2:4], torch.tensor([0.5, -1.0]))
-    assert utterance_features(np.random.default_rng(0).standard_normal(4000),
-                              FeatureConfig(deltas=True)).shape == (23, 69)
+    assert utterance_features(
+        np.random.default_rng(0).standard_normal(4000), FeatureConfig(deltas=True)
+    ).shape == (23, 69)
 
 
 def test_speaker_cmvn_gives_zero_mean_unit_variance_over_the_speaker() -> None:

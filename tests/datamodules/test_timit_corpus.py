@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from mohaq.datamodules.speakers import CORE_TEST_SPEAKERS, DEV_SPEAKERS, split_test_speakers
 from mohaq.datamodules.timit import assign_splits
 from mohaq.datamodules.timit_corpus import (
@@ -56,9 +55,13 @@ def write_utterance(
     wave = 0.3 * np.sin(2 * np.pi * (300 + 50 * seed) * t) + 0.05 * rng.standard_normal(num_samples)
     stem = case(utterance)
     if audio in ("nist", "both"):
-        sf.write(folder / f"{stem}{case('.wav')}", wave, sample_rate, format="NIST", subtype="PCM_16")
+        sf.write(
+            folder / f"{stem}{case('.wav')}", wave, sample_rate, format="NIST", subtype="PCM_16"
+        )
     if audio in ("riff", "both"):
-        sf.write(folder / f"{stem}{case('.wav')}.wav", wave, sample_rate, format="WAV", subtype="PCM_16")
+        sf.write(
+            folder / f"{stem}{case('.wav')}.wav", wave, sample_rate, format="WAV", subtype="PCM_16"
+        )
     if phn_text is None:
         bounds = np.linspace(0, num_samples, len(phones) + 1).astype(int)
         phn_text = "".join(f"{bounds[i]} {bounds[i + 1]} {p}\n" for i, p in enumerate(phones))
@@ -70,11 +73,22 @@ def write_utterance(
 
 def write_small_corpus(root: Path, *, upper: bool = True, seconds: float = 0.5) -> Path:
     """TRAIN: 2 speakers x (SA1, SI1, SX1); TEST: 4 speakers x (SA1, SI1, SX1). Not the real TIMIT."""
-    for part, speakers in (("TRAIN", ("FCJF0", "MDAW1")), ("TEST", ("FAAA0", "MBBB0", "FCCC0", "MDDD0"))):
+    for part, speakers in (
+        ("TRAIN", ("FCJF0", "MDAW1")),
+        ("TEST", ("FAAA0", "MBBB0", "FCCC0", "MDDD0")),
+    ):
         for number, speaker in enumerate(speakers):
             for utterance in ("SA1", "SI1", "SX1"):
-                write_utterance(root, part, f"DR{number % 2 + 1}", speaker, utterance,
-                                upper=upper, seconds=seconds, seed=number)
+                write_utterance(
+                    root,
+                    part,
+                    f"DR{number % 2 + 1}",
+                    speaker,
+                    utterance,
+                    upper=upper,
+                    seconds=seconds,
+                    seed=number,
+                )
     return root
 
 
@@ -85,7 +99,12 @@ def test_scan_finds_utterances_in_upper_and_lower_case_trees(tmp_path: Path, upp
     utterances = scan_corpus(tmp_path)
     assert len(utterances) == 6 * 2  # SA1 dropped
     first = utterances[0]
-    assert (first.utterance_id, first.speaker, first.part, first.dialect) == ("FCJF0_SI1", "FCJF0", "TRAIN", "DR1")
+    assert (first.utterance_id, first.speaker, first.part, first.dialect) == (
+        "FCJF0_SI1",
+        "FCJF0",
+        "TRAIN",
+        "DR1",
+    )
     assert first.audio_path.name == ("SI1.WAV" if upper else "si1.wav")
     assert first.phn_path is not None and first.phn_path.name.upper() == "SI1.PHN"
     audio, segments = read_utterance(first)
@@ -98,7 +117,9 @@ def test_sa_sentences_are_excluded_unless_asked(tmp_path: Path) -> None:
     ids = {u.utterance_id for u in scan_corpus(tmp_path)}
     assert not any(i.endswith("_SA1") for i in ids)
     with_sa = {u.utterance_id for u in scan_corpus(tmp_path, include_sa=True)}
-    assert with_sa - ids == {f"{s}_SA1" for s in ("FCJF0", "MDAW1", "FAAA0", "MBBB0", "FCCC0", "MDDD0")}
+    assert with_sa - ids == {
+        f"{s}_SA1" for s in ("FCJF0", "MDAW1", "FAAA0", "MBBB0", "FCCC0", "MDDD0")
+    }
 
 
 def test_riff_copy_is_preferred_and_riff_only_works(tmp_path: Path) -> None:
@@ -140,7 +161,10 @@ def test_other_corpus_splits_test_speakers_alternately(tmp_path: Path) -> None:
     test = {u.speaker for u in splits["test"]}
     # Sorted FAAA0, FCCC0, MBBB0, MDDD0 -> dev, test, dev, test.
     assert dev == {"FAAA0", "MBBB0"} and test == {"FCCC0", "MDDD0"}
-    assert split_test_speakers(["mddd0", "FAAA0", "FCCC0", "MBBB0"]) == (["FAAA0", "MBBB0"], ["FCCC0", "MDDD0"])
+    assert split_test_speakers(["mddd0", "FAAA0", "FCCC0", "MBBB0"]) == (
+        ["FAAA0", "MBBB0"],
+        ["FCCC0", "MDDD0"],
+    )
 
 
 def test_kaldi_lists_have_the_standard_sizes() -> None:
@@ -211,7 +235,10 @@ def scan_corpus_part(tmp_path: Path) -> list:
     "text, message",
     [
         ("0 4000 h#\n4000 8000 zz\n", r"line 2: unknown phone symbol 'zz'; allowed: aa, ae"),
-        ("0 4000 h#\n4100 8000 iy\n", r"line 2: segment starts at 4100 but the previous one ends at 4000"),
+        (
+            "0 4000 h#\n4100 8000 iy\n",
+            r"line 2: segment starts at 4100 but the previous one ends at 4000",
+        ),
         ("0 4000 h#\n4000 4000 iy\n", r"line 2: segment end 4000 <= start 4000"),
         ("0 4000 h#\n4000 9000 iy\n", r"line 2: segment end 9000 is past the audio's 8000 samples"),
         ("0 4000\n", r"line 1: expected 'START END PHONE'"),

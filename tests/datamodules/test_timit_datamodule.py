@@ -7,17 +7,16 @@ import sys
 import types
 from pathlib import Path
 
+import mohaq.datamodules.timit as timit_module
 import pytest
 import pytorch_lightning as pl
 import torch
-from test_timit_corpus import write_small_corpus, write_utterance
-
-import mohaq.datamodules.timit as timit_module
 from mohaq.datamodules import TIMITDataModule
 from mohaq.datamodules.batching import Batch
 from mohaq.datamodules.feature_cache import MANIFEST
 from mohaq.datamodules.phones import IGNORE_INDEX, PHONES_39, PHONES_48, SCORING_MAP_48_TO_39
 from mohaq.datamodules.timit_corpus import CorpusError
+from test_timit_corpus import write_small_corpus, write_utterance
 
 
 def _module(corpus: Path, cache: Path, **kwargs: object) -> TIMITDataModule:
@@ -118,9 +117,15 @@ def test_lightning_fit_runs_and_moves_batches(corpus: Path, tmp_path: Path) -> N
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     model = Probe()
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, datamodule=_module(corpus, tmp_path / "cache", batch_size=1))
     assert all(sorted(epoch) == sorted(model.epochs_seen[0]) for epoch in model.epochs_seen)
     # The trainer calls set_epoch, so epochs see different orders.
@@ -128,8 +133,9 @@ def test_lightning_fit_runs_and_moves_batches(corpus: Path, tmp_path: Path) -> N
 
 
 # -- cache ---------------------------------------------------------------------------------------------
-def test_second_prepare_loads_without_recomputing(corpus: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_prepare_loads_without_recomputing(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _module(corpus, tmp_path / "cache").prepare_data()
     _forbid_features(monkeypatch)
     again = _module(corpus, tmp_path / "cache")
@@ -141,8 +147,9 @@ def test_second_prepare_loads_without_recomputing(corpus: Path, tmp_path: Path,
         _module(corpus, tmp_path / "cache", num_mel_bins=40).prepare_data()
 
 
-def test_missing_manifest_or_leftover_temp_is_not_trusted(corpus: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_manifest_or_leftover_temp_is_not_trusted(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = _module(corpus, tmp_path / "cache")
     first.prepare_data()
     folder = first._resolve_cache().directory
@@ -160,8 +167,9 @@ def test_missing_manifest_or_leftover_temp_is_not_trusted(corpus: Path, tmp_path
     fresh.setup("fit")
 
 
-def test_a_changed_corpus_file_invalidates_the_cache(corpus: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_changed_corpus_file_invalidates_the_cache(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _module(corpus, tmp_path / "cache").prepare_data()
     phn = corpus / "TRAIN/DR1/FCJF0/SI1.PHN"
     os.utime(phn, ns=(phn.stat().st_atime_ns, phn.stat().st_mtime_ns + 10**9))
@@ -178,8 +186,9 @@ def test_a_changed_corpus_file_invalidates_the_cache(corpus: Path, tmp_path: Pat
         ("0 4000 h#\n4100 8000 iy\n", r"MDDD0/SI9\.PHN' line 2: segment starts at 4100"),
     ],
 )
-def test_bad_file_fails_prepare_before_feature_work(corpus: Path, tmp_path: Path, phn_text: str,
-                                                    message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_file_fails_prepare_before_feature_work(
+    corpus: Path, tmp_path: Path, phn_text: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The bad utterance sorts last, so a lazy reader would compute everything else first.
     write_utterance(corpus, "TEST", "DR2", "MDDD0", "SI9", phn_text=phn_text)
     _forbid_features(monkeypatch)
@@ -189,7 +198,9 @@ def test_bad_file_fails_prepare_before_feature_work(corpus: Path, tmp_path: Path
 
 def test_short_audio_and_missing_corpus_fail_in_prepare(corpus: Path, tmp_path: Path) -> None:
     write_utterance(corpus, "TEST", "DR2", "MDDD0", "SI9", seconds=0.02)
-    with pytest.raises(CorpusError, match=r"SI9\.WAV' has 320 samples, fewer than one 400-sample frame"):
+    with pytest.raises(
+        CorpusError, match=r"SI9\.WAV' has 320 samples, fewer than one 400-sample frame"
+    ):
         _module(corpus, tmp_path / "cache").prepare_data()
     with pytest.raises(CorpusError, match="does not exist"):
         _module(tmp_path / "missing", tmp_path / "cache").prepare_data()
@@ -205,7 +216,9 @@ def test_optimization_set_is_a_fixed_subset_of_dev(corpus: Path, tmp_path: Path)
     same = _module(corpus, tmp_path / "cache", optimization_set_utterances=3, seed=5)
     assert same.optimization_dataset.utterance_ids == chosen  # loads dev lazily
     batches = list(data.optimization_dataloader())
-    assert [b.utterance_ids[0] for b in batches] == chosen and all(len(b.lengths) == 1 for b in batches)
+    assert [b.utterance_ids[0] for b in batches] == chosen and all(
+        len(b.lengths) == 1 for b in batches
+    )
     assert len(list(data.optimization_dataloader(batch_size=2))) == 2
     everything = _module(corpus, tmp_path / "cache", optimization_set_utterances=100)
     assert len(everything.optimization_dataset) == 4  # all of dev when it is smaller
@@ -214,8 +227,9 @@ def test_optimization_set_is_a_fixed_subset_of_dev(corpus: Path, tmp_path: Path)
 
 
 # -- synthetic corpus ------------------------------------------------------------------------------------
-def test_synthetic_corpus_is_generated_once_into_the_cache(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_synthetic_corpus_is_generated_once_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[dict] = []
 
     def generate_corpus(out_dir: Path, **kwargs: object) -> None:
