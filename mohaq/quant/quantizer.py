@@ -98,6 +98,7 @@ class FakeQuantizer(nn.Module):
         self._histograms: list[Tensor] = []
         self._maxima: list[Tensor] = []
         self._calibrated_thresholds: dict[int, Tensor] = {}
+        self._calibrated_scales: dict[tuple[int, torch.device | None], Tensor] = {}
         # Caches of the static roles, keyed by the tensor's identity and version.
         self._threshold_cache: tuple[tuple[Any, ...], Tensor] | None = None
         self._output_cache: tuple[tuple[Any, ...], Tensor] | None = None
@@ -164,12 +165,26 @@ class FakeQuantizer(nn.Module):
         return self._runtime_scale(x, bits), bits
 
     # -- static roles ----------------------------------------------------------------
-    def _cache_key(self, x: Tensor, bits: int) -> tuple[Any, ...]:
-        return (bits, x.data_ptr(), x._version, x.shape, x.dtype, x.device)
+    def _cache_key(self, x: Tensor, bits: int) -> tuple[Any, ...] | None:
+        if x.is_inference():
+            return None  # inference tensors have no version counter to detect changes
+        return (
+            bits,
+            x.data_ptr(),
+            x._version,
+            x.shape,
+            x.dtype,
+            x.device,
+            torch.is_inference_mode_enabled(),
+        )
 
     def _static_scale(self, x: Tensor, bits: int) -> Tensor:
         key = self._cache_key(x, bits)
-        if self._threshold_cache is not None and self._threshold_cache[0] == key:
+        if (
+            key is not None
+            and self._threshold_cache is not None
+            and self._threshold_cache[0] == key
+        ):
             return self._threshold_cache[1]
         axis = self.channel_axis if self.per_channel else None
         with torch.no_grad():
@@ -181,7 +196,8 @@ class FakeQuantizer(nn.Module):
                 shape = [1] * x.dim()
                 shape[axis] = x.shape[axis]
                 scale = scale.reshape(shape)
-        self._threshold_cache = (key, scale)
+        if key is not None:
+            self._threshold_cache = (key, scale)
         return scale
 
     def _quantize_static(self, x: Tensor, bits: int) -> Tensor:
@@ -191,22 +207,28 @@ class FakeQuantizer(nn.Module):
         # Inference (eval or no_grad): the same weights give the same result,
         # so a post-training search does not re-quantize them every batch.
         key = self._cache_key(x, bits)
-        if self._output_cache is not None and self._output_cache[0] == key:
+        if key is not None and self._output_cache is not None and self._output_cache[0] == key:
             return self._output_cache[1]
         output = fake_quantize(x, self._static_scale(x, bits), bits)
-        self._output_cache = (key, output)
+        if key is not None:
+            self._output_cache = (key, output)
         return output
 
     # -- run-time roles --------------------------------------------------------------
     def _runtime_scale(self, x: Tensor | None, bits: int) -> Tensor:
-        if self.has_calibration:
-            threshold = self.threshold_for(bits)
-        else:
+        if not self.has_calibration:
             # Uncalibrated: max|x| of this batch, the cheapest dynamic choice.
             assert x is not None
-            threshold = minmax_threshold(x)
-        scale = scale_for(threshold, bits)
-        return scale if x is None else scale.to(x.device)
+            return scale_for(minmax_threshold(x), bits)
+        device = None if x is None else x.device
+        key = (bits, device)
+        scale = self._calibrated_scales.get(key)
+        if scale is None:
+            # Kept per device so a GPU forward does not copy the scale every call.
+            scale = scale_for(self.threshold_for(bits), bits)
+            scale = scale if device is None else scale.to(device)
+            self._calibrated_scales[key] = scale
+        return scale
 
     # -- calibration -----------------------------------------------------------------
     @property
@@ -231,12 +253,14 @@ class FakeQuantizer(nn.Module):
         self._histograms.append(hist.cpu())
         self._maxima.append(max_abs.to(torch.float32).cpu())
         self._calibrated_thresholds.clear()
+        self._calibrated_scales.clear()
 
     def reset_calibration(self) -> None:
         """Forgets every recorded utterance."""
         self._histograms.clear()
         self._maxima.clear()
         self._calibrated_thresholds.clear()
+        self._calibrated_scales.clear()
 
     def threshold_for(self, bits: int) -> Tensor:
         """The calibrated threshold at ``bits``: the median of per-utterance thresholds.
@@ -291,6 +315,7 @@ class FakeQuantizer(nn.Module):
         self._histograms = [h.cpu().float() for h in histograms]
         self._maxima = [m.cpu().float() for m in maxima]
         self._calibrated_thresholds.clear()
+        self._calibrated_scales.clear()
 
     def extra_repr(self) -> str:
         parts = [

@@ -121,3 +121,20 @@ def test_estimate_threshold_dispatches_and_names_the_methods() -> None:
     )
     with pytest.raises(ValueError, match="'kl'.*allowed: minmax, mmse, percentile"):
         estimate_threshold(x, "kl", 4)  # type: ignore[arg-type]
+
+
+def test_sign_split_histogram_sums_to_the_magnitude_histogram() -> None:
+    x = torch.tensor([[0.0, -0.2, 0.2, -1.0], [3.0, -3.0, -1.0, 0.5]])
+    hist, top = abs_histogram(x, 2, channel_axis=0, split_sign=True)
+    assert top.tolist() == [1.0, 3.0]
+    # rows: (channel, side, bin); side 0 holds x >= 0, side 1 holds x < 0
+    assert hist.tolist() == [[[2.0, 0.0], [1.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]]]
+    plain, _ = abs_histogram(x, 2, channel_axis=0)
+    assert torch.equal(hist.sum(dim=1), plain)
+
+
+def test_two_bit_grid_clips_negative_values_one_step_further() -> None:
+    # At 2 bits the grid is -2..1 steps, so negative data reaches twice as far
+    # as positive data for the same threshold: its MMSE threshold is lower.
+    positive = torch.linspace(0.0, 1.0, 1001)
+    assert mmse_threshold(-positive, 2).item() < mmse_threshold(positive, 2).item()

@@ -130,3 +130,19 @@ def test_extra_repr_names_point_role_bits_and_clipping() -> None:
     quantizer = FakeQuantizer("sru0.weight", role="weight", clipping="mmse")
     quantizer.bits = 8
     assert "point='sru0.weight', role=weight, bits=8, clipping=mmse" in repr(quantizer)
+
+
+def test_inference_mode_forward_works_and_inference_inputs_are_not_cached() -> None:
+    layer = nn.Linear(4, 4)
+    quantizer = FakeQuantizer("w", role="weight")
+    quantizer.bits = 4
+    with torch.inference_mode():
+        first = quantizer(layer.weight)
+        assert quantizer(layer.weight) is first
+        computed = layer.weight * 2  # an inference tensor: no version counter
+        out = quantizer(computed)
+        torch.testing.assert_close(out, 2 * first)
+        assert quantizer(computed) is not out
+    # outside inference mode the cached inference tensor is not handed out
+    with torch.no_grad():
+        assert quantizer(layer.weight) is not first
