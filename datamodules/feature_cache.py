@@ -10,11 +10,13 @@ temporary files, which the next run deletes before recomputing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -72,6 +74,24 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         os.close(directory)
 
 
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Holds an exclusive advisory lock on ``path`` (created if needed) while inside.
+
+    Several processes (search workers, one per GPU) may prepare the same cache
+    at once; the lock makes one compute while the others wait and then find
+    the result complete. The lock dies with its process, so a killed run never
+    leaves it held.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 class FeatureCache:
     """The cache folder of one corpus + feature configuration.
 
@@ -81,6 +101,10 @@ class FeatureCache:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory).expanduser()
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Exclusive lock of this cache folder; hold it from the completeness check to commit."""
+        return file_lock(self.directory.with_name(self.directory.name + ".lock"))
 
     def split_path(self, split: str) -> Path:
         return self.directory / f"{split}.pt"
@@ -105,7 +129,11 @@ class FeatureCache:
         return True
 
     def begin(self) -> None:
-        """Forgets any previous content: removes the manifest first, then stray temporary files."""
+        """Forgets any previous content: removes the manifest first, then stray temporary files.
+
+        Call it under :meth:`lock`: then the temporary files can only be left
+        over by a killed run, never be another process's work in progress.
+        """
         (self.directory / MANIFEST).unlink(missing_ok=True)
         if self.directory.is_dir():
             for stray in self.directory.glob(f"{_TEMP_PREFIX}*"):

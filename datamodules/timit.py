@@ -11,6 +11,7 @@ search and calibration, is a fixed subset of dev.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ from mohaq.datamodules.batching import (
 from mohaq.datamodules.feature_cache import (
     FeatureCache,
     default_cache_root,
+    file_lock,
     files_fingerprint,
     fingerprint,
 )
@@ -49,6 +51,8 @@ from mohaq.datamodules.timit_corpus import (
     scan_corpus,
 )
 from torch.utils.data import DataLoader
+
+log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 _STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
@@ -315,23 +319,30 @@ class TIMITDataModule(pl.LightningDataModule):
             )
         from mohaq.datamodules.synth_timit import generate_corpus  # heavy: espeak
 
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Generated aside and renamed in one step: a killed run leaves only a
-        # temporary folder, never a half corpus at the trusted path.
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-        try:
-            generate_corpus(
-                staging,
-                speakers=self.synthetic["speakers"],
-                utterances_per_speaker=self.synthetic["utterances_per_speaker"],
-                seed=self.synthetic["seed"],
-                snr_db=self.synthetic["snr_db"],
-            )
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        with file_lock(target.with_name(target.name + ".lock")):
+            if (target / _SYNTHETIC_MANIFEST).is_file():  # another process made it meanwhile
+                return target
+            log.info("generating the synthetic TIMIT-format corpus into %s", target)
+            # Generated aside and renamed in one step: a killed run leaves only a
+            # temporary folder, never a half corpus at the trusted path. Under
+            # the lock, such leftovers of this target are a killed run's: removed.
+            prefix = f".tmp-{target.name}-"
+            for stale in target.parent.glob(f"{prefix}*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            staging = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+            try:
+                generate_corpus(
+                    staging,
+                    speakers=self.synthetic["speakers"],
+                    utterances_per_speaker=self.synthetic["utterances_per_speaker"],
+                    seed=self.synthetic["seed"],
+                    snr_db=self.synthetic["snr_db"],
+                )
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return target
 
     def _splits(self, root: Path) -> dict[str, list[Utterance]]:
@@ -378,25 +389,32 @@ class TIMITDataModule(pl.LightningDataModule):
                 raise CorpusError(f"corpus {str(root)!r} gives an empty {name!r} split")
         cache, key = self._cache_for(root, splits)
         self._cache, self._cache_key = cache, key
-        manifest = cache.manifest()
-        if cache.is_complete(SPLITS) and manifest is not None and manifest.get("key") == key:
-            return
-        every = [u for name in SPLITS for u in splits[name]]
-        validate_utterances(every, self.feature_config)
-        cache.begin()
-        for name in SPLITS:
-            cache.save_split(name, compute_split(splits[name], self.feature_config))
-        cache.commit(
-            SPLITS,
-            {
-                "key": key,
-                "corpus": str(root.resolve()),
-                "standard_timit": is_standard_timit({u.speaker for u in every if u.part == "TEST"}),
-                "features": self.feature_config.as_dict(),
-                "utterances": {name: len(splits[name]) for name in SPLITS},
-                "speakers": {name: sorted({u.speaker for u in splits[name]}) for name in SPLITS},
-            },
-        )
+        with cache.lock():
+            manifest = cache.manifest()
+            if cache.is_complete(SPLITS) and manifest is not None and manifest.get("key") == key:
+                return
+            every = [u for name in SPLITS for u in splits[name]]
+            log.info("checking %d utterances of %s", len(every), root)
+            validate_utterances(every, self.feature_config)
+            cache.begin()
+            for name in SPLITS:
+                log.info("computing %s features (%d utterances)", name, len(splits[name]))
+                cache.save_split(name, compute_split(splits[name], self.feature_config))
+            test_speakers = {u.speaker for u in every if u.part == "TEST"}
+            cache.commit(
+                SPLITS,
+                {
+                    "key": key,
+                    "corpus": str(root.resolve()),
+                    "standard_timit": is_standard_timit(test_speakers),
+                    "features": self.feature_config.as_dict(),
+                    "utterances": {name: len(splits[name]) for name in SPLITS},
+                    "speakers": {
+                        name: sorted({u.speaker for u in splits[name]}) for name in SPLITS
+                    },
+                },
+            )
+            log.info("feature cache written to %s", cache.directory)
 
     def setup(self, stage: str | None = None) -> None:
         """Loads the cached splits that ``stage`` needs (no computation).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -178,6 +179,21 @@ def test_a_changed_corpus_file_invalidates_the_cache(
         _module(corpus, tmp_path / "cache").prepare_data()
 
 
+def test_concurrent_prepare_waits_for_the_lock_holder(corpus: Path, tmp_path: Path) -> None:
+    first = _module(corpus, tmp_path / "cache")
+    first.prepare_data()
+    cache = first._resolve_cache()
+    (cache.directory / MANIFEST).unlink()
+    second = _module(corpus, tmp_path / "cache")
+    with cache.lock():  # another process computing
+        worker = threading.Thread(target=second.prepare_data)
+        worker.start()
+        worker.join(timeout=0.3)
+        assert worker.is_alive()  # it waits instead of deleting the other's temporary files
+    worker.join(timeout=30)
+    assert not worker.is_alive() and cache.is_complete(("train", "dev", "test"))
+
+
 # -- errors surface in prepare_data, before any feature is computed --------------------------------
 @pytest.mark.parametrize(
     "phn_text, message",
@@ -246,5 +262,6 @@ def test_synthetic_corpus_is_generated_once_into_the_cache(
     assert root.parent == tmp_path / "synthetic" and (root / "corpus.json").is_file()
     assert calls == [{"speakers": 6, "utterances_per_speaker": 8, "seed": 3, "snr_db": (5.0, 20.0)}]
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".tmp")]
+    assert (root / "TRAIN").is_dir()
     TIMITDataModule(cache_dir=str(tmp_path), synthetic_speakers=6, synthetic_seed=3).prepare_data()
     assert len(calls) == 1
