@@ -47,6 +47,7 @@ from mohaq.datamodules.speakers import is_standard_timit, split_test_speakers
 from mohaq.datamodules.timit_corpus import (
     CorpusError,
     Utterance,
+    is_sa,
     read_utterance,
     scan_corpus,
 )
@@ -70,10 +71,13 @@ _SYNTHETIC_MANIFEST = "corpus.json"
 def assign_splits(utterances: Sequence[Utterance]) -> dict[str, list[Utterance]]:
     """Splits utterances into train (all of TRAIN), dev and test (speakers of TEST).
 
+    SA sentences never enter dev or test (the standard evaluation); in train
+    they are whatever ``utterances`` holds (see ``scan_corpus(include_sa=...)``).
+
     Args:
         utterances: from :func:`scan_corpus`.
     """
-    test_part = [u for u in utterances if u.part == "TEST"]
+    test_part = [u for u in utterances if u.part == "TEST" and not is_sa(u)]
     dev_speakers, test_speakers = split_test_speakers({u.speaker for u in test_part})
     return {
         "train": [u for u in utterances if u.part == "TRAIN"],
@@ -152,7 +156,8 @@ class TIMITDataModule(pl.LightningDataModule):
         batch_size: utterances per training/evaluation batch.
         bucket_by_length: batch utterances of similar length (less padding).
         num_workers: DataLoader worker processes.
-        include_sa: keep the SA1/SA2 sentences (standard recipes drop them).
+        include_sa: train on the SA1/SA2 sentences too (standard recipes drop
+            them); dev and test never hold them.
         optimization_set_utterances: size of the optimization set (a fixed
             subset of dev, for quantization search and calibration).
         seed: seeds the training batch order and the optimization-set choice.

@@ -154,8 +154,13 @@ def scan_corpus(root: str | Path, *, include_sa: bool = False) -> list[Utterance
             raise CorpusError(f"{str(part_dir)!r} holds no utterance; {_EXPECTED_LAYOUT}")
         utterances.extend(found)
     if not include_sa:
-        utterances = [u for u in utterances if not u.utterance_id.split("_")[-1].startswith("SA")]
+        utterances = [u for u in utterances if not is_sa(u)]
     return utterances
+
+
+def is_sa(utterance: Utterance) -> bool:
+    """Whether it is one of the dialect sentences SA1/SA2 that every speaker reads."""
+    return utterance.utterance_id.rsplit("_", 1)[-1].startswith("SA")
 
 
 def _declared_frames(path: Path) -> int | None:

@@ -92,6 +92,7 @@ def test_deltas_and_sa_option(corpus: Path, tmp_path: Path) -> None:
     data.setup("fit")
     assert data.datasets["train"].features.shape[1] == 120 == data.num_features
     assert "FCJF0_SA1" in data.datasets["train"].utterance_ids
+    assert not [i for i in data.datasets["dev"].utterance_ids if i.endswith("_SA1")]
 
 
 def test_lightning_fit_runs_and_moves_batches(corpus: Path, tmp_path: Path) -> None:
