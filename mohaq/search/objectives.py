@@ -1,0 +1,302 @@
+"""Objectives and constraints of a precision search.
+
+The objectives are ``"error"`` (measured by the evaluator) plus any metric of
+the platform's cost model. nevergrad minimizes, so metrics where higher is
+better (speedup) are negated into losses. Constraints bound the error or any
+cost metric; the ones on cost metrics are "cheap" (they need only the bits)
+and are checked before a candidate is evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mohaq.quant.assignment import BitAssignment
+from mohaq.quant.points import Workload
+
+ERROR = "error"
+MEMORY_MB_ALIAS = "memory_mb"
+
+
+class ObjectiveError(ValueError):
+    """An objective or constraint the platform cannot provide, or one that no
+    assignment can satisfy."""
+
+
+class CostModelLike(Protocol):
+    """What the search needs of a hardware cost model (``mohaq.hardware``)."""
+
+    metric_names: Sequence[str]
+    allowed_bits: Sequence[int] | None
+    shared_layer_precision: bool
+
+    def metrics(self, workload: Workload, assignment: BitAssignment) -> Any: ...
+
+    def check(self, workload: Workload, assignment: BitAssignment) -> list[str]: ...
+
+
+def metric_totals(
+    cost_model: CostModelLike, workload: Workload, assignment: BitAssignment
+) -> dict[str, float]:
+    """The cost model's totals as plain floats."""
+    report = cost_model.metrics(workload, assignment)
+    totals = getattr(report, "totals", report)
+    return {str(k): float(v) for k, v in dict(totals).items()}
+
+
+def higher_is_better(cost_model: Any, metric: str) -> bool:
+    """Whether ``metric`` is maximized; accepts a mapping or a collection of names."""
+    flags = getattr(cost_model, "higher_is_better", None) or {}
+    if isinstance(flags, Mapping):
+        return bool(flags.get(metric, False))
+    return metric in set(flags)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective; ``maximize`` objectives are negated into losses."""
+
+    name: str
+    maximize: bool = False
+
+    def loss(self, value: float) -> float:
+        return -value if self.maximize else value
+
+    def value(self, loss: float) -> float:
+        return -loss if self.maximize else loss
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``metric <= bound`` (op ``"<="``) or ``metric >= bound`` (op ``">="``).
+
+    ``scale`` converts the user's unit to the metric's (MB -> bytes); ``label``
+    is how the user wrote it, for messages.
+    """
+
+    metric: str
+    op: str
+    bound: float
+    label: str
+
+    @property
+    def cheap(self) -> bool:
+        """True if checkable from the bits alone, before evaluation."""
+        return self.metric != ERROR
+
+    def satisfied(self, value: float) -> bool:
+        return value <= self.bound if self.op == "<=" else value >= self.bound
+
+    def violation(self, value: float) -> float:
+        """How far ``value`` is outside the bound (0 when satisfied)."""
+        excess = value - self.bound if self.op == "<=" else self.bound - value
+        return max(0.0, excess)
+
+    def describe(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+_KEY_PATTERNS = (
+    re.compile(r"^(?P<side>max|min)_(?P<metric>.+)$"),
+    re.compile(r"^(?P<metric>.+?)\s*(?P<op><=|>=)\s*$"),
+)
+
+
+def parse_constraints(
+    constraints: Mapping[str, float] | None, metric_names: Iterable[str]
+) -> tuple[Constraint, ...]:
+    """Constraints from ``{"max_error": 0.24, "max_memory_mb": 6, "speedup>=": 4}``.
+
+    Keys are ``max_<name>`` / ``min_<name>`` or ``"<name><="`` / ``"<name>>="``
+    where name is ``error`` or a platform metric. ``max_memory_mb`` bounds the
+    platform's ``memory_mb`` metric, or ``memory_bytes`` scaled by 2**20.
+
+    Raises:
+        ObjectiveError: for an unknown key or metric (the message lists the valid
+            ones) or a non-finite bound.
+    """
+    metrics = list(metric_names)
+    valid = [ERROR, *metrics]
+    parsed: list[Constraint] = []
+    for key, raw in (constraints or {}).items():
+        match = None
+        for pattern in _KEY_PATTERNS:
+            match = pattern.match(str(key).strip())
+            if match:
+                break
+        if match is None:
+            raise ObjectiveError(
+                f"constraint {key!r} is not understood; write max_<metric>, min_<metric>, "
+                f"'<metric><=' or '<metric>>=' with metric one of {valid}"
+            )
+        groups = match.groupdict()
+        op = groups.get("op") or ("<=" if groups.get("side") == "max" else ">=")
+        metric = groups["metric"].strip()
+        try:
+            bound = float(raw)
+        except (TypeError, ValueError) as exc:
+            raise ObjectiveError(
+                f"constraint {key!r}: bound must be a number, got {raw!r}"
+            ) from exc
+        if not math.isfinite(bound):
+            raise ObjectiveError(f"constraint {key!r}: bound must be finite, got {raw!r}")
+        if metric == MEMORY_MB_ALIAS and metric not in metrics and "memory_bytes" in metrics:
+            metric, bound = "memory_bytes", bound * 2**20
+        if metric not in valid:
+            raise ObjectiveError(
+                f"constraint {key!r} bounds {metric!r}, which the platform does not provide; "
+                f"valid: {valid}"
+            )
+        if metric == ERROR and op == "<=" and not 0 < bound <= 1:
+            raise ObjectiveError(
+                f"constraint {key!r}: the error is a fraction (0.24 for 24%), got {raw!r}"
+            )
+        parsed.append(Constraint(metric, op, bound, str(key)))
+    return tuple(parsed)
+
+
+class ObjectiveSet:
+    """The objectives of a search, validated against a platform.
+
+    Args:
+        names: objective names; ``"error"`` plus metrics of the platform.
+        metric_names: the platform's metrics.
+        cost_model: the platform (for ``higher_is_better``).
+
+    Raises:
+        ObjectiveError: for an unknown, repeated or missing objective.
+    """
+
+    def __init__(self, names: Sequence[str], cost_model: Any) -> None:
+        names = [str(n) for n in names]
+        metric_names = list(cost_model.metric_names)
+        valid = [ERROR, *metric_names]
+        if len(names) < 2:
+            raise ObjectiveError(
+                f"a multi-objective search needs >= 2 objectives, got {names}; valid: {valid}"
+            )
+        if len(set(names)) != len(names):
+            raise ObjectiveError(f"objectives repeat a name: {names}")
+        unknown = [n for n in names if n not in valid]
+        if unknown:
+            raise ObjectiveError(
+                f"objective(s) {unknown} not provided by the platform; valid: {valid}"
+            )
+        if ERROR not in names:
+            raise ObjectiveError(f"objectives must include {ERROR!r}; got {names}")
+        self.objectives = tuple(
+            Objective(n, n != ERROR and higher_is_better(cost_model, n)) for n in names
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.objectives)
+
+    def __len__(self) -> int:
+        return len(self.objectives)
+
+    def values(self, error: float, metrics: Mapping[str, float]) -> dict[str, float]:
+        return {
+            o.name: (error if o.name == ERROR else float(metrics[o.name])) for o in self.objectives
+        }
+
+    def losses(self, values: Mapping[str, float]) -> list[float]:
+        return [o.loss(float(values[o.name])) for o in self.objectives]
+
+
+class CheapFeasibility:
+    """Picklable cheap-constraint check on gene vectors (for nevergrad's
+    ``register_cheap_constraint`` and for the controller's own pre-check).
+
+    A candidate is feasible when the platform reports no violation and every
+    constraint on a cost metric holds.
+    """
+
+    def __init__(
+        self, space: Any, cost_model: CostModelLike, constraints: Sequence[Constraint]
+    ) -> None:
+        self.space = space
+        self.cost_model = cost_model
+        self.constraints = tuple(c for c in constraints if c.cheap)
+
+    def violations(
+        self, assignment: BitAssignment, metrics: Mapping[str, float] | None = None
+    ) -> list[str]:
+        workload = self.space.workload
+        found = [str(v) for v in self.cost_model.check(workload, assignment)]
+        if self.constraints:
+            metrics = (
+                metrics
+                if metrics is not None
+                else metric_totals(self.cost_model, workload, assignment)
+            )
+            for constraint in self.constraints:
+                value = metrics[constraint.metric]
+                if not constraint.satisfied(value):
+                    found.append(
+                        f"{constraint.label}: {constraint.metric} = {value:g}, bound {constraint.bound:g}"
+                    )
+        return found
+
+    def __call__(self, value: Any) -> bool:
+        return not self.violations(self.space.decode(value))
+
+
+def check_achievable(
+    space: Any, cost_model: CostModelLike, constraints: Sequence[Constraint]
+) -> None:
+    """Raises before any evaluation if a cheap constraint cannot be met.
+
+    The best value of each metric is looked for among the uniform assignments
+    at each bit choice (cost metrics are monotone in the bits).
+
+    Raises:
+        ObjectiveError: naming the constraint and the best achievable value.
+    """
+    cheap = [c for c in constraints if c.cheap]
+    if not cheap:
+        return
+    workload = space.workload
+    per_choice = {b: metric_totals(cost_model, workload, space.uniform(b)) for b in space.choices}
+    for constraint in cheap:
+        values = [m[constraint.metric] for m in per_choice.values()]
+        best = min(values) if constraint.op == "<=" else max(values)
+        if not constraint.satisfied(best):
+            raise ObjectiveError(
+                f"constraint {constraint.label} ({constraint.describe()}) cannot be met: the best "
+                f"achievable {constraint.metric} with bits {list(space.choices)} is {best:g}"
+            )
+
+
+def reference_point(
+    objectives: ObjectiveSet,
+    space: Any,
+    cost_model: CostModelLike,
+    constraints: Sequence[Constraint],
+    *,
+    margin: float = 0.05,
+) -> list[float]:
+    """A fixed upper bound per loss, for nevergrad's MultiobjectiveReference and
+    for hypervolumes: the error bound (or 1.0), and for each metric the worst
+    uniform assignment's loss (or the constraint bound), widened by ``margin``
+    of the metric's range so boundary points still count."""
+    workload = space.workload
+    uniform = [metric_totals(cost_model, workload, space.uniform(b)) for b in space.choices]
+    bounds: list[float] = []
+    for objective in objectives.objectives:
+        if objective.name == ERROR:
+            limit = next((c.bound for c in constraints if c.metric == ERROR and c.op == "<="), 1.0)
+            bounds.append(float(limit))
+            continue
+        losses = [objective.loss(m[objective.name]) for m in uniform]
+        worst, best = max(losses), min(losses)
+        for c in constraints:
+            if c.metric == objective.name and c.op == ("<=" if not objective.maximize else ">="):
+                worst = min(worst, objective.loss(c.bound))
+        span = max(worst - best, abs(worst), 1e-12)
+        bounds.append(float(worst + margin * span))
+    return bounds
