@@ -266,7 +266,7 @@ class NSGA2:
         return tuple(int(g) for g in self.rng.integers(self.num_choices, size=self.num_genes))
 
     def _sbx(self, p1: np.ndarray, p2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        low, high, eta = -0.5, self.num_choices - 0.5, self.crossover_eta
+        low, high = -0.5, self.num_choices - 0.5
         c1, c2 = p1.copy(), p2.copy()
         if self.rng.random() > self.crossover_probability:
             return c1, c2
@@ -276,20 +276,21 @@ class NSGA2:
             y1, y2 = min(p1[i], p2[i]), max(p1[i], p2[i])
             u = self.rng.random()
 
-            def spread(beta: float) -> float:
-                alpha = 2.0 - beta ** -(eta + 1.0)
-                if u <= 1.0 / alpha:
-                    return (u * alpha) ** (1.0 / (eta + 1.0))
-                return (1.0 / (2.0 - u * alpha)) ** (1.0 / (eta + 1.0))
-
-            q1 = spread(1.0 + 2.0 * (y1 - low) / (y2 - y1))
-            q2 = spread(1.0 + 2.0 * (high - y2) / (y2 - y1))
+            q1 = self._spread(u, 1.0 + 2.0 * (y1 - low) / (y2 - y1))
+            q2 = self._spread(u, 1.0 + 2.0 * (high - y2) / (y2 - y1))
             a = np.clip(0.5 * ((y1 + y2) - q1 * (y2 - y1)), low, high)
             b = np.clip(0.5 * ((y1 + y2) + q2 * (y2 - y1)), low, high)
             if self.rng.random() < 0.5:
                 a, b = b, a
             c1[i], c2[i] = a, b
         return c1, c2
+
+    def _spread(self, u: float, beta: float) -> float:
+        eta = self.crossover_eta
+        alpha = 2.0 - beta ** -(eta + 1.0)
+        if u <= 1.0 / alpha:
+            return (u * alpha) ** (1.0 / (eta + 1.0))
+        return (1.0 / (2.0 - u * alpha)) ** (1.0 / (eta + 1.0))
 
     def _mutate(self, x: np.ndarray) -> np.ndarray:
         low, high, eta = -0.5, self.num_choices - 0.5, self.mutation_eta

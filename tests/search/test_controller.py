@@ -1,0 +1,165 @@
+import csv
+import json
+
+import pytest
+from test_search_fakes import FakeCostModel, fake_workload
+
+from mohaq.search import ResumeError, SearchConfigError, compare_hypervolumes, run_search
+from mohaq.search.evaluator import AnalyticEvaluator, EvaluatorInstance
+from mohaq.search.optimizers import OptimizerNameError
+from mohaq.search.pareto import dominates, hypervolume
+from mohaq.search.persistence import EvaluationLog
+
+
+def search(run_dir, **kwargs):
+    settings = dict(
+        workload=fake_workload(),
+        platform=FakeCostModel(),
+        evaluator=AnalyticEvaluator(),
+        budget=30,
+        run_dir=run_dir,
+        progress=False,
+        logger=False,
+    )
+    settings.update(kwargs)
+    return run_search(**settings)
+
+
+def test_baselines_first_no_duplicates_and_files(tmp_path) -> None:
+    evaluator = AnalyticEvaluator()
+    result = search(tmp_path, evaluator=evaluator, logger=None)
+    labels = [r.label for r in result.records[:4]]
+    assert labels == ["uniform-16", "uniform-8", "uniform-4", "uniform-2"]
+    assert [r.index for r in result.records] == list(range(30))
+    assert len({tuple(r.genes) for r in result.records}) == 30 == evaluator.calls
+    for name in ("pareto.csv", "pareto.png", "summary.md", "evaluations.jsonl", "test_errors.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert any((tmp_path / "tensorboard").iterdir())
+    summary = (tmp_path / "summary.md").read_text()
+    assert "uniform-8" in summary and "Hypervolume" in summary and "pareto.csv" in summary
+    # Test errors: the analytic evaluator adds 0.01 on the test split.
+    for record in result.front:
+        assert result.test_errors[record.index] == pytest.approx(record.error + 0.01)
+
+
+def test_infeasible_points_never_in_the_front(tmp_path) -> None:
+    # 16-bit baseline breaks the memory bound (19.3 MB), 2-bit the error bound (0.5).
+    result = search(tmp_path, constraints={"max_memory_mb": 12, "max_error": 0.3}, budget=40)
+    by_label = {r.label: r for r in result.baselines}
+    assert not by_label["uniform-16"].feasible and not by_label["uniform-2"].feasible
+    assert by_label["uniform-8"].feasible
+    with open(tmp_path / "pareto.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    indices = {int(row["index"]) for row in rows}
+    records = {r.index: r for r in result.records}
+    assert indices and all(records[i].feasible for i in indices)
+    assert all(records[i].metrics["memory_mb"] <= 12 and records[i].error <= 0.3 for i in indices)
+    front = [records[i].losses for i in indices]
+    assert not any(dominates(a, b) for a in front for b in front)
+    # Nothing infeasible on a cost metric was evaluated except the baselines.
+    assert all(r.metrics["memory_mb"] <= 12 for r in result.records if r.origin == "optimizer")
+
+
+def test_small_space_is_exhausted_without_repeats(tmp_path) -> None:
+    # Shared precision, one layer, bits 4/8/16: only 3 assignments exist.
+    evaluator = AnalyticEvaluator()
+    platform = FakeCostModel(allowed_bits=(4, 8, 16), shared_layer_precision=True)
+    result = search(
+        tmp_path, workload=fake_workload(1), platform=platform, evaluator=evaluator, budget=10
+    )
+    assert evaluator.calls == 3 == len(result.records)
+    assert "whole search space" in result.stopped_early
+
+
+@pytest.mark.parametrize("optimizer", ["TwoPointsDE-LHS", "nsga2"])
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, optimizer) -> None:
+    full = search(
+        tmp_path / "a", optimizer=optimizer, seed=7, nsga2_population=10, nsga2_offspring=4
+    )
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        search(
+            tmp_path / "b",
+            optimizer=optimizer,
+            seed=7,
+            evaluator=AnalyticEvaluator(fail_after=13),
+            nsga2_population=10,
+            nsga2_offspring=4,
+        )
+    log = tmp_path / "b" / "evaluations.jsonl"
+    assert len(EvaluationLog(tmp_path / "b").load()) == 13
+    with open(log, "a") as stream:
+        stream.write('{"index": 13, "bits": {"l0')  # a torn last line, as after kill -9
+    resumed_evaluator = AnalyticEvaluator()
+    resumed = search(
+        tmp_path / "b",
+        optimizer=optimizer,
+        seed=7,
+        resume=True,
+        evaluator=resumed_evaluator,
+        nsga2_population=10,
+        nsga2_offspring=4,
+    )
+    assert resumed_evaluator.calls == 30 - 13
+    assert [r.index for r in resumed.records] == list(range(30))
+    assert [(r.genes, r.error) for r in resumed.records] == [
+        (r.genes, r.error) for r in full.records
+    ]
+    assert len(log.read_text().splitlines()) == 30
+
+
+def test_resume_refuses_changed_settings_and_fresh_run_refuses_used_dir(tmp_path) -> None:
+    search(tmp_path, budget=6)
+    with pytest.raises(ResumeError, match="seed"):
+        search(tmp_path, budget=8, seed=1, resume=True)
+    with pytest.raises(ResumeError, match="resume=True"):
+        search(tmp_path, budget=8)
+
+
+def test_nsga2_improves_hypervolume_over_initial_population(tmp_path) -> None:
+    result = search(
+        tmp_path, optimizer="nsga2", budget=100, nsga2_population=20, nsga2_offspring=10
+    )
+    initial = [r.losses for r in result.records[:20]]
+    assert result.hypervolume > hypervolume(initial, result.reference) * 1.01
+
+
+def test_random_search_comparison_at_equal_budget(tmp_path) -> None:
+    search(tmp_path / "de", budget=40)
+    search(tmp_path / "random", budget=40, optimizer="RandomSearch")
+    comparison = compare_hypervolumes(tmp_path / "de", tmp_path / "random")
+    assert (
+        comparison["a"]["optimizer"] == "TwoPointsDE-LHS"
+        and comparison["b"]["optimizer"] == "RandomSearch"
+    )
+    assert comparison["a"]["evaluations"] == comparison["b"]["evaluations"] == 40
+    assert comparison["a"]["hypervolume"] > 0 and comparison["b"]["hypervolume"] > 0
+
+
+def test_bad_settings_fail_before_any_evaluation(tmp_path) -> None:
+    with pytest.raises(OptimizerNameError, match="unknown optimizer 'Nope'.*RandomSearch"):
+        search(tmp_path, optimizer="Nope")
+    with pytest.raises(SearchConfigError, match="budget 3 is below the 4 uniform baselines"):
+        search(tmp_path, budget=3)
+    with pytest.raises(SearchConfigError, match="workers must be"):
+        search(tmp_path, workers=0)
+    with pytest.raises(SearchConfigError, match="cannot be shared with worker processes"):
+        search(tmp_path, workers=2)
+    assert not (tmp_path / "evaluations.jsonl").exists()
+
+
+def test_two_worker_processes(tmp_path) -> None:
+    factory = EvaluatorInstance(AnalyticEvaluator())
+    result = search(tmp_path, evaluator=None, evaluator_factory=factory, workers=2, budget=16)
+    assert [r.index for r in result.records] == list(range(16))
+    assert len({tuple(r.genes) for r in result.records}) == 16
+    assert all(r.evaluator == "analytic" for r in result.records)
+    assert set(result.test_errors) == {r.index for r in result.front}
+    state = (tmp_path / "optimizer.pkl").read_bytes()
+    assert state
+    # Resume in parallel mode to a larger budget: continues from the checkpoint.
+    more = search(
+        tmp_path, evaluator=None, evaluator_factory=factory, workers=2, budget=20, resume=True
+    )
+    assert [r.index for r in more.records] == list(range(20))
+    assert len({tuple(r.genes) for r in more.records}) == 20
+    assert json.loads((tmp_path / "search_settings.json").read_text())["budget"] == 20
