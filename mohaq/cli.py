@@ -8,10 +8,12 @@ from its docstring's first line.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from mohaq.datamodules.timit import TIMITDataModule
 from mohaq.quant.assignment import BitAssignment
@@ -62,6 +64,81 @@ class MohaqTrainer(pl.Trainer):
         return table
 
 
+    def search(
+        self,
+        model: AcousticSystem,
+        datamodule: TIMITDataModule,
+        checkpoint: str,
+        platform: str = "silago",
+        objectives: list[str] | None = None,
+        constraints: dict[str, float] | None = None,
+        bit_choices: list[int] | None = None,
+        budget: int = 200,
+        optimizer: str = "TwoPointsDE-LHS",
+        seed: int = 0,
+        workers: int = 1,
+        run_dir: str = "runs/search",
+        resume: bool = False,
+        batch_size: int = 16,
+        nsga2_population: int = 40,
+        nsga2_offspring: int = 10,
+        platform_overrides: dict[str, Any] | None = None,
+    ) -> Any:
+        """Search per-point precisions for the Pareto front of error and hardware cost.
+
+        Args:
+            model: the model config; the float weights come from ``checkpoint``.
+            datamodule: the data (optimization set for the search, test set for the front).
+            checkpoint: the trained float checkpoint.
+            platform: a registered platform name or a platform YAML file.
+            objectives: "error" plus the platform's cost metrics (default: error, speedup).
+            constraints: e.g. {"max_error": 0.24, "max_memory_mb": 2}.
+            bit_choices: precisions to search (default: 2/4/8/16 that the platform allows).
+            budget: distinct evaluations, uniform baselines included.
+            optimizer: "TwoPointsDE-LHS", "nsga2" (MOHAQ's setting), "RandomSearch"
+                or any nevergrad optimizer name.
+            seed: random seed of the optimizer.
+            workers: evaluations in flight; > 1 uses worker processes.
+            run_dir: where evaluations, the front, plots and the summary go.
+            resume: continue an interrupted run in ``run_dir``.
+            batch_size: utterances per batch when scoring a candidate.
+            nsga2_population: NSGA-II population (MOHAQ: 40).
+            nsga2_offspring: NSGA-II offspring per generation (MOHAQ: 10).
+            platform_overrides: constants of the platform to override.
+        """
+        from mohaq.checkpoints import load_model_weights
+        from mohaq.search import run_search
+
+        load_model_weights(model, checkpoint)
+        model.eval()
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        datamodule.setup("test")
+        logger = self.logger if isinstance(self.logger, TensorBoardLogger) else None
+        result = run_search(
+            system=model,
+            datamodule=datamodule,
+            platform=platform,
+            objectives=tuple(objectives or ("error", "speedup")),
+            constraints=constraints,
+            bit_choices=bit_choices,
+            budget=budget,
+            optimizer=optimizer,
+            seed=seed,
+            workers=workers,
+            run_dir=run_dir,
+            resume=resume,
+            checkpoint_path=checkpoint,
+            logger=logger,
+            batch_size=batch_size,
+            platform_overrides=platform_overrides,
+            nsga2_population=nsga2_population,
+            nsga2_offspring=nsga2_offspring,
+        )
+        print(f"search report: {Path(run_dir).resolve() / 'summary.md'}")
+        return result
+
+
 class MohaqCLI(LightningCLI):
     """LightningCLI wired for the toolkit: data properties linked into the model."""
 
@@ -70,6 +147,7 @@ class MohaqCLI(LightningCLI):
         commands = LightningCLI.subcommands()
         commands.pop("predict", None)
         commands["cost"] = {"model", "datamodule"}
+        commands["search"] = {"model", "datamodule"}
         return commands
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
