@@ -322,9 +322,11 @@ class SearchController:
             amount += c.violation(float(value)) / max(abs(c.bound), 1e-12)
         return amount
 
-    def _penalized_losses(self, metrics: Mapping[str, float]) -> list[float]:
+    def _penalized_losses(self, metrics: Mapping[str, float], amount: float) -> list[float]:
+        # Beyond the reference point, and worse the more a constraint is broken,
+        # so the optimizer is pulled toward the feasible region.
         error_bound = self.reference[self.objectives.names.index(ERROR)]
-        return self.objectives.losses(self.objectives.values(2.0 * error_bound + 1.0, metrics))
+        return self.objectives.losses(self.objectives.values(2.0 * error_bound + amount, metrics))
 
     def _record(
         self,
@@ -493,7 +495,7 @@ class SearchController:
                 violations = self.feasibility.violations(assignment, metrics)
                 if violations:
                     amount = self._violation_amount(metrics, None, len(platform)) or 1.0
-                    rejected[genes] = (self._penalized_losses(metrics), amount)
+                    rejected[genes] = (self._penalized_losses(metrics, amount), amount)
             if genes in rejected:
                 losses, amount = rejected[genes]
                 proposer.tell(token, losses, amount)
@@ -617,7 +619,7 @@ class SearchController:
                     if self.feasibility.violations(assignment, metrics):
                         platform = self.cost_model.check(self.workload, assignment)
                         amount = self._violation_amount(metrics, None, len(platform)) or 1.0
-                        rejected[genes] = (self._penalized_losses(metrics), amount)
+                        rejected[genes] = (self._penalized_losses(metrics, amount), amount)
                 if genes in rejected:
                     proposer.tell(token, *rejected[genes])
                     idle += 1

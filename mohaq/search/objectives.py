@@ -243,7 +243,11 @@ class CheapFeasibility:
         return found
 
     def __call__(self, value: Any) -> bool:
-        return not self.violations(self.space.decode(value))
+        genes = self.space.genes_from_value(value)
+        cache = self.__dict__.setdefault("_cache", {})
+        if genes not in cache:
+            cache[genes] = not self.violations(self.space.decode(genes))
+        return cache[genes]
 
 
 def check_achievable(

@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ class NevergradProposer:
         workers: int,
         seed: int,
         reference: Sequence[float],
+        constraint_trials: int = 40,
     ) -> None:
         import nevergrad as ng
 
@@ -104,10 +106,22 @@ class NevergradProposer:
             family = ng.optimizers.registry[name]
         self.name = name
         self.optimizer = family(parametrization, budget=budget, num_workers=workers)
+        # nevergrad redraws a candidate up to max_trials/2 times and then runs a
+        # constraint solver of max_trials/2 steps; with a small feasible region
+        # (MOHAQ's 2 MB Bitfusion runs) the default 1000 makes every ask cost
+        # seconds. The controller re-checks and penalizes what slips through.
+        manager = getattr(self.optimizer, "_constraints_manager", None)
+        if manager is not None and hasattr(manager, "update"):
+            manager.update(max_trials=constraint_trials)
         self.optimizer.tell(ng.p.MultiobjectiveReference(), list(reference))
 
     def ask(self) -> tuple[Any, np.ndarray]:
-        candidate = self.optimizer.ask()
+        from nevergrad.common.errors import FailedConstraintWarning
+
+        with warnings.catch_warnings():
+            # Expected with small feasible regions; the controller handles it.
+            warnings.simplefilter("ignore", FailedConstraintWarning)
+            candidate = self.optimizer.ask()
         return candidate, np.asarray(candidate.value)
 
     def tell(self, token: Any, losses: Sequence[float], violation: float = 0.0) -> None:

@@ -1,0 +1,107 @@
+"""PTQEvaluator on a tiny frame-level model with real FakeQuantizers and the
+tiny in-memory DataModule (the real AcousticSystem is tested by the lead's
+integration test once mohaq.models lands)."""
+
+import pytest
+import torch
+from test_search_fakes import FakeCostModel
+from tiny_data import TinyDataModule
+from torch import nn
+
+from mohaq.quant.apply import apply_bit_assignment
+from mohaq.quant.assignment import BitAssignment
+from mohaq.quant.points import QuantPoint, Workload
+from mohaq.quant.quantizer import FakeQuantizer
+from mohaq.search import run_search
+from mohaq.search.evaluator import PTQEvaluator
+
+
+class TinySystem(nn.Module):
+    """Two per-frame linear layers with weight and input quantizers."""
+
+    def __init__(self, features: int = 5, hidden: int = 16, classes: int = 6) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(features, hidden), nn.Linear(hidden, classes)])
+        self.inputs = nn.ModuleList(
+            [FakeQuantizer(f"l{i}.input", role="activation") for i in range(2)]
+        )
+        self.weights = nn.ModuleList(
+            [FakeQuantizer(f"l{i}.weight", role="weight") for i in range(2)]
+        )
+        self.register_buffer("scoring_map", torch.arange(classes), persistent=False)
+
+    def workload(self) -> Workload:
+        points = []
+        for i, layer in enumerate(self.layers):
+            n = layer.weight.numel()
+            points += [
+                QuantPoint(f"l{i}.input", "activation", f"l{i}"),
+                QuantPoint(
+                    f"l{i}.weight",
+                    "weight",
+                    f"l{i}",
+                    params=n,
+                    macs_per_frame=n,
+                    in_features=layer.in_features,
+                    out_features=layer.out_features,
+                    input_point=f"l{i}.input",
+                ),
+            ]
+        return Workload(tuple(points))
+
+    def apply_bit_assignment(self, assignment: BitAssignment, fixed_bits: int | None = 16) -> None:
+        apply_bit_assignment(self, assignment, fixed_bits=fixed_bits)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = features
+        for i, layer in enumerate(self.layers):
+            x = nn.functional.linear(self.inputs[i](x), self.weights[i](layer.weight), layer.bias)
+            if i == 0:
+                x = torch.relu(x)
+        return x
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[TinySystem, TinyDataModule]:
+    torch.manual_seed(0)
+    data, system = TinyDataModule(), TinySystem()
+    optimizer = torch.optim.Adam(system.parameters(), lr=0.02)
+    for _ in range(15):
+        for batch in data.train_dataloader():
+            logits = system(batch.features, batch.lengths)
+            loss = nn.functional.cross_entropy(
+                logits.transpose(1, 2), batch.targets, ignore_index=-100
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return system, data
+
+
+def test_ptq_error_grows_at_low_bits_and_batching_is_exact(trained) -> None:
+    system, data = trained
+    evaluator = PTQEvaluator(system, data, batch_size=4, device="cpu")
+    single = PTQEvaluator(system, data, batch_size=1, device="cpu")
+    names = system.workload().names
+    errors = {b: evaluator.evaluate(BitAssignment.uniform(names, b)) for b in (16, 8, 2)}
+    float_error = evaluator.evaluate(BitAssignment({}))
+    assert errors[16] == pytest.approx(float_error, abs=0.02)
+    assert errors[2] > errors[16] + 0.05
+    assert single.evaluate(BitAssignment.uniform(names, 8)) == pytest.approx(errors[8])
+    assert evaluator.evaluate(BitAssignment.uniform(names, 16), "test") >= 0.0
+
+
+def test_search_with_ptq_evaluator(trained, tmp_path) -> None:
+    system, data = trained
+    result = run_search(
+        system=system,
+        datamodule=data,
+        platform=FakeCostModel(),
+        budget=12,
+        run_dir=tmp_path,
+        progress=False,
+        logger=False,
+        batch_size=4,
+    )
+    assert len(result.records) == 12 and all(r.evaluator == "ptq" for r in result.records)
+    assert result.front and set(result.test_errors) == {r.index for r in result.front}
