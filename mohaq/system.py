@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mohaq.datamodules.phones import IGNORE_INDEX, SCORING_MAP_48_TO_39
@@ -24,6 +25,15 @@ from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
 
 BIT_ASSIGNMENT_KEY = "mohaq_bit_assignment"
+
+
+def _reset_outside_inference_mode(*metrics: Metric) -> None:
+    # A reset inside `trainer.validate`'s inference mode would leave inference
+    # tensors as metric states, which a later fit (validating under no_grad)
+    # cannot update in place.
+    with torch.inference_mode(False):
+        for metric in metrics:
+            metric.reset()
 
 
 class AcousticSystem(pl.LightningModule):
@@ -161,14 +171,12 @@ class AcousticSystem(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log("val/per", self.val_per.compute(), prog_bar=True)
         self.log("val/fer", 1.0 - self.val_frame_accuracy.compute())
-        self.val_per.reset()
-        self.val_frame_accuracy.reset()
+        _reset_outside_inference_mode(self.val_per, self.val_frame_accuracy)
 
     def on_test_epoch_end(self) -> None:
         self.log("test/per", self.test_per.compute())
         self.log("test/fer", 1.0 - self.test_frame_accuracy.compute())
-        self.test_per.reset()
-        self.test_frame_accuracy.reset()
+        _reset_outside_inference_mode(self.test_per, self.test_frame_accuracy)
 
     # -- optimisation --------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

@@ -28,8 +28,12 @@ DEFAULT_NUM_BINS = 2048
 
 
 def default_fractions() -> Tensor:
-    """Candidate thresholds as fractions of max|x|: 0.01, 0.02, ..., 0.99."""
-    return torch.arange(1, 100, dtype=torch.float64) / 100
+    """Candidate thresholds as fractions of max|x|: 0.01, 0.02, ..., 1.00.
+
+    MOHAQ searches 0.01 to 0.99; 1.0 (no clipping) is added because at high
+    precision clipping even the top 1% of the range costs more than it saves.
+    """
+    return torch.arange(1, 101, dtype=torch.float64) / 100
 
 
 def _channels_first(x: Tensor, channel_axis: int | None) -> Tensor:

@@ -1,0 +1,162 @@
+"""A quantizable SRU layer (Lei et al., 2018, the version-2 equations).
+
+Per direction, with U = W x_t from one matrix product over all steps::
+
+    f_t = sigmoid(U_f + v_f * c_{t-1} + b_f)
+    c_t = f_t * c_{t-1} + (1 - f_t) * U_c
+    r_t = sigmoid(U_r + v_r * c_{t-1} + b_r)
+    h_t = r_t * c_t + (1 - r_t) * x'_t * alpha
+
+The highway term x'_t is the layer's input itself when its size equals the
+output size (hidden x directions): with MOHAQ's projection in front of layers
+1-3, the product uses the 256-dim projection while the highway uses the
+1100-dim input, so W has 3 matrices, as MOHAQ counts. Otherwise (layer 0:
+23 inputs) a 4th matrix maps the input to the highway term, as the `sru`
+package does. ``alpha = sqrt(1 + 2 exp(highway_bias))`` when ``rescale`` is on
+(the `sru` package's rescaling for a highway-gate bias initialised at -1).
+
+Quantization points: the product's weight (``<layer>.weight``, all matrices,
+both directions) and its input (``<layer>.input``); a projection, if any, is a
+:class:`QuantLinear` with its own two points. The recurrent vectors, biases
+and the state are fixed-precision extras (16-bit in MOHAQ), not searched.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mohaq.models.quant_linear import QuantLinear
+from mohaq.models.sequence import reverse_within_lengths, step_mask
+from mohaq.models.sru_recurrence import sru_recurrence
+from mohaq.quant.clipping import ClippingMethod
+from mohaq.quant.points import QuantPoint
+from mohaq.quant.quantizer import FakeQuantizer
+
+
+class SRULayer(nn.Module):
+    """One (bi)directional SRU layer, optionally with an input projection.
+
+    Args:
+        input_size: size of the layer's input.
+        hidden_size: units per direction.
+        layer: name of the layer's points, e.g. ``"sru1"``.
+        bidirectional: run a backward direction too.
+        projection_size: project the input to this size before the product
+            (its points are ``proj<k>.*`` with ``projection_layer``).
+        projection_layer: the projection's layer name.
+        highway_bias: initial bias of the reset (highway) gate.
+        rescale: scale the highway term by ``sqrt(1 + 2 exp(highway_bias))``.
+        weight_clipping, activation_clipping: clipping methods of the quantizers.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        layer: str,
+        bidirectional: bool = True,
+        projection_size: int | None = None,
+        projection_layer: str | None = None,
+        highway_bias: float = -1.0,
+        rescale: bool = True,
+        weight_clipping: ClippingMethod = "mmse",
+        activation_clipping: ClippingMethod = "mmse",
+    ) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size, self.layer = input_size, hidden_size, layer
+        self.directions = 2 if bidirectional else 1
+        self.output_size = hidden_size * self.directions
+        self.projection = None
+        if projection_size is not None:
+            self.projection = QuantLinear(
+                input_size, projection_size, layer=projection_layer or f"{layer}_proj",
+                bias=False, weight_clipping=weight_clipping,
+                activation_clipping=activation_clipping,
+            )  # fmt: skip
+        product_input = projection_size if projection_size is not None else input_size
+        self.highway_matrix = input_size != self.output_size
+        self.num_matrices = 4 if self.highway_matrix else 3
+        self.weight = nn.Parameter(
+            torch.empty(self.directions * self.num_matrices * hidden_size, product_input)
+        )
+        shape = (self.directions, hidden_size)
+        self.v_forget = nn.Parameter(torch.empty(shape))
+        self.v_reset = nn.Parameter(torch.empty(shape))
+        self.b_forget = nn.Parameter(torch.zeros(shape))
+        self.b_reset = nn.Parameter(torch.full(shape, float(highway_bias)))
+        self.alpha = math.sqrt(1.0 + 2.0 * math.exp(highway_bias)) if rescale else 1.0
+        self.product_input = product_input
+        self.weight_quant = FakeQuantizer(f"{layer}.weight", role="weight", clipping=weight_clipping)
+        self.input_quant = FakeQuantizer(
+            f"{layer}.input", role="activation", clipping=activation_clipping
+        )
+        self.vector_quant = FakeQuantizer(None, role="fixed", clipping="minmax")
+        self.state_quant = FakeQuantizer(None, role="state", clipping="minmax")
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = math.sqrt(3.0 / self.product_input)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.v_forget, -0.5, 0.5)
+        nn.init.uniform_(self.v_reset, -0.5, 0.5)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """``(B, T, input_size)`` -> ``(B, T, hidden_size * directions)``."""
+        batch, steps, _ = x.shape
+        product_input = self.projection(x) if self.projection is not None else x
+        weight = self.weight_quant(self.weight)
+        u = F.linear(self.input_quant(product_input), weight)
+        u = u.view(batch, steps, self.directions, self.num_matrices, self.hidden_size)
+        if self.highway_matrix:
+            highway = u[..., 3, :]
+        else:
+            # The highway uses the layer input, quantized as the product's
+            # input point sees it when there is no projection.
+            source = x if self.projection is not None else self.input_quant(x)
+            highway = source.view(batch, steps, self.directions, self.hidden_size)
+        highway = highway * self.alpha
+        # Time-major, backward direction reversed within each sequence.
+        parts = [u[..., 0, :], u[..., 1, :], u[..., 2, :], highway]
+        parts = [p.transpose(0, 1) for p in parts]
+        if self.directions == 2:
+            parts = [_reverse_second_direction(p, lengths) for p in parts]
+        mask = step_mask(lengths, steps, x.dtype).transpose(0, 1)[:, :, None, None]
+        v_forget, v_reset, b_forget, b_reset = (
+            self.vector_quant(p) for p in (self.v_forget, self.v_reset, self.b_forget, self.b_reset)
+        )
+        state_quant = self.state_quant.quant_params(parts[0])
+        h, c_all = sru_recurrence(
+            *parts, v_forget, v_reset, b_forget, b_reset, mask, state_quant=state_quant
+        )
+        if self.state_quant.observing:
+            self.state_quant(c_all.detach())
+        if self.directions == 2:
+            h = _reverse_second_direction(h, lengths)
+        return h.transpose(0, 1).reshape(batch, steps, self.output_size)
+
+    def quant_points(self) -> tuple[QuantPoint, ...]:
+        projection = self.projection.quant_points() if self.projection is not None else ()
+        return projection + (
+            QuantPoint(f"{self.layer}.input", "activation", self.layer),
+            QuantPoint(
+                f"{self.layer}.weight", "weight", self.layer,
+                params=self.weight.numel(), macs_per_frame=self.weight.numel(),
+                in_features=self.product_input, out_features=self.weight.shape[0],
+                input_point=f"{self.layer}.input",
+            ),
+        )  # fmt: skip
+
+    def fixed_params(self) -> int:
+        return 4 * self.directions * self.hidden_size
+
+
+def _reverse_second_direction(time_major: Tensor, lengths: Tensor) -> Tensor:
+    """Reverses direction 1 of a ``(T, B, D, H)`` tensor within each sequence's length."""
+    forward, backward = time_major[:, :, 0], time_major[:, :, 1]
+    backward = reverse_within_lengths(backward.transpose(0, 1), lengths).transpose(0, 1)
+    return torch.stack((forward, backward), dim=2)
