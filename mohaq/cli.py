@@ -74,7 +74,7 @@ class MohaqTrainer(pl.Trainer):
         constraints: dict[str, float] | None = None,
         bit_choices: list[int] | None = None,
         budget: int = 200,
-        optimizer: str = "TwoPointsDE-LHS",
+        algorithm: str = "TwoPointsDE-LHS",
         seed: int = 0,
         workers: int = 1,
         run_dir: str = "runs/search",
@@ -95,8 +95,9 @@ class MohaqTrainer(pl.Trainer):
             constraints: e.g. {"max_error": 0.24, "max_memory_mb": 2}.
             bit_choices: precisions to search (default: 2/4/8/16 that the platform allows).
             budget: distinct evaluations, uniform baselines included.
-            optimizer: "TwoPointsDE-LHS", "nsga2" (MOHAQ's setting), "RandomSearch"
-                or any nevergrad optimizer name.
+            algorithm: the search optimizer: "TwoPointsDE-LHS", "nsga2" (MOHAQ's
+                setting), "RandomSearch" or any nevergrad optimizer name (the name
+                `--optimizer` belongs to LightningCLI's training optimizer).
             seed: random seed of the optimizer.
             workers: evaluations in flight; > 1 uses worker processes.
             run_dir: where evaluations, the front, plots and the summary go.
@@ -123,7 +124,7 @@ class MohaqTrainer(pl.Trainer):
             constraints=constraints,
             bit_choices=bit_choices,
             budget=budget,
-            optimizer=optimizer,
+            optimizer=algorithm,
             seed=seed,
             workers=workers,
             run_dir=run_dir,

@@ -1,0 +1,65 @@
+"""The `mohaq` LightningCLI end to end on a tiny LDC-layout corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_timit_corpus import write_small_corpus
+
+from mohaq.cli import main
+from mohaq.system import BIT_ASSIGNMENT_KEY
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = str(REPO / "lightning_configs" / "quickstart.yaml")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    write_small_corpus(tmp_path / "corpus", seconds=0.4)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _common(workdir: Path) -> list[str]:
+    return [
+        "-c", QUICKSTART,
+        "--data.corpus_dir", str(workdir / "corpus"),
+        "--data.cache_dir", str(workdir / "cache"),
+        "--data.batch_size", "2",
+        "--data.optimization_set_utterances", "2",
+        "--model.hidden_size", "8",
+        "--model.projection_size", "4",
+        "--model.num_layers", "2",
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+
+
+def test_fit_links_data_properties_and_writes_checkpoints(workdir: Path) -> None:
+    cli = main(["fit", *_common(workdir), "--trainer.max_epochs", "1", "--data.num_mel_bins", "40"])
+    # The data decides the model's input and output sizes.
+    assert cli.model.hparams.num_features == 40 and cli.model.hparams.num_classes == 48
+    best = workdir / "runs" / "quickstart" / "checkpoints" / "best.ckpt"
+    assert best.is_file()
+    assert any((workdir / "runs" / "quickstart" / "fit").rglob("events.out.tfevents.*"))
+
+
+def test_test_with_the_qat_callback_quantizes_post_training(workdir: Path) -> None:
+    main(["fit", *_common(workdir), "--trainer.max_epochs", "1"])
+    checkpoint = workdir / "runs" / "quickstart" / "checkpoints" / "best.ckpt"
+    cli = main([
+        "test", *_common(workdir), "--ckpt_path", str(checkpoint),
+        "--trainer.callbacks+=mohaq.callbacks.qat.QuantizationAwareTraining",
+        "--trainer.callbacks.uniform_bits", "4",
+    ])  # fmt: skip
+    assert set(cli.model.bit_assignment.bits.values()) == {4}
+    assert len(cli.model.bit_assignment) == len(cli.model.workload().points)
+    assert "test/per" in cli.trainer.callback_metrics
+    assert torch.load(checkpoint, weights_only=False)[BIT_ASSIGNMENT_KEY] == {}
+
+
+def test_bad_config_value_is_reported_before_work(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", *_common(workdir), "--model.cell", "transformer"])
+    assert "transformer" in capsys.readouterr().err
