@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -264,6 +265,40 @@ def _word_lines(synthesis, sentence: str, lead: int, ratio: float, segments) -> 
     return "".join(lines)
 
 
+# -- processes ------------------------------------------------------------------------------------
+def _pool_main() -> None:
+    """Runs speaker jobs read from stdin as JSON; writes their statistics to stdout."""
+    request = json.load(sys.stdin)
+    jobs = [
+        (SpeakerSpec(**spec), request["utterances"], request["seed"], tuple(request["snr_db"]),
+         request["out"])
+        for spec in request["speakers"]
+    ]  # fmt: skip
+    # libespeak-ng's timing depends on what the process synthesized before (the
+    # same text twice in a row differs by a few samples), so each speaker is
+    # made in a fresh process: the output is then the same for any worker count.
+    with multiprocessing.get_context("spawn").Pool(request["processes"], maxtasksperchild=1) as pool:
+        results = pool.map(synthesize_speaker, jobs, chunksize=1)
+    json.dump(results, sys.stdout)
+
+
+def _run_in_fresh_interpreter(jobs: list, processes: int) -> list[list[dict]]:
+    # The pool runs in a new interpreter started with `-c`: spawned workers
+    # re-import the parent's __main__, and under `mohaq fit` that would load
+    # torch and Lightning into every one-speaker process.
+    request = {
+        "speakers": [asdict(spec) for spec, *_ in jobs], "utterances": jobs[0][1],
+        "seed": jobs[0][2], "snr_db": list(jobs[0][3]), "out": jobs[0][4], "processes": processes,
+    }  # fmt: skip
+    completed = subprocess.run(
+        [sys.executable, "-c", "from mohaq.datamodules.synth_timit import _pool_main; _pool_main()"],
+        input=json.dumps(request), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if completed.returncode != 0:
+        raise SynthesisError(f"speech synthesis failed:\n{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout)
+
+
 # -- corpus ---------------------------------------------------------------------------------------
 def speaker_specs(speakers: int, seed: int, test_speaker_fraction: float) -> list[SpeakerSpec]:
     """Deterministic speakers: ids, TRAIN/TEST part, dialect region, voice."""
@@ -352,11 +387,7 @@ def generate_corpus(
     specs = speaker_specs(speakers, seed, test_speaker_fraction)
     jobs = [(spec, utterances_per_speaker, seed, snr_db, str(out)) for spec in specs]
     processes = min(workers or os.cpu_count() or 1, len(jobs))
-    # libespeak-ng's timing depends on what the process synthesized before (the
-    # same text twice in a row differs by a few samples), so each speaker is
-    # made in a fresh process: the output is then the same for any worker count.
-    with multiprocessing.get_context("spawn").Pool(processes, maxtasksperchild=1) as pool:
-        results = pool.map(synthesize_speaker, jobs, chunksize=1)
+    results = _run_in_fresh_interpreter(jobs, processes)
     samples = [item["samples"] for result in results for item in result]
     summary = CorpusSummary(
         train_speakers=sum(spec.part == "TRAIN" for spec in specs),
