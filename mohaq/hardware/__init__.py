@@ -1,0 +1,29 @@
+"""Hardware cost models: SiLago, Bit Fusion, BISMO, size and BOPs proxies, lookup tables."""
+
+from mohaq.hardware.base import (
+    CostModel,
+    CostModelError,
+    CostReport,
+    InfeasibleAssignmentError,
+)
+from mohaq.hardware.platform import PlatformError, load_platform, shipped_platforms
+from mohaq.hardware.registry import (
+    UnknownCostModelError,
+    available_cost_models,
+    get_cost_model,
+    register_cost_model,
+)
+
+__all__ = [
+    "CostModel",
+    "CostModelError",
+    "CostReport",
+    "InfeasibleAssignmentError",
+    "PlatformError",
+    "UnknownCostModelError",
+    "available_cost_models",
+    "get_cost_model",
+    "load_platform",
+    "register_cost_model",
+    "shipped_platforms",
+]
