@@ -92,9 +92,9 @@ def weight_memory_bits(workload: Workload, assignment: BitAssignment) -> int:
 
 
 def memory_totals(workload: Workload, assignment: BitAssignment) -> dict[str, float]:
-    """``memory_bytes`` and ``memory_mb`` (MB = bytes / 2**20, as MOHAQ's code)."""
+    """``memory_mb`` and ``memory_bytes`` (MB = bytes / 2**20, as MOHAQ's code)."""
     size = weight_memory_bits(workload, assignment) / 8
-    return {"memory_bytes": float(size), "memory_mb": size / MIB}
+    return {"memory_mb": size / MIB, "memory_bytes": float(size)}
 
 
 def mac_weighted_mean(values: Sequence[tuple[int, float]]) -> float:
