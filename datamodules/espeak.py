@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -74,9 +75,9 @@ class Espeak:
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self._libc = ctypes.CDLL(None)
         self._lib.espeak_Initialize.restype = ctypes.c_int
-        data_path = espeakng_loader.get_data_path().encode()
+        self._data_path = Path(espeakng_loader.get_data_path())
         rate = self._lib.espeak_Initialize(
-            AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, INITIALIZE_PHONEME_EVENTS
+            AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self._data_path).encode(), INITIALIZE_PHONEME_EVENTS
         )
         if rate <= 0:
             raise EspeakError(f"espeak_Initialize failed (returned {rate})")
@@ -108,24 +109,66 @@ class Espeak:
             index += 1
         return 0
 
-    def synthesize(
-        self, text: str, *, voice: str, rate: int, pitch: int, pitch_range: int, seed: int = 0
-    ) -> Synthesis:
-        """Synthesizes ``text`` with a voice such as ``en-us+f3``.
+    def set_voice(self, voice: str) -> None:
+        """Selects a voice such as ``en-us+f3`` or ``en-us+klatt3``.
 
-        Args:
-            rate: words per minute (80 to 450).
-            pitch: base pitch, 0 to 100.
-            pitch_range: pitch range, 0 to 100.
-            seed: seed of the noise that breathy voice variants add.
+        Raises:
+            EspeakError: if espeak has no such voice or variant.
         """
+        _, _, variant = voice.partition("+")
+        # espeak silently falls back to the plain voice for an unknown variant.
+        if variant and variant not in self.variants():
+            raise EspeakError(
+                f"espeak has no voice {voice!r}: unknown variant {variant!r}; "
+                f"known: {', '.join(self.variants())}"
+            )
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise EspeakError(f"espeak has no voice {voice!r}")
+            raise EspeakError(f"espeak has no voice {voice!r} (expected e.g. 'en-us+m3')")
+
+    def variants(self) -> tuple[str, ...]:
+        """Names of the voice variants in espeak's data (``m1``, ``f3``, ``klatt2``, ...)."""
+        return tuple(sorted(path.name for path in (self._data_path / "voices" / "!v").iterdir()))
+
+    def set_prosody(self, *, rate: int, pitch: int, pitch_range: int) -> None:
+        """Sets speaking rate (words per minute, 80 to 450), base pitch and pitch range (0 to 100).
+
+        Raises:
+            EspeakError: for a value outside espeak's range.
+        """
+        for name, value, low, high in (
+            ("rate", rate, 80, 450), ("pitch", pitch, 0, 100), ("pitch_range", pitch_range, 0, 100),
+        ):  # fmt: skip
+            if not low <= int(value) <= high:
+                raise EspeakError(f"{name} must be in [{low}, {high}], got {value}")
         for parameter, value in (
             (PARAMETER_RATE, rate), (PARAMETER_PITCH, pitch), (PARAMETER_RANGE, pitch_range),
             (PARAMETER_VOLUME, 100),
         ):  # fmt: skip
             self._lib.espeak_SetParameter(parameter, int(value), 0)
+
+    def synthesize(
+        self, text: str, *, voice: str, rate: int, pitch: int, pitch_range: int, seed: int = 0
+    ) -> Synthesis:
+        """Synthesizes ``text`` with a voice such as ``en-us+f3``.
+
+        The audio also depends on what this process synthesized before (espeak
+        keeps its pitch-flutter and waveform phase between calls): for output
+        that depends on the arguments alone, make the same calls in the same
+        order in a fresh process.
+
+        Args:
+            text: the text, UTF-8.
+            voice: espeak voice name, with an optional ``+variant``.
+            rate: words per minute (80 to 450).
+            pitch: base pitch, 0 to 100.
+            pitch_range: pitch range, 0 to 100.
+            seed: seed of the noise that breathy voice variants add.
+
+        Raises:
+            EspeakError: for an unknown voice, a value out of range, or a failed synthesis.
+        """
+        self.set_voice(voice)
+        self.set_prosody(rate=rate, pitch=pitch, pitch_range=pitch_range)
         self._audio, self._phonemes, self._words = [], [], []
         # Breathy voice variants add noise from espeak's own generator (and the
         # C library's rand()): seeding both makes the audio a function of the
@@ -133,9 +176,7 @@ class Espeak:
         self._lib.espeak_ng_SetRandSeed(ctypes.c_long(int(seed) & 0x7FFFFFFF))
         self._libc.srand(int(seed) & 0x7FFFFFFF)
         encoded = text.encode()
-        status = self._lib.espeak_Synth(
-            encoded, len(encoded) + 1, 0, 0, 0, CHARS_UTF8, None, None
-        )
+        status = self._lib.espeak_Synth(encoded, len(encoded) + 1, 0, 0, 0, CHARS_UTF8, None, None)
         self._lib.espeak_Synchronize()
         if status != 0:
             raise EspeakError(f"espeak_Synth failed with status {status} for {text!r}")

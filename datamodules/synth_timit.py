@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -26,19 +27,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
-
 from mohaq.datamodules.phones import PHONES_61
 from mohaq.datamodules.sentences import generate_sentence
 
+if TYPE_CHECKING:
+    from mohaq.datamodules.espeak import Espeak
+
 SAMPLE_RATE = 16_000
 MANIFEST = "corpus.json"
-FORMAT_VERSION = 1
-MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
+# Written before the first utterance: marks a folder as this generator's even
+# when a run was killed, so the next run may replace it.
+PARTIAL_MANIFEST = "corpus.partial.json"
+FORMAT_VERSION = 2
+# The klatt variants declare no gender: espeak gives them its default (male) voice.
+MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "klatt", "klatt2", "klatt3", "klatt4")
 FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5")
 
 # espeak's English mnemonics -> TIMIT symbols with their share of the segment.
@@ -126,72 +136,177 @@ def map_mnemonic(mnemonic: str) -> tuple[tuple[str, float], ...]:
         ) from None
 
 
+_FRAME = 80  # 5 ms at 16 kHz: the step of the closure search
+_MAX_CLOSURE = 1600  # 100 ms
+
+
+def _silent_tail(audio: np.ndarray, segment_start: int, boundary: int, threshold: float) -> int:
+    """Length of the near-silent stretch that ends at ``boundary`` (a stop's closure).
+
+    espeak places a stop's phoneme event at its burst; the closure silence is
+    the end of the previous segment. The search keeps at least a fifth of that
+    segment for its own phone.
+    """
+    limit = min(_MAX_CLOSURE, int(0.8 * (boundary - segment_start)))
+    length = 0
+    while length + _FRAME <= limit:
+        frame = audio[boundary - length - _FRAME : boundary - length]
+        if np.sqrt(np.mean(frame**2)) >= threshold:
+            break
+        length += _FRAME
+    return length if length >= 2 * _FRAME else 0
+
+
 def phone_segments(
-    events: list[tuple[int, str]], speech_end: int, total: int, lead: int
+    events: list[tuple[int, str]],
+    speech_end: int,
+    total: int,
+    lead: int,
+    audio: np.ndarray | None = None,
 ) -> list[tuple[int, int, str]]:
     """Contiguous TIMIT segments covering ``[0, total)`` from espeak phoneme events.
+
+    Stops and affricates become closure + release: the closure is the silent
+    end of the previous segment where the clean ``audio`` shows one, else the
+    first part of the stop's own segment (a fixed share).
 
     Args:
         events: (sample, mnemonic) at the output rate, offset by ``lead``.
         speech_end: sample where the last phone ends (trailing silence after it).
         total: number of samples.
         lead: leading silence before the first event.
+        audio: the clean (noise-free) audio at the output rate, for closures.
+
+    Raises:
+        SynthesisError: for an espeak mnemonic without a TIMIT mapping.
     """
-    marks = [(s, m) for s, m in events if m not in MODIFIERS]
-    marks.sort(key=lambda item: item[0])
+    del lead  # the events already carry it
+    marks = sorted(((s, m) for s, m in events if m not in MODIFIERS), key=lambda item: item[0])
     raw: list[tuple[int, int, str]] = []
     for position, (start, mnemonic) in enumerate(marks):
         end = marks[position + 1][0] if position + 1 < len(marks) else speech_end
         end = min(end, speech_end)
         if end > start:
             raw.append((start, end, mnemonic))
-    segments: list[tuple[int, int, str]] = []
-
-    def push(start: int, end: int, phone: str) -> None:
-        if end <= start:
-            return
-        if segments and segments[-1][2] == phone and phone in ("h#", "pau"):
-            segments[-1] = (segments[-1][0], end, phone)
-        else:
-            segments.append((start, end, phone))
-
-    push(0, raw[0][0] if raw else total, "h#")
+    threshold = 0.0
+    if audio is not None and audio.size >= _FRAME:
+        frames = audio[: audio.size // _FRAME * _FRAME].reshape(-1, _FRAME)
+        threshold = 0.03 * float(np.percentile(np.sqrt(np.mean(frames**2, axis=1)), 95))
+    segments: list[list] = [[0, raw[0][0] if raw else total, "h#"]]
     for index, (start, end, mnemonic) in enumerate(raw):
         if mnemonic in PAUSES:
             edge = index == 0 or index == len(raw) - 1
-            push(start, end, "h#" if edge else "pau")
+            segments.append([start, end, "h#" if edge else "pau"])
             continue
-        cursor = start
         parts = map_mnemonic(mnemonic)
+        if len(parts) == 2 and parts[0][0].endswith("cl") and threshold > 0:
+            previous = segments[-1]
+            closure = _silent_tail(audio, previous[0], start, threshold)
+            if closure:
+                previous[1] = start - closure
+                segments.append([start - closure, start, parts[0][0]])
+                segments.append([start, end, parts[1][0]])
+                continue
+        cursor = start
         for number, (phone, share) in enumerate(parts):
             stop = end if number == len(parts) - 1 else cursor + int(round(share * (end - start)))
-            push(cursor, stop, phone)
+            segments.append([cursor, stop, phone])
             cursor = stop
-    push(segments[-1][1] if segments else 0, total, "h#")
-    return segments
+    segments.append([segments[-1][1], total, "h#"])
+    merged: list[tuple[int, int, str]] = []
+    for start, end, phone in segments:
+        if end <= start:
+            continue
+        if merged and merged[-1][2] == phone and phone in ("h#", "pau"):
+            merged[-1] = (merged[-1][0], end, phone)
+        else:
+            merged.append((start, end, phone))
+    return merged
+
+
+def word_segments(
+    words: list[tuple[int, str]], segments: list[tuple[int, int, str]]
+) -> list[tuple[int, int, str]]:
+    """``(start, end, word)``: each word runs to the next one's start or to the pause before it."""
+    silences = [start for start, _, phone in segments if phone in ("h#", "pau") and start > 0]
+    speech_end = max((end for _, end, phone in segments if phone != "h#"), default=0)
+    # espeak's word events fall near, not on, phone boundaries: snap to the nearest one.
+    boundaries = np.array([start for start, _, phone in segments if phone not in ("h#", "pau")])
+    if boundaries.size:
+        snapped: list[tuple[int, str]] = []
+        for start, word in words:
+            nearest = int(boundaries[np.abs(boundaries - start).argmin()])
+            if snapped and nearest <= snapped[-1][0]:  # two words on one boundary: keep espeak's
+                nearest = max(start, snapped[-1][0] + 1)
+            snapped.append((nearest, word))
+        words = snapped
+    aligned = []
+    for index, (start, word) in enumerate(words):
+        end = words[index + 1][0] if index + 1 < len(words) else speech_end
+        end = min([end] + [s for s in silences if start < s < end])
+        if end > start:
+            aligned.append((start, end, word))
+    return aligned
 
 
 # -- audio ----------------------------------------------------------------------------------------
-def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Band-limited resampling by truncating/zero-padding the spectrum."""
+@lru_cache(maxsize=4)
+def _filter_bank(up: int, down: int, half_width: int) -> np.ndarray:
+    """Kaiser-windowed sinc low-pass, one row of ``2 * half_width`` taps per output phase."""
+    cutoff = 0.94 * 0.5 * min(1.0, up / down)  # cycles per input sample, below both Nyquists
+    offset = np.arange(-half_width + 1, half_width + 1)[None, :] - np.arange(up)[:, None] / up
+    window = np.i0(8.0 * np.sqrt(np.clip(1 - (offset / half_width) ** 2, 0, None))) / np.i0(8.0)
+    bank = 2 * cutoff * np.sinc(2 * cutoff * offset) * window
+    return bank / bank.sum(axis=1, keepdims=True)  # unit gain at DC for every phase
+
+
+def resample(
+    samples: np.ndarray, source_rate: int, target_rate: int, half_width: int = 16
+) -> np.ndarray:
+    """Polyphase windowed-sinc resampling (22050 -> 16000 Hz: 320 phases of 32 taps)."""
+    divisor = math.gcd(source_rate, target_rate)
+    up, down = target_rate // divisor, source_rate // divisor
     count = int(round(len(samples) * target_rate / source_rate))
-    spectrum = np.fft.rfft(samples.astype(np.float64))
-    keep = count // 2 + 1
-    if keep <= len(spectrum):
-        spectrum = spectrum[:keep]
-    else:
-        spectrum = np.concatenate([spectrum, np.zeros(keep - len(spectrum), complex)])
-    return np.fft.irfft(spectrum, n=count) * (count / len(samples))
+    bank = _filter_bank(up, down, half_width)
+    position = np.arange(count, dtype=np.int64) * down
+    base, phase = position // up, position % up
+    padded = np.concatenate(
+        [np.zeros(half_width), np.asarray(samples, np.float64), np.zeros(half_width + 1)]
+    )
+    index = base[:, None] + np.arange(1, 2 * half_width + 1)[None, :]
+    return np.einsum("ij,ij->i", padded[index], bank[phase])
 
 
-def add_noise(speech: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """Adds white plus low-frequency (brown) noise at ``snr_db`` relative to the speech power."""
+def _unit(signal: np.ndarray) -> np.ndarray:
+    return signal / (np.sqrt(np.mean(signal**2)) + 1e-12)
+
+
+def add_noise(
+    speech: np.ndarray,
+    snr_db: float,
+    rng: np.random.Generator,
+    babble: np.ndarray | None = None,
+) -> np.ndarray:
+    """Adds white, low-frequency (brown) and babble noise at ``snr_db`` to the active speech.
+
+    Args:
+        babble: other synthesized speech; three random stretches of it are mixed
+            in as competing talkers.
+    """
     active = speech[np.abs(speech) > 0.02 * np.abs(speech).max()] if speech.any() else speech
     power = float(np.mean(active**2)) if active.size else 1e-6
-    white = rng.standard_normal(len(speech))
-    brown = np.cumsum(rng.standard_normal(len(speech)))
-    brown -= np.convolve(brown, np.ones(401) / 401, mode="same")  # remove the drift
-    noise = white / white.std() + 0.7 * brown / (brown.std() + 1e-12)
+    count = len(speech)
+    white = rng.standard_normal(count)
+    brown = np.cumsum(rng.standard_normal(count + 400))
+    running = np.cumsum(np.concatenate([[0.0], brown]))
+    brown = brown[200:-200] - (running[401:] - running[:-401]) / 401  # remove the drift
+    noise = _unit(white) * rng.uniform(0.5, 1.0) + _unit(brown) * rng.uniform(0.3, 0.8)
+    if babble is not None and babble.size:
+        talkers = sum(
+            np.take(babble, np.arange(count) + int(rng.integers(babble.size)), mode="wrap")
+            for _ in range(3)
+        )
+        noise = noise + _unit(talkers) * rng.uniform(0.5, 1.5)
     noise *= np.sqrt(power / 10 ** (snr_db / 10) / np.mean(noise**2))
     return speech + noise
 
@@ -201,21 +316,50 @@ def _utterance_ids(rng: random.Random, count: int) -> list[str]:
     ids: set[str] = set()
     ordered = []
     while len(ordered) < count:
-        name = f"SI{rng.randint(500, 2299)}" if len(ordered) % 3 == 2 else f"SX{rng.randint(3, 449)}"
+        name = (
+            f"SI{rng.randint(500, 2299)}" if len(ordered) % 3 == 2 else f"SX{rng.randint(3, 449)}"
+        )
         if name not in ids:
             ids.add(name)
             ordered.append(name)
     return ordered
 
 
+def _babble_source(engine: Espeak, speaker: SpeakerSpec, seed: int) -> np.ndarray:
+    """A few sentences by other voices, at 16 kHz: the competing talkers of this speaker's noise."""
+    rng = random.Random(f"{seed}/{speaker.index}/babble")
+    voices = [
+        f"en-us+{v}" for v in MALE_VARIANTS + FEMALE_VARIANTS if not speaker.voice.endswith(f"+{v}")
+    ]
+    pieces = []
+    for number in range(3):
+        synthesis = engine.synthesize(
+            generate_sentence(rng), voice=rng.choice(voices), rate=rng.randint(150, 200),
+            pitch=rng.randint(20, 90), pitch_range=rng.randint(30, 80), seed=seed + number,
+        )  # fmt: skip
+        pieces.append(resample(synthesis.samples / 32768.0, synthesis.sample_rate, SAMPLE_RATE))
+    return np.concatenate(pieces)
+
+
+def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    write(str(temporary))
+    os.replace(temporary, path)
+
+
 def synthesize_speaker(args: tuple[SpeakerSpec, int, int, tuple[float, float], str]) -> list[dict]:
-    """Writes every utterance of one speaker; returns per-utterance statistics."""
+    """Writes every utterance of one speaker; returns per-utterance statistics.
+
+    Each file is written aside and renamed; the ``.WAV`` comes last, so a
+    ``.WAV`` on disk means its utterance is complete.
+    """
     from mohaq.datamodules.espeak import Espeak
 
     speaker, utterances, seed, snr_db, out = args
     engine = Espeak.instance()
     folder = Path(out) / speaker.part / speaker.dialect / speaker.speaker_id
     folder.mkdir(parents=True, exist_ok=True)
+    babble = _babble_source(engine, speaker, seed)
     rng = random.Random(f"{seed}/{speaker.index}")
     stats = []
     for number, utterance_id in enumerate(_utterance_ids(rng, utterances)):
@@ -230,39 +374,38 @@ def synthesize_speaker(args: tuple[SpeakerSpec, int, int, tuple[float, float], s
         speech = resample(synthesis.samples / 32768.0, synthesis.sample_rate, SAMPLE_RATE)
         lead = int(noise_rng.integers(int(0.08 * SAMPLE_RATE), int(0.25 * SAMPLE_RATE)))
         tail = int(noise_rng.integers(int(0.08 * SAMPLE_RATE), int(0.25 * SAMPLE_RATE)))
-        audio = np.concatenate([np.zeros(lead), speech, np.zeros(tail)])
+        clean = np.concatenate([np.zeros(lead), speech, np.zeros(tail)])
         events = [(lead + int(round(s * ratio)), m) for s, m in synthesis.phonemes]
         speech_end = lead + len(speech)
         last_pause = [s for s, m in events if m in PAUSES and s > lead]
-        segments = phone_segments(events, min(speech_end, max(last_pause, default=speech_end)),
-                                  len(audio), lead)  # fmt: skip
-        audio = add_noise(audio, float(noise_rng.uniform(*snr_db)), noise_rng)
-        audio *= 0.5 / max(np.abs(audio).max(), 1e-9)
-        stem = folder / utterance_id
-        sf.write(f"{stem}.WAV", audio, SAMPLE_RATE, format="NIST", subtype="PCM_16")
-        (folder / f"{utterance_id}.PHN").write_text(
-            "".join(f"{start} {end} {phone}\n" for start, end, phone in segments)
+        segments = phone_segments(
+            events, min(speech_end, max(last_pause, default=speech_end)), len(clean), lead, clean
         )
-        (folder / f"{utterance_id}.WRD").write_text(_word_lines(synthesis, sentence, lead, ratio, segments))
-        (folder / f"{utterance_id}.TXT").write_text(f"0 {len(audio)} {sentence}\n")
+        audio = add_noise(clean, float(noise_rng.uniform(*snr_db)), noise_rng, babble)
+        audio *= 0.5 / max(np.abs(audio).max(), 1e-9)
+        words = []
+        for sample, position, length in synthesis.words:
+            text = sentence[position - 1 : position - 1 + length].strip(" ,.?").lower()
+            if text:
+                words.append((lead + int(round(sample * ratio)), text))
+        stem = folder / utterance_id
+        texts = {
+            ".PHN": "".join(f"{start} {end} {phone}\n" for start, end, phone in segments),
+            ".WRD": "".join(f"{a} {b} {w}\n" for a, b, w in word_segments(words, segments)),
+            ".TXT": f"0 {len(audio)} {sentence}\n",
+        }
+        for suffix, text in texts.items():
+            _write_atomically(
+                stem.with_suffix(suffix), lambda path, text=text: Path(path).write_text(text)
+            )
+        _write_atomically(
+            stem.with_suffix(".WAV"),
+            lambda path, audio=audio: sf.write(
+                path, audio, SAMPLE_RATE, format="NIST", subtype="PCM_16"
+            ),
+        )
         stats.append({"samples": len(audio)})
     return stats
-
-
-def _word_lines(synthesis, sentence: str, lead: int, ratio: float, segments) -> str:  # type: ignore[no-untyped-def]
-    """``start end word`` lines from espeak's word events (ends at the next word's start)."""
-    words = []
-    for sample, position, length in synthesis.words:
-        text = sentence[position - 1 : position - 1 + length].strip(" ,.?").lower()
-        if text:
-            words.append((lead + int(round(sample * ratio)), text))
-    speech_end = max((end for _, end, phone in segments if phone != "h#"), default=0)
-    lines = []
-    for index, (start, word) in enumerate(words):
-        end = words[index + 1][0] if index + 1 < len(words) else speech_end
-        if end > start:
-            lines.append(f"{start} {end} {word}\n")
-    return "".join(lines)
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -277,7 +420,11 @@ def _pool_main() -> None:
     # libespeak-ng's timing depends on what the process synthesized before (the
     # same text twice in a row differs by a few samples), so each speaker is
     # made in a fresh process: the output is then the same for any worker count.
-    with multiprocessing.get_context("spawn").Pool(request["processes"], maxtasksperchild=1) as pool:
+    # fork where the platform has it: a forked child costs milliseconds, a
+    # spawned one re-imports numpy and soundfile. This interpreter never
+    # initialises espeak, so every child starts from espeak's initial state.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(request["processes"], maxtasksperchild=1) as pool:
         results = pool.map(synthesize_speaker, jobs, chunksize=1)
     json.dump(results, sys.stdout)
 
@@ -303,7 +450,7 @@ def _run_in_fresh_interpreter(jobs: list, processes: int) -> list[list[dict]]:
 def speaker_specs(speakers: int, seed: int, test_speaker_fraction: float) -> list[SpeakerSpec]:
     """Deterministic speakers: ids, TRAIN/TEST part, dialect region, voice."""
     rng = random.Random(f"speakers/{seed}")
-    test_count = max(2, int(round(test_speaker_fraction * speakers)))
+    test_count = min(speakers - 1, max(2, int(round(test_speaker_fraction * speakers))))
     ids: set[str] = set()
     specs = []
     for index in range(speakers):
@@ -342,12 +489,26 @@ def _validate(speakers: int, utterances: int, snr_db: tuple[float, float], fract
         raise SynthesisError(f"speakers must be >= 3 (1 train + 2 test), got {speakers}")
     if utterances < 1:
         raise SynthesisError(f"utterances_per_speaker must be >= 1, got {utterances}")
-    if len(snr_db) != 2 or snr_db[0] > snr_db[1]:
+    if len(snr_db) != 2 or snr_db[0] > snr_db[1] or not all(map(math.isfinite, snr_db)):
         raise SynthesisError(f"snr_db must be (low, high) with low <= high, got {snr_db}")
     if not 0.0 < fraction < 1.0:
         raise SynthesisError(f"test_speaker_fraction must be in (0, 1), got {fraction}")
     if workers < 0:
         raise SynthesisError(f"workers must be >= 0 (0: one per core), got {workers}")
+
+
+def _wav_count(out: Path) -> int:
+    return sum(1 for _ in out.glob("*/DR*/*/*.WAV"))
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Writes ``payload`` through a temporary file and an atomic rename."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(handle.name, 0o644)  # NamedTemporaryFile makes it private
+    os.replace(handle.name, path)
 
 
 def generate_corpus(
@@ -370,19 +531,24 @@ def generate_corpus(
     _validate(speakers, utterances_per_speaker, snr_db, test_speaker_fraction, workers)
     out = Path(out_dir)
     parameters = _parameters(speakers, utterances_per_speaker, seed, snr_db, test_speaker_fraction)
-    manifest_path = out / MANIFEST
+    manifest_path, partial_path = out / MANIFEST, out / PARTIAL_MANIFEST
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("parameters") == parameters:
+        if manifest.get("parameters") == parameters and _wav_count(out) == manifest.get(
+            "summary", {}
+        ).get("utterances"):
             return CorpusSummary(**manifest["summary"])
-        for part in ("TRAIN", "TEST"):  # our own corpus with other parameters
+    if manifest_path.is_file() or partial_path.is_file():
+        # Our own corpus, with other parameters or left incomplete: replaced.
+        for part in ("TRAIN", "TEST"):
             shutil.rmtree(out / part, ignore_errors=True)
-        manifest_path.unlink()
+        manifest_path.unlink(missing_ok=True)
     elif out.exists() and any(out.iterdir()):
         raise SynthesisError(
             f"{str(out)!r} is not empty and holds no {MANIFEST}: choose an empty or new folder"
         )
     out.mkdir(parents=True, exist_ok=True)
+    _write_json(partial_path, {"parameters": parameters})
     started = time.perf_counter()
     specs = speaker_specs(speakers, seed, test_speaker_fraction)
     jobs = [(spec, utterances_per_speaker, seed, snr_db, str(out)) for spec in specs]
@@ -397,13 +563,23 @@ def generate_corpus(
         frames=sum(1 + (n - 400) // 160 for n in samples if n >= 400),
         seconds_taken=round(time.perf_counter() - started, 3),
     )
-    payload = json.dumps({"parameters": parameters, "summary": asdict(summary)}, indent=2)
-    with tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, manifest_path)
+    _write_json(manifest_path, {"parameters": parameters, "summary": asdict(summary)})
+    partial_path.unlink()
     return summary
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,14 +588,36 @@ def main(argv: list[str] | None = None) -> int:
         prog="mohaq-synth-timit",
         description="Generate a synthetic TIMIT-format corpus (LDC layout) with libespeak-ng.",
     )
-    parser.add_argument("--out", required=True, help="output folder (new or empty)")
-    parser.add_argument("--speakers", type=int, default=40, help="number of speakers (>= 3)")
-    parser.add_argument("--utterances-per-speaker", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--snr-db", type=float, nargs=2, default=(5.0, 20.0), metavar=("LOW", "HIGH"))
+    parser.add_argument(
+        "--out", required=True, help="output folder (new, empty, or an earlier corpus)"
+    )
+    parser.add_argument(
+        "--speakers",
+        type=_int_at_least(3),
+        required=True,
+        help="number of speakers (>= 3: at least 1 train and 2 test)",
+    )
+    parser.add_argument("--utterances-per-speaker", type=_int_at_least(1), required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument(
+        "--snr-db",
+        type=float,
+        nargs=2,
+        default=(5.0, 20.0),
+        metavar=("LOW", "HIGH"),
+        help="range of the per-utterance signal-to-noise ratio in dB",
+    )
     parser.add_argument("--test-speaker-fraction", type=float, default=0.3)
-    parser.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
+    parser.add_argument(
+        "--workers", type=_int_at_least(0), default=0, help="processes (0: one per core)"
+    )
     args = parser.parse_args(argv)
+    if args.snr_db[0] > args.snr_db[1] or not all(map(math.isfinite, args.snr_db)):
+        parser.error(f"argument --snr-db: LOW must be <= HIGH (both finite), got {args.snr_db}")
+    if not 0.0 < args.test_speaker_fraction < 1.0:
+        parser.error(
+            f"argument --test-speaker-fraction: must be in (0, 1), got {args.test_speaker_fraction}"
+        )
     try:
         summary = generate_corpus(
             args.out, speakers=args.speakers, utterances_per_speaker=args.utterances_per_speaker,
@@ -427,12 +625,11 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
         )  # fmt: skip
     except SynthesisError as error:
-        parser.error(str(error).replace("speakers must", "--speakers must").replace(
-            "utterances_per_speaker must", "--utterances-per-speaker must"))  # fmt: skip
+        parser.exit(1, f"mohaq-synth-timit: error: {error}\n")
     print(
         f"{summary.utterances} utterances ({summary.train_speakers} train + "
         f"{summary.test_speakers} test speakers), {summary.audio_hours:.3f} h of audio, "
-        f"{summary.frames} frames at 10 ms; generated in {summary.seconds_taken:.1f} s -> {args.out}"
+        f"{summary.frames} frames at 10 ms hop; took {summary.seconds_taken:.1f} s -> {args.out}"
     )
     return 0
 
