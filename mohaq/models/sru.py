@@ -26,11 +26,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mohaq.models.quant_linear import QuantLinear
-from mohaq.models.sequence import reverse_within_lengths, step_mask
+from mohaq.models.sequence import step_mask
 from mohaq.models.sru_recurrence import sru_recurrence
 from mohaq.quant.clipping import ClippingMethod
 from mohaq.quant.points import QuantPoint
@@ -91,7 +90,9 @@ class SRULayer(nn.Module):
         self.b_reset = nn.Parameter(torch.full(shape, float(highway_bias)))
         self.alpha = math.sqrt(1.0 + 2.0 * math.exp(highway_bias)) if rescale else 1.0
         self.product_input = product_input
-        self.weight_quant = FakeQuantizer(f"{layer}.weight", role="weight", clipping=weight_clipping)
+        self.weight_quant = FakeQuantizer(
+            f"{layer}.weight", role="weight", clipping=weight_clipping
+        )
         self.input_quant = FakeQuantizer(
             f"{layer}.input", role="activation", clipping=activation_clipping
         )
@@ -106,38 +107,50 @@ class SRULayer(nn.Module):
         nn.init.uniform_(self.v_reset, -0.5, 0.5)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """``(B, T, input_size)`` -> ``(B, T, hidden_size * directions)``."""
+        """``(B, T, input_size)``, lengths ``(B,)`` -> ``(B, T, hidden_size * directions)``.
+
+        Outputs at padded frames (``t >= lengths[b]``) are zero.
+        """
         batch, steps, _ = x.shape
-        product_input = self.projection(x) if self.projection is not None else x
-        weight = self.weight_quant(self.weight)
-        u = F.linear(self.input_quant(product_input), weight)
-        u = u.view(batch, steps, self.directions, self.num_matrices, self.hidden_size)
+        directions, hidden = self.directions, self.hidden_size
+        time_major = x.transpose(0, 1)
+        product_input = self.projection(time_major) if self.projection is not None else time_major
+        product_input = self.input_quant(product_input)
+        # Direction-major (D, T, B, ...): direction 1 runs over the time-reversed
+        # padded sequence; masked steps keep its state at zero until the last
+        # valid frame, so reversing within each length is not needed.
+        stacked = _by_direction(product_input, directions)
+        weight = self.weight_quant(self.weight).view(directions, -1, self.product_input)
+        u = torch.bmm(stacked.reshape(directions, steps * batch, -1), weight.transpose(1, 2))
+        u = u.view(directions, steps, batch, self.num_matrices, hidden)
         if self.highway_matrix:
-            highway = u[..., 3, :]
+            highway = u[..., 3, :] * self.alpha
         else:
-            # The highway uses the layer input, quantized as the product's
-            # input point sees it when there is no projection.
-            source = x if self.projection is not None else self.input_quant(x)
-            highway = source.view(batch, steps, self.directions, self.hidden_size)
-        highway = highway * self.alpha
-        # Time-major, backward direction reversed within each sequence.
-        parts = [u[..., 0, :], u[..., 1, :], u[..., 2, :], highway]
-        parts = [p.transpose(0, 1) for p in parts]
-        if self.directions == 2:
-            parts = [_reverse_second_direction(p, lengths) for p in parts]
-        mask = step_mask(lengths, steps, x.dtype).transpose(0, 1)[:, :, None, None]
+            # The highway is the layer input itself: quantized by the product's
+            # input point when there is no projection, in float otherwise.
+            source = time_major if self.projection is not None else product_input
+            highway = _by_direction(source, directions, split=True) * self.alpha
+        valid = step_mask(lengths, steps, torch.bool).t()  # (T, B)
+        padded = bool((lengths < steps).any()) if steps > 0 else False
+        mask = _by_direction(valid, directions).unsqueeze(-1) if padded else None
         v_forget, v_reset, b_forget, b_reset = (
             self.vector_quant(p) for p in (self.v_forget, self.v_reset, self.b_forget, self.b_reset)
         )
-        state_quant = self.state_quant.quant_params(parts[0])
-        h, c_all = sru_recurrence(
-            *parts, v_forget, v_reset, b_forget, b_reset, mask, state_quant=state_quant
-        )
+        state_quant = self.state_quant.quant_params(u[..., 0, :])
+        h, states = sru_recurrence(
+            u[..., 0, :], u[..., 1, :], u[..., 2, :], highway, v_forget, v_reset, b_forget,
+            b_reset, mask, state_quant=state_quant,
+        )  # fmt: skip
         if self.state_quant.observing:
-            self.state_quant(c_all.detach())
-        if self.directions == 2:
-            h = _reverse_second_direction(h, lengths)
-        return h.transpose(0, 1).reshape(batch, steps, self.output_size)
+            self.state_quant(states)
+        if directions == 2:
+            h = torch.stack((h[0], h[1].flip(0)), dim=2)  # (T, B, D, H)
+        else:
+            h = h[0].unsqueeze(2)
+        out = h.transpose(0, 1).reshape(batch, steps, self.output_size)
+        if padded:
+            out = out * valid.t().unsqueeze(-1).to(out.dtype)
+        return out
 
     def quant_points(self) -> tuple[QuantPoint, ...]:
         projection = self.projection.quant_points() if self.projection is not None else ()
@@ -155,8 +168,15 @@ class SRULayer(nn.Module):
         return 4 * self.directions * self.hidden_size
 
 
-def _reverse_second_direction(time_major: Tensor, lengths: Tensor) -> Tensor:
-    """Reverses direction 1 of a ``(T, B, D, H)`` tensor within each sequence's length."""
-    forward, backward = time_major[:, :, 0], time_major[:, :, 1]
-    backward = reverse_within_lengths(backward.transpose(0, 1), lengths).transpose(0, 1)
-    return torch.stack((forward, backward), dim=2)
+def _by_direction(time_major: Tensor, directions: int, *, split: bool = False) -> Tensor:
+    """``(T, B, ...)`` -> ``(D, T, B, ...)``, direction 1 reversed in time.
+
+    With ``split`` the last dimension holds the directions (``D * H``) and
+    each direction gets its own slice, ``(D, T, B, H)``.
+    """
+    if directions == 1:
+        return time_major.unsqueeze(0)
+    if split:
+        halves = time_major.unflatten(-1, (directions, -1))
+        return torch.stack((halves[..., 0, :], halves[..., 1, :].flip(0)))
+    return torch.stack((time_major, time_major.flip(0)))

@@ -1,21 +1,33 @@
 """The SRU's element-wise recurrence as one fused operation.
 
 Everything in an SRU layer except this recurrence is a matrix product over all
-time steps at once. The recurrence itself is element-wise, and running it as a
-Python loop of small tensor operations would dominate the run time (and
-autograd would record ~15 nodes per step). Here both the forward and the
-backward pass are TorchScript loops over time, joined by a custom
-autograd.Function, so each step is a handful of fused element-wise kernels and
-the backward pass is written by hand instead of replayed from a tape.
+time steps at once. What is truly sequential is small, and it is kept small:
 
-The recurrent state can be fake-quantized inside the loop (symmetric, given
-scale and bits). Its gradient is straight-through (identity), like the
-quantizers' estimator inside the clipping range.
+- Forward: only the state needs a loop, ``f_t = sigmoid(F_t + v_f * c_{t-1})``
+  and ``c_t = lerp(U_t, c_{t-1}, f_t)`` (plus the in-loop state quantization
+  and the padding mask): 4 to 8 element-wise kernels per step in a
+  TorchScript loop. The reset gate, the output and everything the backward
+  pass needs are recomputed from the stored states with whole-sequence
+  tensor operations.
+- Backward: the gradient of the state obeys a *linear* recurrence,
+  ``dc_t = G_t + A_{t+1} * dc_{t+1}``, where ``G`` (gradient reaching c_t from
+  h_t and from r_{t+1}) and ``A`` (d c_{t+1} / d c_t along the state path)
+  are computed for all steps at once. The loop is one in-place ``addcmul`` per
+  step; every parameter gradient is then a whole-sequence product and sum.
 
-Shapes: time-major, ``(T, B, D, H)`` with D the directions; per-direction
-vectors are ``(D, H)``. Padding is handled with a ``(T, B, 1, 1)`` mask: at a
-padded step the state is carried unchanged and the output is zero. A backward
-direction is run by the caller on sequences reversed within their lengths.
+Both directions run in the same call: tensors are direction-major,
+``(D, T, B, H)``, and the caller hands each direction its inputs in the order
+that direction runs (direction 1 reversed in time). With a padding mask, a
+masked step carries the state unchanged: a reversed direction therefore
+starts from the initial state at its sequence's last valid frame, so
+padding never leaks into it. Outputs at masked steps are meaningless and
+the caller zeroes them.
+
+State quantization: when given ``(scale, bits)``, the new state is
+fake-quantized at every step, ``clamp(round(c / scale), -2^(b-1),
+2^(b-1) - 1) * scale``, with the straight-through estimator of
+:func:`mohaq.quant.functional.fake_quantize` (gradient 1 inside the integer
+range, 0 where clamped).
 """
 
 from __future__ import annotations
@@ -25,98 +37,51 @@ from torch import Tensor
 
 
 @torch.jit.script
-def _forward_loop(
+def _state_loop(
     candidate: Tensor,
-    forget_in: Tensor,
-    reset_in: Tensor,
-    highway: Tensor,
+    forget: Tensor,
     v_forget: Tensor,
-    v_reset: Tensor,
-    b_forget: Tensor,
-    b_reset: Tensor,
     mask: Tensor,
     c0: Tensor,
     scale: float,
     qmin: float,
     qmax: float,
     quantize: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    steps = candidate.shape[0]
-    h = torch.empty_like(candidate)
-    c_all = torch.empty_like(candidate)
-    f_all = torch.empty_like(candidate)
-    r_all = torch.empty_like(candidate)
-    c_prev = c0
+    masked: bool,
+) -> Tensor:
+    """States ``c_1..c_T`` as ``(D, T, B, H)``; ``forget`` already holds ``+ b_f``."""
+    steps = candidate.shape[1]
+    states = torch.empty_like(forget)
+    c = c0
     for t in range(steps):
-        f = torch.sigmoid(forget_in[t] + v_forget * c_prev + b_forget)
-        r = torch.sigmoid(reset_in[t] + v_reset * c_prev + b_reset)
-        c_new = f * c_prev + (1.0 - f) * candidate[t]
+        f = torch.sigmoid(torch.addcmul(forget[:, t], v_forget, c))
+        c_new = torch.lerp(candidate[:, t], c, f)
         if quantize:
             c_new = torch.clamp(torch.round(c_new / scale), qmin, qmax) * scale
-        m = mask[t]
-        c = m * c_new + (1.0 - m) * c_prev
-        h[t] = m * (r * c + (1.0 - r) * highway[t])
-        c_all[t] = c
-        f_all[t] = f
-        r_all[t] = r
-        c_prev = c
-    return h, c_all, f_all, r_all
+        if masked:
+            c_new = torch.where(mask[:, t], c_new, c)
+        states[:, t] = c_new
+        c = c_new
+    return states
 
 
 @torch.jit.script
-def _backward_loop(
-    grad_h: Tensor,
-    grad_c_last: Tensor,
-    candidate: Tensor,
-    highway: Tensor,
-    v_forget: Tensor,
-    v_reset: Tensor,
-    mask: Tensor,
-    c0: Tensor,
-    c_all: Tensor,
-    f_all: Tensor,
-    r_all: Tensor,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    steps = candidate.shape[0]
-    d_candidate = torch.empty_like(candidate)
-    d_forget_in = torch.empty_like(candidate)
-    d_reset_in = torch.empty_like(candidate)
-    d_highway = torch.empty_like(candidate)
-    d_v_forget = torch.zeros_like(c0)
-    d_v_reset = torch.zeros_like(c0)
-    carry = grad_c_last
-    for i in range(steps):
-        t = steps - 1 - i
-        m = mask[t]
-        c = c_all[t]
-        f = f_all[t]
-        r = r_all[t]
-        c_prev = c_all[t - 1] if t > 0 else c0
-        dh = grad_h[t] * m
-        d_reset = dh * (c - highway[t])
-        d_highway[t] = dh * (1.0 - r)
-        d_c = carry + dh * r
-        # c = m * q(c_new) + (1 - m) * c_prev; q is straight-through.
-        d_c_new = d_c * m
-        d_c_prev = d_c * (1.0 - m)
-        d_f = d_c_new * (c_prev - candidate[t])
-        d_candidate[t] = d_c_new * (1.0 - f)
-        d_c_prev = d_c_prev + d_c_new * f
-        d_pre_f = d_f * f * (1.0 - f)
-        d_pre_r = d_reset * r * (1.0 - r)
-        d_forget_in[t] = d_pre_f
-        d_reset_in[t] = d_pre_r
-        d_v_forget = d_v_forget + d_pre_f * c_prev
-        d_v_reset = d_v_reset + d_pre_r * c_prev
-        carry = d_c_prev + d_pre_f * v_forget + d_pre_r * v_reset
-    return (
-        d_candidate, d_forget_in, d_reset_in, d_highway,
-        d_v_forget, d_v_reset, d_forget_in, d_reset_in, carry,
-    )  # fmt: skip
+def _linear_backward_scan(grad: Tensor, decay: Tensor) -> Tensor:
+    """In place: ``grad[:, t] += decay[:, t + 1] * grad[:, t + 1]`` for t = T-2 .. 0."""
+    steps = grad.shape[1]
+    for i in range(steps - 1):
+        t = steps - 2 - i
+        grad[:, t].addcmul_(decay[:, t + 1], grad[:, t + 1])
+    return grad
+
+
+def _previous_states(c0: Tensor, states: Tensor) -> Tensor:
+    """``c_{t-1}`` for every step: ``(D, T, B, H)`` from c0 ``(D, B, H)`` and the states."""
+    return torch.cat((c0.unsqueeze(1), states[:, :-1]), dim=1)
 
 
 class SRURecurrence(torch.autograd.Function):
-    """Fused SRU recurrence; see the module docstring for shapes."""
+    """Fused SRU recurrence; see the module docstring. Use :func:`sru_recurrence`."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -129,7 +94,7 @@ class SRURecurrence(torch.autograd.Function):
         v_reset: Tensor,
         b_forget: Tensor,
         b_reset: Tensor,
-        mask: Tensor,
+        mask: Tensor | None,
         c0: Tensor,
         scale: float,
         bits: int,
@@ -137,33 +102,84 @@ class SRURecurrence(torch.autograd.Function):
         quantize = bits > 0
         qmax = float(2 ** (bits - 1) - 1) if quantize else 0.0
         qmin = -qmax - 1.0 if quantize else 0.0
-        h, c_all, f_all, r_all = _forward_loop(
-            candidate, forget_in, reset_in, highway, v_forget, v_reset, b_forget, b_reset,
-            mask, c0, float(scale), qmin, qmax, quantize,
+        directions = candidate.shape[0]
+        vector = (directions, 1, 1, -1)  # (D, H) -> broadcastable over (D, T, B, H)
+        forget = forget_in + b_forget.view(vector)
+        masked = mask is not None
+        step_mask = mask if mask is not None else forget.new_ones(1, 1, 1, 1, dtype=torch.bool)
+        states = _state_loop(
+            candidate, forget, v_forget.view(directions, 1, -1), step_mask, c0,
+            float(scale), qmin, qmax, quantize, masked,
         )  # fmt: skip
-        ctx.save_for_backward(candidate, highway, v_forget, v_reset, mask, c0, c_all, f_all, r_all)
-        return h, c_all
+        previous = _previous_states(c0, states)
+        reset = torch.sigmoid(
+            torch.addcmul(reset_in + b_reset.view(vector), v_reset.view(vector), previous)
+        )
+        h = torch.lerp(highway, states, reset)
+        ctx.save_for_backward(candidate, forget, reset_in, highway, v_forget, v_reset, b_reset,
+                              step_mask, c0, states)  # fmt: skip
+        ctx.masked, ctx.quantize, ctx.scale, ctx.qmin, ctx.qmax = (
+            masked,
+            quantize,
+            scale,
+            qmin,
+            qmax,
+        )
+        ctx.mark_non_differentiable(states)
+        return h, states
 
     @staticmethod
-    def backward(ctx, grad_h: Tensor, grad_c_all: Tensor):  # type: ignore[override]
-        candidate, highway, v_forget, v_reset, mask, c0, c_all, f_all, r_all = ctx.saved_tensors
-        if grad_c_all is not None and grad_c_all.abs().sum() > 0:
-            raise RuntimeError("gradients through the returned states are not supported")
-        grad_c_last = torch.zeros_like(c0)
-        (d_candidate, d_forget_in, d_reset_in, d_highway, d_v_forget, d_v_reset,
-         d_pre_f, d_pre_r, d_c0) = _backward_loop(
-            grad_h.contiguous(), grad_c_last, candidate, highway, v_forget, v_reset, mask, c0,
-            c_all, f_all, r_all,
+    def backward(ctx, grad_h: Tensor, grad_states: Tensor | None):  # type: ignore[override]
+        (candidate, forget, reset_in, highway, v_forget, v_reset, b_reset, step_mask, c0,
+         states) = ctx.saved_tensors  # fmt: skip
+        directions = candidate.shape[0]
+        vector = (directions, 1, 1, -1)
+        v_f, v_r = v_forget.view(vector), v_reset.view(vector)
+        previous = _previous_states(c0, states)
+        f = torch.sigmoid(torch.addcmul(forget, v_f, previous))
+        r = torch.sigmoid(torch.addcmul(reset_in + b_reset.view(vector), v_r, previous))
+        # Reset gate: h = r * c + (1 - r) * highway.
+        d_reset_pre = grad_h * (states - highway) * r * (1.0 - r)
+        d_highway = grad_h * (1.0 - r)
+        # G_t: what reaches c_t from h_t and from r_{t+1} (r_{t+1} reads c_t).
+        grad = grad_h * r
+        grad[:, :-1].addcmul_(d_reset_pre[:, 1:], v_r)
+        # State path: c_t = m * q(lerp(U_t, c_{t-1}, f_t)) + (1 - m) * c_{t-1}.
+        slope = (previous - candidate) * f * (1.0 - f)  # d c_new / d (forget pre-activation)
+        through = torch.ones_like(f) if not ctx.quantize else _inside_range(
+            torch.lerp(candidate, previous, f), ctx.scale, ctx.qmin, ctx.qmax
         )  # fmt: skip
-        # v and b are per (direction, unit): sum over batch, and over time for b.
-        d_v_forget = d_v_forget.sum(0)
-        d_v_reset = d_v_reset.sum(0)
-        d_b_forget = d_pre_f.sum((0, 1))
-        d_b_reset = d_pre_r.sum((0, 1))
+        if ctx.masked:
+            through = through * step_mask
+        decay = through * (f + slope * v_f)
+        if ctx.masked:
+            decay = decay + (~step_mask).to(decay.dtype)
+        grad = _linear_backward_scan(grad, decay)  # now dL/dc_t, all steps
+        d_c0 = decay[:, 0] * grad[:, 0] + d_reset_pre[:, 0] * v_r[:, 0]
+        d_new = grad * through
+        d_forget_pre = d_new * slope
+        d_candidate = d_new * (1.0 - f)
+        over_time_batch = (1, 2)
         return (
-            d_candidate, d_forget_in, d_reset_in, d_highway, d_v_forget, d_v_reset,
-            d_b_forget, d_b_reset, None, d_c0, None, None,
-        )  # fmt: skip
+            d_candidate,
+            d_forget_pre,
+            d_reset_pre,
+            d_highway,
+            (d_forget_pre * previous).sum(over_time_batch),
+            (d_reset_pre * previous).sum(over_time_batch),
+            d_forget_pre.sum(over_time_batch),
+            d_reset_pre.sum(over_time_batch),
+            None,
+            d_c0,
+            None,
+            None,
+        )
+
+
+def _inside_range(value: Tensor, scale: float, qmin: float, qmax: float) -> Tensor:
+    """1 where ``round(value / scale)`` lies in ``[qmin, qmax]`` (the STE passes), else 0."""
+    levels = torch.round(value / scale)
+    return ((levels >= qmin) & (levels <= qmax)).to(value.dtype)
 
 
 def sru_recurrence(
@@ -175,26 +191,37 @@ def sru_recurrence(
     v_reset: Tensor,
     b_forget: Tensor,
     b_reset: Tensor,
-    mask: Tensor,
+    mask: Tensor | None = None,
     c0: Tensor | None = None,
-    state_quant: tuple[Tensor, int] | None = None,
+    state_quant: tuple[Tensor | float, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Runs the recurrence; returns (h, c) for every step, both ``(T, B, D, H)``.
+    """Runs the SRU recurrence of every direction; returns ``(h, c)``, both ``(D, T, B, H)``.
+
+    ``h_t = r_t * c_t + (1 - r_t) * highway_t`` with ``f_t = sigmoid(F_t + v_f *
+    c_{t-1} + b_f)``, ``r_t = sigmoid(R_t + v_r * c_{t-1} + b_r)`` and
+    ``c_t = f_t * c_{t-1} + (1 - f_t) * U_t``.
 
     Args:
-        candidate, forget_in, reset_in, highway: ``(T, B, D, H)`` inputs: W x,
-            the forget and reset gate pre-activations from the matrix product,
-            and the (scaled) highway term.
-        v_forget, v_reset, b_forget, b_reset: ``(D, H)`` recurrent vectors and biases.
-        mask: ``(T, B, 1, 1)``, 1 at valid steps, 0 at padding.
-        c0: initial state ``(B, D, H)``; zeros if None.
+        candidate: ``U``, ``(D, T, B, H)``, each direction in its running order.
+        forget_in: ``F``, the forget gate's product, ``(D, T, B, H)``.
+        reset_in: ``R``, the reset (highway) gate's product, ``(D, T, B, H)``.
+        highway: the (already scaled) highway term, ``(D, T, B, H)``.
+        v_forget, v_reset, b_forget, b_reset: ``(D, H)``.
+        mask: bool ``(D, T, B, 1)``, False at padded steps (state carried
+            unchanged); None when nothing is padded (faster).
+        c0: initial state ``(D, B, H)``; zeros if None.
         state_quant: ``(scale, bits)`` to fake-quantize the state at every step.
+
+    Returns:
+        ``h`` (differentiable) and the states ``c`` (not differentiable: a
+        gradient through them raises).
     """
     if c0 is None:
-        c0 = candidate.new_zeros(candidate.shape[1:])
+        c0 = candidate.new_zeros(candidate.shape[0], candidate.shape[2], candidate.shape[3])
     scale, bits = (float(state_quant[0]), int(state_quant[1])) if state_quant else (1.0, 0)
-    h, c_all = SRURecurrence.apply(
-        candidate.contiguous(), forget_in.contiguous(), reset_in.contiguous(),
-        highway.contiguous(), v_forget, v_reset, b_forget, b_reset, mask, c0, scale, bits,
+    if mask is not None and mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
+    return SRURecurrence.apply(
+        candidate, forget_in, reset_in, highway, v_forget, v_reset, b_forget, b_reset, mask, c0,
+        scale, bits,
     )  # fmt: skip
-    return h, c_all
