@@ -3,11 +3,14 @@
 For users without the LDC corpus (and for every test and the quickstart), this
 writes ``OUT/TRAIN|TEST/DR<n>/<SPEAKER>/<UTT>.WAV`` (NIST SPHERE, 16 kHz,
 16-bit PCM) with ``.PHN`` (sample-exact phone boundaries in TIMIT's 61
-symbols, from espeak's phoneme events), ``.WRD`` and ``.TXT``. Speakers differ
-by voice variant, pitch, pitch range and rate; sentences come from a grammar
-over a ~300-word vocabulary; noise at a random SNR per utterance keeps the task
-from being trivial. The output depends only on the arguments, not on the
-number of worker processes.
+symbols, from espeak's phoneme events; stops as closure + release), ``.WRD``
+and ``.TXT``. Speakers differ by voice variant (m1..m7, klatt..klatt4, f1..f5),
+pitch, pitch range and rate; sentences come from a grammar over a ~300-word
+vocabulary; white, brown and babble noise (other synthesized voices) at a
+random SNR per utterance keeps the task from being trivial. The output depends
+only on the arguments, not on the number of worker processes: each speaker is
+made in a fresh process, since espeak's audio depends on what the process
+synthesized before.
 
 Command line::
 
@@ -426,24 +429,32 @@ def _pool_main() -> None:
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with multiprocessing.get_context(method).Pool(request["processes"], maxtasksperchild=1) as pool:
         results = pool.map(synthesize_speaker, jobs, chunksize=1)
-    json.dump(results, sys.stdout)
+    # A file, not stdout: nothing a library prints can corrupt the result.
+    Path(request["result"]).write_text(json.dumps(results))
 
 
 def _run_in_fresh_interpreter(jobs: list, processes: int) -> list[list[dict]]:
-    # The pool runs in a new interpreter started with `-c`: spawned workers
-    # re-import the parent's __main__, and under `mohaq fit` that would load
-    # torch and Lightning into every one-speaker process.
+    # The pool runs in a new interpreter started with `-c`: forking the caller
+    # (under `mohaq fit`, a process with torch's threads) is unsafe, and
+    # spawned workers would re-import its __main__, torch and Lightning.
+    handle, name = tempfile.mkstemp(prefix="mohaq-synth-", suffix=".json")
+    os.close(handle)
+    result = Path(name)
     request = {
         "speakers": [asdict(spec) for spec, *_ in jobs], "utterances": jobs[0][1],
         "seed": jobs[0][2], "snr_db": list(jobs[0][3]), "out": jobs[0][4], "processes": processes,
+        "result": str(result),
     }  # fmt: skip
     completed = subprocess.run(
         [sys.executable, "-c", "from mohaq.datamodules.synth_timit import _pool_main; _pool_main()"],
         input=json.dumps(request), capture_output=True, text=True, check=False,
     )  # fmt: skip
-    if completed.returncode != 0:
-        raise SynthesisError(f"speech synthesis failed:\n{completed.stderr[-4000:]}")
-    return json.loads(completed.stdout)
+    try:
+        if completed.returncode != 0:
+            raise SynthesisError(f"speech synthesis failed:\n{completed.stderr[-4000:]}")
+        return json.loads(result.read_text())
+    finally:
+        result.unlink(missing_ok=True)
 
 
 # -- corpus ---------------------------------------------------------------------------------------
