@@ -158,8 +158,8 @@ class MohaqCLI(LightningCLI):
         parser.link_arguments("data.scoring_map", "model.scoring_map", apply_on="instantiate")
 
 
-def main(args: Sequence[str] | None = None) -> Any:
-    """Entry point of the `mohaq` console command."""
+def build_cli(args: Sequence[str] | None = None) -> MohaqCLI:
+    """Parses ``args`` (default: the command line) and runs the subcommand."""
     return MohaqCLI(
         AcousticSystem,
         TIMITDataModule,
@@ -174,6 +174,12 @@ def main(args: Sequence[str] | None = None) -> Any:
         },
         args=list(args) if args is not None else None,
     )
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of the `mohaq` console command."""
+    build_cli(args)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_timit_corpus import write_small_corpus
 
-from mohaq.cli import main
+from mohaq.cli import build_cli as main
 from mohaq.system import BIT_ASSIGNMENT_KEY
 
 REPO = Path(__file__).resolve().parents[1]
