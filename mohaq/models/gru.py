@@ -87,6 +87,7 @@ class GRULayer(StepwiseRecurrentLayer):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         batch, steps, _ = x.shape
+        lengths = lengths.to(x.device)
         w_ih, w_hh = self._weights()
         w_hh = self.per_direction(w_hh)
         b_ih = self.bias_quant(self.bias_ih).view(self.directions, -1)

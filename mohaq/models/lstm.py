@@ -45,6 +45,7 @@ class LSTMLayer(StepwiseRecurrentLayer):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         batch, steps, _ = x.shape
+        lengths = lengths.to(x.device)
         weight = self.weight_quant(self.weight)
         w_ih, w_hh = weight[:, : self.input_size], self.per_direction(weight[:, self.input_size :])
         bias = (self.bias_quant(self.bias_ih) + self.bias_quant(self.bias_hh)).view(self.directions, -1)

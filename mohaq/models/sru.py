@@ -130,7 +130,7 @@ class SRULayer(nn.Module):
             # input point when there is no projection, in float otherwise.
             source = time_major if self.projection is not None else product_input
             highway = _by_direction(source, directions, split=True) * self.alpha
-        valid = step_mask(lengths, steps, torch.bool).t()  # (T, B)
+        valid = step_mask(lengths.to(x.device), steps, torch.bool).t()  # (T, B)
         padded = bool((lengths < steps).any()) if steps > 0 else False
         mask = _by_direction(valid, directions).unsqueeze(-1) if padded else None
         v_forget, v_reset, b_forget, b_reset = (
