@@ -144,6 +144,9 @@ class SearchController:
         rescore_test: re-score the final front on the test set.
         report_every: evaluations per hypervolume point ("generation").
         nsga2_population, nsga2_offspring: NSGA-II sizes (MOHAQ: 40 and 10).
+        seed_assignments: evaluated right after the baselines (origin ``"seed"``)
+            and told to the optimizer, e.g. a previous stage's front that a
+            continued search starts from.
 
     Raises:
         SearchConfigError, ObjectiveError, SearchSpaceError, OptimizerNameError:
@@ -172,6 +175,7 @@ class SearchController:
         report_every: int = 10,
         nsga2_population: int = 40,
         nsga2_offspring: int = 10,
+        seed_assignments: Sequence[BitAssignment] = (),
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise SearchConfigError(f"workers must be an integer >= 1, got {workers!r}")
@@ -215,6 +219,7 @@ class SearchController:
         self.report_every = report_every
         self.nsga2_population = nsga2_population
         self.nsga2_offspring = nsga2_offspring
+        self.seed_genes = [self.space.encode(a) for a in seed_assignments]
         self._evaluator: Any = None
         self._metric_cache: dict[tuple[int, ...], dict[str, float]] = {}
 
@@ -236,7 +241,7 @@ class SearchController:
             "workers": self.workers,
             "reference": self.reference,
             "platform": str(getattr(self.cost_model, "name", type(self.cost_model).__name__)),
-        }
+        } | ({"seeds": [list(g) for g in self.seed_genes]} if self.seed_genes else {})
 
     def _make_proposer(self) -> Any:
         if self.optimizer_name == NSGA2_NAME:
@@ -351,7 +356,7 @@ class SearchController:
             genes=list(genes),
             objectives=values,
             losses=self.objectives.losses(values),
-            metrics=dict(metrics),
+            metrics={**metrics, **self._evaluation_extras()},
             error=float(error),
             feasible=not violations,
             violations=violations,
@@ -405,11 +410,21 @@ class SearchController:
             self._shutdown()
 
     def _baseline_plan(self) -> list[tuple[tuple[int, ...], BitAssignment, str]]:
+        """Uniform baselines, then the seed assignments not already planned."""
         plan = []
         for bits in self.baseline_bits:
             assignment = self.space.uniform(bits)
             plan.append((self.space.encode(assignment), assignment, f"uniform-{bits}"))
+        planned = {genes for genes, _, _ in plan}
+        for number, genes in enumerate(self.seed_genes):
+            if genes not in planned:
+                planned.add(genes)
+                plan.append((genes, self.space.decode(genes), f"seed-{number}"))
         return plan
+
+    @staticmethod
+    def _origin(label: str) -> str:
+        return "seed" if label.startswith("seed-") else "baseline"
 
     def _evaluate_now(self, assignment: BitAssignment) -> tuple[float, float]:
         start = time.perf_counter()
@@ -420,6 +435,14 @@ class SearchController:
         if self._evaluator is not None:
             return str(getattr(self._evaluator, "name", "ptq"))
         return str(getattr(self.evaluator_factory, "evaluator_name", "ptq"))
+
+    def _evaluation_extras(self) -> dict[str, float]:
+        """Per-evaluation values an in-process evaluator reports about its last
+        evaluation (``last_metrics``, e.g. the beacon-aware evaluator's beacon
+        distance); stored in the record's metrics. Worker evaluators report none."""
+        evaluator = self._evaluator
+        extras = getattr(evaluator, "last_metrics", None) if evaluator is not None else None
+        return {str(k): float(v) for k, v in (extras or {}).items()}
 
     def _run_sequential(
         self, log: EvaluationLog, logged: list[EvaluationRecord], reporter: Any
@@ -455,7 +478,7 @@ class SearchController:
         for genes, assignment, label in self._baseline_plan():
             if len(records) >= self.budget:
                 break
-            record = obtain(genes, assignment, "baseline", label)
+            record = obtain(genes, assignment, self._origin(label), label)
             proposer.tell_not_asked(genes, record.losses, self._violation_of(record))
         stopped = self._propose_loop(
             proposer,
@@ -584,7 +607,7 @@ class SearchController:
             while len(inflight) >= self.workers:
                 drain(True)
             future = tasks.submit(assignment.to_dict(), OPTIMIZATION)
-            inflight[future] = ([None], genes, assignment, "baseline", label)
+            inflight[future] = ([None], genes, assignment, self._origin(label), label)
             by_genes[genes] = future
         while inflight:
             drain(True)
@@ -703,6 +726,7 @@ def run_search(
     executor: Executor | None = None,
     nsga2_population: int = 40,
     nsga2_offspring: int = 10,
+    seed_assignments: Sequence[BitAssignment] = (),
 ) -> SearchResult:
     """Searches per-point precisions for the Pareto front of error and hardware cost.
 
@@ -737,6 +761,7 @@ def run_search(
         executor: a concurrent.futures executor for the workers, e.g.
             ``submitit.AutoExecutor`` (see docs/cluster.md).
         nsga2_population, nsga2_offspring: NSGA-II sizes.
+        seed_assignments: evaluated after the baselines and told to the optimizer.
 
     Returns:
         The :class:`SearchResult`.
@@ -797,6 +822,7 @@ def run_search(
         rescore_test=rescore_test,
         nsga2_population=nsga2_population,
         nsga2_offspring=nsga2_offspring,
+        seed_assignments=seed_assignments,
     )
     return controller.run()
 
