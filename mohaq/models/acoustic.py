@@ -10,7 +10,7 @@ Layout for ``num_layers = N`` with a projection (MOHAQ's SRU)::
     output:       output (hidden * directions -> classes)
 
 Points are named ``<layer>.weight`` / ``<layer>.input`` at layer granularity
-(16 for the paper's 4-layer SRU), and per operator inside GRU cells.
+(16 for the paper's 4-layer SRU), and per operator inside GRU and LSTM cells.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from mohaq.quant.points import QuantPoint, Workload
 CELLS: tuple[str, ...] = ("sru", "gru", "lstm")
 GRANULARITIES: tuple[str, ...] = ("layer", "operator")
 # Cell types whose quantization points can be split per operator.
-OPERATOR_CELLS: tuple[str, ...] = ("gru",)
+OPERATOR_CELLS: tuple[str, ...] = ("gru", "lstm")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -130,7 +130,8 @@ class AcousticModel(nn.Module):
                                      bidirectional=bidirectional, granularity=granularity, **clipping)  # fmt: skip
                 else:
                     layer = LSTMLayer(recurrent_input, hidden_size, layer=name,
-                                      bidirectional=bidirectional, **clipping)  # fmt: skip
+                                      bidirectional=bidirectional, granularity=granularity,
+                                      **clipping)  # fmt: skip
                 self.layers.append(layer)
             layer_input = hidden_size * directions
         self.dropout = nn.Dropout(dropout)

@@ -64,6 +64,16 @@ def test_gru_and_lstm_stacks_get_projection_layers_too(cell: str) -> None:
     assert points[f"{cell}1.weight"].macs_per_frame == 2 * gates * 8 * (4 + 8)
 
 
+def test_lstm_operator_granularity_points() -> None:
+    model = AcousticModel(num_features=3, num_classes=4, cell="lstm", hidden_size=5, num_layers=1,
+                          projection_size=None, granularity="operator")  # fmt: skip
+    assert model.workload().names == (
+        "lstm0.x", "lstm0.h", "lstm0.c", "lstm0.w_ih", "lstm0.w_hh", "lstm0.ih", "lstm0.hh",
+        "lstm0.i", "lstm0.f", "lstm0.g", "lstm0.o", "lstm0.fc", "lstm0.ig", "lstm0.tanh_c",
+        "lstm0.oc", "output.input", "output.weight",
+    )  # fmt: skip
+
+
 def test_gru_operator_granularity_two_layers() -> None:
     model = AcousticModel(num_features=3, num_classes=4, cell="gru", hidden_size=5, num_layers=2,
                           projection_size=None, granularity="operator")  # fmt: skip
@@ -105,8 +115,8 @@ def test_dropout_only_in_training() -> None:
     ("kwargs", "message"),
     [
         ({"cell": "rnn"}, r"cell must be one of \('sru', 'gru', 'lstm'\), got 'rnn'"),
-        ({"granularity": "operator"}, r"'operator' is implemented for cells \('gru',\)"),
-        ({"granularity": "operator", "cell": "lstm"}, "supported: any cell with 'layer'"),
+        ({"granularity": "operator"}, r"'operator' is implemented for cells \('gru', 'lstm'\)"),
+        ({"granularity": "operator", "cell": "sru"}, "supported: any cell with 'layer'"),
         ({"granularity": "gate"}, "granularity must be one of"),
         ({"dropout": 1.5}, r"dropout must be in \[0, 1\), got 1.5"),
         ({"hidden_size": 0}, "hidden_size must be >= 1, got 0"),

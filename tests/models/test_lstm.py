@@ -7,12 +7,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from mohaq.models.lstm import LSTMLayer
+from mohaq.models.lstm import LSTM_OPERATORS, LSTMLayer
 from mohaq.quant.apply import apply_bit_assignment
 from mohaq.quant.assignment import BitAssignment
 
 
-def stack_like(reference: nn.LSTM) -> nn.ModuleList:
+def stack_like(reference: nn.LSTM, granularity: str = "layer") -> nn.ModuleList:
     """Our layers with torch's weights: [W_ih | W_hh], rows (direction, gate i f g o, unit)."""
     directions = 2 if reference.bidirectional else 1
     suffixes = ["", "_reverse"][:directions]
@@ -20,7 +20,7 @@ def stack_like(reference: nn.LSTM) -> nn.ModuleList:
     for index in range(reference.num_layers):
         size = reference.input_size if index == 0 else reference.hidden_size * directions
         layer = LSTMLayer(size, reference.hidden_size, layer=f"lstm{index}",
-                          bidirectional=reference.bidirectional)  # fmt: skip
+                          bidirectional=reference.bidirectional, granularity=granularity)  # fmt: skip
 
         def cat(kind: str, index: int = index) -> Tensor:
             return torch.cat([getattr(reference, f"{kind}_l{index}{s}") for s in suffixes])
@@ -45,20 +45,21 @@ def run_packed(reference: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
 
 
 @pytest.mark.parametrize(
-    ("bidirectional", "num_layers", "dtype", "atol"),
+    ("bidirectional", "num_layers", "granularity", "dtype", "atol"),
     [
-        (True, 2, torch.float64, 1e-10),
-        (False, 1, torch.float64, 1e-10),
-        (True, 2, torch.float32, 1e-5),
+        (True, 2, "layer", torch.float64, 1e-10),
+        (True, 2, "operator", torch.float64, 1e-10),
+        (False, 1, "layer", torch.float64, 1e-10),
+        (True, 2, "layer", torch.float32, 1e-5),
     ],
 )
 def test_lstm_stack_equals_torch_lstm_on_packed_sequences(
-    bidirectional: bool, num_layers: int, dtype: torch.dtype, atol: float
+    bidirectional: bool, num_layers: int, granularity: str, dtype: torch.dtype, atol: float
 ) -> None:
     torch.manual_seed(1)
     reference = nn.LSTM(5, 4, num_layers=num_layers, batch_first=True,
                         bidirectional=bidirectional).to(dtype)  # fmt: skip
-    ours = stack_like(reference)
+    ours = stack_like(reference, granularity)
     x = torch.randn(3, 6, 5, dtype=dtype, requires_grad=True)
     lengths = torch.tensor([3, 6, 1])
     expected, actual = run_packed(reference, x, lengths), run_stack(ours, x, lengths)
@@ -92,3 +93,35 @@ def test_quantized_weights_and_states_change_the_output() -> None:
     assert torch.allclose(close, float_out, atol=1e-3)
     assert not torch.allclose(coarse, float_out, atol=1e-2)
     assert torch.all(coarse[1, 2:] == 0)
+
+
+def test_operator_points() -> None:
+    layer = LSTMLayer(5, 4, layer="lstm0", bidirectional=False, granularity="operator")
+    points = {p.name: p for p in layer.quant_points()}
+    assert [points[f"lstm0.{n}"].kind for n in ("x", "h", "c", "w_ih", "w_hh")] == [
+        "activation", "state", "state", "weight", "weight",
+    ]  # fmt: skip
+    assert (points["lstm0.w_ih"].macs_per_frame, points["lstm0.w_ih"].input_point) == (
+        80,
+        "lstm0.x",
+    )
+    assert (points["lstm0.w_hh"].macs_per_frame, points["lstm0.w_hh"].input_point) == (
+        64,
+        "lstm0.h",
+    )
+    assert [n for n, p in points.items() if p.kind == "operator"] == [
+        f"lstm0.{op}" for op in LSTM_OPERATORS
+    ]
+
+
+@pytest.mark.parametrize("point", ["x", "h", "c", "w_ih", "w_hh", *LSTM_OPERATORS])
+def test_every_operator_point_quantizes_something(point: str) -> None:
+    torch.manual_seed(3)
+    layer = LSTMLayer(3, 4, layer="lstm0", granularity="operator")
+    x, lengths = torch.randn(2, 6, 3), torch.tensor([6, 4])
+    with torch.no_grad():
+        float_out = layer(x, lengths)
+        apply_bit_assignment(layer, BitAssignment({f"lstm0.{point}": 2}), fixed_bits=None)
+        quantized = layer(x, lengths)
+    assert not torch.allclose(quantized, float_out, atol=1e-3)
+    assert torch.all(quantized[1, 4:] == 0)
