@@ -12,8 +12,19 @@ output size (hidden x directions): with MOHAQ's projection in front of layers
 1-3, the product uses the 256-dim projection while the highway uses the
 1100-dim input, so W has 3 matrices, as MOHAQ counts. Otherwise (layer 0:
 23 inputs) a 4th matrix maps the input to the highway term, as the `sru`
-package does. ``alpha = sqrt(1 + 2 exp(highway_bias))`` when ``rescale`` is on
-(the `sru` package's rescaling for a highway-gate bias initialised at -1).
+package does; the paper's layer 0 therefore has 23 x 4400 MACs per frame
+where MOHAQ's table counts 23 x 3300. The reset (highway) gate bias b_r is
+initialised to ``highway_bias`` (-1 in MOHAQ's recipe) and, when ``rescale``
+is on, the highway term is scaled by ``alpha = sqrt(1 + 2 exp(highway_bias))``,
+as the `sru` package does with ``rescale=True``. With a projection the
+highway reads the layer input in float (its quantized copy feeds only the
+projection); without one it reads the product's quantized input.
+
+The element-wise recurrence runs fused, both directions in one call
+(:mod:`mohaq.models.sru_recurrence`); the backward direction runs over the
+time-reversed padded sequence with padded steps masked, so it starts at each
+sequence's last valid frame. Dropout between layers belongs to the stack
+(:class:`mohaq.models.acoustic.AcousticModel`).
 
 Quantization points: the product's weight (``<layer>.weight``, all matrices,
 both directions) and its input (``<layer>.input``); a projection, if any, is a
