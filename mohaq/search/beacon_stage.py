@@ -68,6 +68,7 @@ from mohaq.search.retraining import (
     RetrainingRunner,
     RetrainJob,
     RetrainSpec,
+    init_arguments,
     retrain_beacon,
 )
 from mohaq.search.space import SearchSpace
@@ -292,7 +293,7 @@ def run_beacon_search(
     if beacon_evaluator is None:
         if system is None:
             raise BeaconConfigError("give system, or a beacon_evaluator")
-        factory = functools.partial(type(system), **dict(system.hparams))
+        factory = functools.partial(type(system), **init_arguments(system))
         beacon_evaluator = BeaconWeightsPTQ(factory, datamodule, batch_size=batch_size)
     evaluator = BeaconAwareEvaluator(
         base=base_evaluator,

@@ -65,6 +65,13 @@ def import_path(obj_or_class: Any) -> str:
     return f"{klass.__module__}.{klass.__qualname__}"
 
 
+def init_arguments(obj: Any) -> dict[str, Any]:
+    """``obj.hparams`` without Lightning's private entries (LightningCLI adds
+    ``_instantiator``, which no ``__init__`` accepts)."""
+    hparams = dict(getattr(obj, "hparams", {}) or {})
+    return {k: v for k, v in hparams.items() if not str(k).startswith("_")}
+
+
 def _import(path: str) -> Any:
     module, _, name = path.rpartition(".")
     if not module:
@@ -126,9 +133,9 @@ class RetrainSpec:
         return cls(
             checkpoint_path=str(checkpoint_path),
             system_class=import_path(system),
-            system_hparams=dict(getattr(system, "hparams", {}) or {}),
+            system_hparams=init_arguments(system),
             datamodule_class=import_path(datamodule),
-            datamodule_hparams=dict(getattr(datamodule, "hparams", {}) or {}),
+            datamodule_hparams=init_arguments(datamodule),
             **settings,
         )
 

@@ -171,3 +171,13 @@ def test_bad_settings() -> None:
         RetrainingRunner(BeaconStore("."), spec, max_attempts=0)
     with pytest.raises(RetrainingError, match="processes must be >= 1"):
         RetrainingRunner(BeaconStore("."), spec, processes=0)
+
+
+def test_spec_drops_lightning_private_hparams() -> None:
+    system, data = tiny_system(), TinyDataModule()
+    system.hparams["_instantiator"] = "pytorch_lightning.cli.instantiate_module"  # as LightningCLI
+    spec = RetrainSpec.from_objects("float.ckpt", system, data)
+    assert "_instantiator" not in spec.system_hparams
+    assert spec.system_hparams["hidden_size"] == 16
+    assert spec.system_class == "mohaq.system.AcousticSystem"
+    assert spec.datamodule_class == "tiny_data.TinyDataModule"
