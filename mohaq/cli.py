@@ -140,6 +140,97 @@ class MohaqTrainer(pl.Trainer):
         return result
 
 
+    def beacons(
+        self,
+        model: AcousticSystem,
+        datamodule: TIMITDataModule,
+        checkpoint: str,
+        search_run_dir: str = "runs/search",
+        platform: str = "silago",
+        objectives: list[str] | None = None,
+        constraints: dict[str, float] | None = None,
+        num_beacons: int = 4,
+        distance_threshold: float = 5.0,
+        retrain_epochs: int = 3,
+        retrain_lr: float | None = None,
+        budget: int = 100,
+        devices: int | None = None,
+        promising_max_error: float | None = None,
+        max_new_beacons: int = 2,
+        max_attempts: int = 2,
+        ddp_devices: int = 1,
+        bit_choices: list[int] | None = None,
+        algorithm: str = "TwoPointsDE-LHS",
+        seed: int = 0,
+        resume: bool = False,
+        batch_size: int = 16,
+        platform_overrides: dict[str, Any] | None = None,
+    ) -> Any:
+        """Refine a search with retrained beacons (MOHAQ's beacon-based stage).
+
+        Args:
+            model: the model config; the float weights come from ``checkpoint``.
+            datamodule: the data of the inference-only search.
+            checkpoint: the trained float checkpoint the beacons are retrained from.
+            search_run_dir: the run directory of the inference-only ``mohaq search``.
+            platform: the search's platform name or YAML file.
+            objectives: the search's objectives (default: error, speedup).
+            constraints: the search's constraints.
+            num_beacons: beacons selected from the inference-only evaluations.
+            distance_threshold: L1 distance in precision levels (2, 4, 8, 16 -> 2..5)
+                within which a candidate is scored with a beacon's weights (MOHAQ: 5-6).
+            retrain_epochs: QAT epochs per beacon (MOHAQ: 20 on TIMIT).
+            retrain_lr: QAT learning rate (default: a tenth of the model's).
+            budget: evaluations of the continued, beacon-aware search.
+            devices: beacons retrained at once, one process each (one per GPU on GPUs).
+            promising_max_error: a candidate above this error never gets a beacon.
+            max_new_beacons: beacons the continued search may add.
+            max_attempts: tries per beacon before it is recorded as failed.
+            ddp_devices: devices of one beacon's DDP retraining (its own process).
+            bit_choices: the search's bit choices.
+            algorithm: the continued search's optimizer.
+            seed: random seed.
+            resume: reuse finished beacons and evaluations after a crash.
+            batch_size: utterances per batch when scoring.
+            platform_overrides: constants of the platform to override.
+        """
+        from mohaq.checkpoints import load_model_weights
+        from mohaq.search.beacon_stage import run_beacon_search
+
+        load_model_weights(model, checkpoint)
+        model.eval()
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        datamodule.setup("test")
+        result = run_beacon_search(
+            system=model,
+            datamodule=datamodule,
+            checkpoint_path=checkpoint,
+            search_run_dir=search_run_dir,
+            platform=platform,
+            objectives=tuple(objectives or ("error", "speedup")),
+            constraints=constraints,
+            num_beacons=num_beacons,
+            distance_threshold=distance_threshold,
+            retrain_epochs=retrain_epochs,
+            retrain_lr=retrain_lr,
+            budget=budget,
+            devices=devices,
+            promising_max_error=promising_max_error,
+            max_new_beacons=max_new_beacons,
+            max_attempts=max_attempts,
+            ddp_devices=ddp_devices,
+            bit_choices=bit_choices,
+            optimizer=algorithm,
+            seed=seed,
+            resume=resume,
+            batch_size=batch_size,
+            platform_overrides=platform_overrides,
+        )
+        print(f"beacon report: {Path(search_run_dir).resolve()}")
+        return result
+
+
 class MohaqCLI(LightningCLI):
     """LightningCLI wired for the toolkit: data properties linked into the model."""
 
@@ -149,6 +240,7 @@ class MohaqCLI(LightningCLI):
         commands.pop("predict", None)
         commands["cost"] = {"model", "datamodule"}
         commands["search"] = {"model", "datamodule"}
+        commands["beacons"] = {"model", "datamodule"}
         return commands
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
