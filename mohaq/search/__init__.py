@@ -1,5 +1,6 @@
 """Precision search: space, objectives, Pareto tools, evaluators, controller, reports."""
 
+from mohaq.search.beacon_stage import BeaconSearchResult, run_beacon_search
 from mohaq.search.controller import (
     SearchConfigError,
     SearchController,
@@ -16,6 +17,8 @@ from mohaq.search.report import compare_hypervolumes
 from mohaq.search.space import SearchSpace, SearchSpaceError
 
 __all__ = [
+    "BeaconSearchResult",
+    "run_beacon_search",
     "DEFAULT_OPTIMIZER",
     "NSGA2",
     "AnalyticEvaluator",
