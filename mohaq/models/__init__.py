@@ -5,7 +5,6 @@ from mohaq.models.gru import GRU_OPERATORS, GRULayer
 from mohaq.models.lstm import LSTM_OPERATORS, LSTMLayer
 from mohaq.models.quant_linear import QuantLinear
 from mohaq.models.sru import SRULayer
-from mohaq.models.sru_recurrence import sru_recurrence
 
 __all__ = [
     "CELLS",
@@ -18,5 +17,4 @@ __all__ = [
     "LSTMLayer",
     "QuantLinear",
     "SRULayer",
-    "sru_recurrence",
 ]

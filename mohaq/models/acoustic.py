@@ -94,8 +94,14 @@ class AcousticModel(nn.Module):
             f"granularity 'operator' is implemented for cells {OPERATOR_CELLS}, not {cell!r}; "
             f"supported: any cell with 'layer', {OPERATOR_CELLS} with 'operator'",
         )
-        for name, method in (("weight_clipping", weight_clipping), ("activation_clipping", activation_clipping)):
-            _require(method in CLIPPING_METHODS, f"{name} must be one of {CLIPPING_METHODS}, got {method!r}")
+        for name, method in (
+            ("weight_clipping", weight_clipping),
+            ("activation_clipping", activation_clipping),
+        ):
+            _require(
+                method in CLIPPING_METHODS,
+                f"{name} must be one of {CLIPPING_METHODS}, got {method!r}",
+            )
         self.hparams: dict[str, Any] = dict(
             num_features=num_features, num_classes=num_classes, cell=cell,
             hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,

@@ -56,12 +56,18 @@ class GRULayer(StepwiseRecurrentLayer):
         act = activation_clipping
         self.bias_quant = FakeQuantizer(None, role="fixed", clipping="minmax")
         if granularity == "layer":
-            self.weight_quant = FakeQuantizer(f"{layer}.weight", role="weight", clipping=weight_clipping)
+            self.weight_quant = FakeQuantizer(
+                f"{layer}.weight", role="weight", clipping=weight_clipping
+            )
             self.input_quant = FakeQuantizer(f"{layer}.input", role="activation", clipping=act)
             self.hidden_quant = FakeQuantizer(None, role="state", clipping="minmax")
         elif granularity == "operator":
-            self.w_ih_quant = FakeQuantizer(f"{layer}.w_ih", role="weight", clipping=weight_clipping)
-            self.w_hh_quant = FakeQuantizer(f"{layer}.w_hh", role="weight", clipping=weight_clipping)
+            self.w_ih_quant = FakeQuantizer(
+                f"{layer}.w_ih", role="weight", clipping=weight_clipping
+            )
+            self.w_hh_quant = FakeQuantizer(
+                f"{layer}.w_hh", role="weight", clipping=weight_clipping
+            )
             self.input_quant = FakeQuantizer(f"{layer}.x", role="activation", clipping=act)
             self.hidden_quant = FakeQuantizer(f"{layer}.h", role="state", clipping=act)
             self.operator_quants = torch.nn.ModuleDict(
@@ -103,7 +109,9 @@ class GRULayer(StepwiseRecurrentLayer):
             hh = self._op("hh", torch.einsum("bdk,dgk->bdg", h_in, w_hh) + b_hh)
             ih = ih_all[t]
             r = self._op("r", torch.sigmoid(ih[..., :hidden] + hh[..., :hidden]))
-            z = self._op("z", torch.sigmoid(ih[..., hidden : 2 * hidden] + hh[..., hidden : 2 * hidden]))
+            z = self._op(
+                "z", torch.sigmoid(ih[..., hidden : 2 * hidden] + hh[..., hidden : 2 * hidden])
+            )
             rhn = self._op("rhn", r * hh[..., 2 * hidden :])
             n = self._op("n", torch.tanh(ih[..., 2 * hidden :] + rhn))
             h_new = self._op("zn", (1.0 - z) * n) + self._op("zh", z * h_in)

@@ -41,7 +41,9 @@ class QuantLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        self.weight_quant = FakeQuantizer(f"{layer}.weight", role="weight", clipping=weight_clipping)
+        self.weight_quant = FakeQuantizer(
+            f"{layer}.weight", role="weight", clipping=weight_clipping
+        )
         self.input_quant = FakeQuantizer(
             f"{layer}.input", role="activation", clipping=activation_clipping
         )
