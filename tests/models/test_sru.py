@@ -10,6 +10,7 @@ from torch import Tensor
 
 from mohaq.models.sru import SRULayer
 from mohaq.models.sru_recurrence import sru_recurrence
+from mohaq.quant.calibration import observing
 from mohaq.quant.functional import fake_quantize
 
 
@@ -193,3 +194,21 @@ def test_layer_points_and_fixed_parameters() -> None:
     assert (points["sru2.weight"].in_features, points["sru2.weight"].out_features) == (3, 32)
     assert points["sru2.weight"].input_point == "sru2.input"
     assert layer.fixed_params() == 4 * 2 * 4  # v_f, v_r, b_f, b_r per direction and unit
+
+
+def test_calibration_records_the_state_once_per_utterance_then_quantizes_with_it() -> None:
+    torch.manual_seed(6)
+    layer = SRULayer(4, 3, layer="sru0")
+    utterances = [torch.randn(1, 5, 4) for _ in range(3)]
+    with observing(layer), torch.no_grad():
+        for x in utterances:
+            layer(x, torch.tensor([5]))
+    assert layer.state_quant.num_observed == layer.input_quant.num_observed == 3
+    layer.state_quant.bits = 16
+    scale, bits = layer.state_quant.quant_params()
+    assert bits == 16 and float(scale) > 0
+    with torch.inference_mode():
+        quantized = layer(utterances[0], torch.tensor([5]))
+    layer.state_quant.bits = None
+    with torch.no_grad():
+        assert torch.allclose(quantized, layer(utterances[0], torch.tensor([5])), atol=1e-3)
