@@ -346,7 +346,7 @@ def run_beacon_search(
         "distance": f"L1 over weight precision levels (2,4,8,16 bits -> 2,3,4,5); "
         f"threshold {distance_threshold:g}",
         "retraining": f"QAT {retrain_spec.epochs} epochs, learning rate "
-        f"{retrain_spec.resolved_learning_rate()}, {max_attempts} attempts at most",
+        f"{retrain_spec.resolved_learning_rate():.3g}, {max_attempts} attempts at most",
     }
     files = write_beacon_report(
         run_dir, comparison, settings=report_settings, files=dict(search.files)
