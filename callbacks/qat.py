@@ -16,8 +16,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
-from mohaq.quant.assignment import MAX_BITS, MIN_BITS, BitAssignment
 from mohaq.checkpoints import load_model_weights
+from mohaq.quant.assignment import MAX_BITS, MIN_BITS, BitAssignment
 from mohaq.quant.calibration import calibrate_activations
 
 

@@ -6,9 +6,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
-from mohaq.datamodules.phones import IGNORE_INDEX
 from torch import Tensor
 from torch.utils.data import BatchSampler, Dataset, Sampler
+
+from mohaq.datamodules.phones import IGNORE_INDEX
 
 
 class Batch(NamedTuple):

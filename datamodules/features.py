@@ -28,8 +28,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from mohaq.datamodules.phones import IGNORE_INDEX, class_index_48
 from torch import Tensor
+
+from mohaq.datamodules.phones import IGNORE_INDEX, class_index_48
 
 WindowType = Literal["povey", "hamming"]
 

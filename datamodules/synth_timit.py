@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
+
 from mohaq.datamodules.phones import PHONES_61
 from mohaq.datamodules.sentences import generate_sentence
 

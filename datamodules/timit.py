@@ -22,6 +22,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
+
 from mohaq.datamodules.batching import (
     BucketBatchSampler,
     UtteranceDataset,
@@ -51,7 +53,6 @@ from mohaq.datamodules.timit_corpus import (
     read_utterance,
     scan_corpus,
 )
-from torch.utils.data import DataLoader
 
 log = logging.getLogger(__name__)
 

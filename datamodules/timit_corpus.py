@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
+
 from mohaq.datamodules.phones import PHONES_61
 
 SAMPLE_RATE = 16_000

@@ -24,12 +24,12 @@ def test_installed_copy_imports_outside_the_repo(tmp_path: Path) -> None:
     probe = (
         "import mohaq, mohaq.callbacks, mohaq.datamodules, mohaq.datamodules.phones as p\n"
         "import importlib.resources as r\n"
-        "assert str(mohaq.__file__).startswith(%r), mohaq.__file__\n"
+        f"assert str(mohaq.__file__).startswith({str(site)!r}), mohaq.__file__\n"
         "assert len(p.PHONES_48) == 48\n"
         "names = {f.name for f in r.files('mohaq.configs').iterdir()}\n"
         "assert 'quickstart.yaml' in names and 'sru_timit.yaml' in names, names\n"
         "print('ok')\n"
-    ) % str(site)
+    )
     result = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=tmp_path,

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from mohaq.callbacks.hardware_cost_logger import HardwareCostLogger
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
 
+from mohaq.callbacks.hardware_cost_logger import HardwareCostLogger
 from mohaq.hardware import PlatformError
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import QuantPoint, Workload

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
+from torch.utils.data import DistributedSampler
+
 from mohaq.datamodules.batching import (
     Batch,
     BucketBatchSampler,
@@ -15,7 +17,6 @@ from mohaq.datamodules.batching import (
     collate_utterances,
 )
 from mohaq.datamodules.phones import IGNORE_INDEX
-from torch.utils.data import DistributedSampler
 
 
 def _sample(length: int, utterance_id: str) -> UtteranceSample:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from mohaq.datamodules.espeak import Espeak, EspeakError
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from mohaq.datamodules import sentences
 from mohaq.datamodules.phones import PHONES_61
 from mohaq.datamodules.sentences import generate_sentence

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from mohaq.datamodules.speakers import CORE_TEST_SPEAKERS, DEV_SPEAKERS, split_test_speakers
 from mohaq.datamodules.timit import assign_splits
 from mohaq.datamodules.timit_corpus import (

@@ -8,16 +8,17 @@ import threading
 import types
 from pathlib import Path
 
-import mohaq.datamodules.timit as timit_module
 import pytest
 import pytorch_lightning as pl
 import torch
+from test_timit_corpus import write_small_corpus, write_utterance
+
+import mohaq.datamodules.timit as timit_module
 from mohaq.datamodules import TIMITDataModule
 from mohaq.datamodules.batching import Batch
 from mohaq.datamodules.feature_cache import MANIFEST
 from mohaq.datamodules.phones import IGNORE_INDEX, PHONES_39, PHONES_48, SCORING_MAP_48_TO_39
 from mohaq.datamodules.timit_corpus import CorpusError
-from test_timit_corpus import write_small_corpus, write_utterance
 
 
 def _module(corpus: Path, cache: Path, **kwargs: object) -> TIMITDataModule:
