@@ -34,6 +34,17 @@ def _requested_assignment(
     return assignment
 
 
+def _load_for_search(model: AcousticSystem, datamodule: TIMITDataModule, checkpoint: str) -> None:
+    """Float weights from ``checkpoint`` (clear error on a mismatch) and the data, before long work."""
+    from mohaq.checkpoints import load_model_weights
+
+    load_model_weights(model, checkpoint)
+    model.eval()
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    datamodule.setup("test")
+
+
 class MohaqTrainer(pl.Trainer):
     """A Trainer that also costs and searches bit assignments."""
 
@@ -107,14 +118,9 @@ class MohaqTrainer(pl.Trainer):
             nsga2_offspring: NSGA-II offspring per generation (MOHAQ: 10).
             platform_overrides: constants of the platform to override.
         """
-        from mohaq.checkpoints import load_model_weights
         from mohaq.search import run_search
 
-        load_model_weights(model, checkpoint)
-        model.eval()
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        datamodule.setup("test")
+        _load_for_search(model, datamodule, checkpoint)
         logger = self.logger if isinstance(self.logger, TensorBoardLogger) else None
         result = run_search(
             system=model,
@@ -194,14 +200,9 @@ class MohaqTrainer(pl.Trainer):
             batch_size: utterances per batch when scoring.
             platform_overrides: constants of the platform to override.
         """
-        from mohaq.checkpoints import load_model_weights
         from mohaq.search.beacon_stage import run_beacon_search
 
-        load_model_weights(model, checkpoint)
-        model.eval()
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        datamodule.setup("test")
+        _load_for_search(model, datamodule, checkpoint)
         result = run_beacon_search(
             system=model,
             datamodule=datamodule,
