@@ -63,3 +63,21 @@ def test_bad_config_value_is_reported_before_work(workdir: Path, capsys: pytest.
     with pytest.raises(SystemExit):
         main(["fit", *_common(workdir), "--model.cell", "transformer"])
     assert "transformer" in capsys.readouterr().err
+
+
+def test_search_subcommand_writes_the_report_and_rejects_a_mismatched_checkpoint(workdir: Path) -> None:
+    from mohaq.checkpoints import CheckpointMismatchError
+
+    main(["fit", *_common(workdir), "--trainer.max_epochs", "1"])
+    checkpoint = str(workdir / "runs" / "quickstart" / "checkpoints" / "best.ckpt")
+    search = [
+        "search", *_common(workdir), "--checkpoint", checkpoint, "--platform", "bitfusion-mohaq",
+        "--budget", "7", "--run_dir", str(workdir / "search"), "--batch_size", "4",
+    ]  # fmt: skip
+    main(search)
+    for name in ("evaluations.jsonl", "pareto.csv", "pareto.png", "summary.md"):
+        assert (workdir / "search" / name).is_file(), name
+    assert len((workdir / "search" / "evaluations.jsonl").read_text().splitlines()) == 7
+    with pytest.raises(CheckpointMismatchError, match="hidden_size: checkpoint 8, config 12"):
+        main([*search, "--model.hidden_size", "12", "--run_dir", str(workdir / "other")])
+    assert not (workdir / "other").exists()
