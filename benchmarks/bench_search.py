@@ -17,77 +17,17 @@ import json
 import platform
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from mohaq.quant.assignment import BitAssignment
-from mohaq.quant.points import QuantPoint, Workload
+from mohaq.hardware import load_platform
+from mohaq.hardware.reference_workloads import mohaq_sru_workload
 from mohaq.search import AnalyticEvaluator, run_search
 from mohaq.search.pareto import hypervolume
 
-# MOHAQ.md: MACs per frame (= parameters) of the SRU layers, projections and output.
-LAYERS = [
-    ("sru0", 75_900),
-    ("proj1", 281_600),
-    ("sru1", 844_800),
-    ("proj2", 281_600),
-    ("sru2", 844_800),
-    ("proj3", 281_600),
-    ("sru3", 844_800),
-    ("output", 2_094_400),
-]
-SPEEDUP_BY_PRODUCT = {256: 1, 128: 2, 64: 4, 32: 8, 16: 16, 8: 32}
-
-
-def mohaq_workload() -> Workload:
-    points = []
-    for layer, macs in LAYERS:
-        points.append(QuantPoint(f"{layer}.input", "activation", layer))
-        points.append(
-            QuantPoint(
-                f"{layer}.weight",
-                "weight",
-                layer,
-                params=macs,
-                macs_per_frame=macs,
-                input_point=f"{layer}.input",
-            )
-        )
-    return Workload(tuple(points), fixed_params=8_800, fixed_bits=16)
-
-
-@dataclass
-class _Report:
-    totals: dict[str, float]
-
-
-@dataclass
-class BitfusionLike:
-    """MOHAQ's Bitfusion speedup table and memory formula (MOHAQ.md)."""
-
-    name: str = "bitfusion-like"
-    allowed_bits: tuple[int, ...] = (2, 4, 8, 16)
-    shared_layer_precision: bool = False
-    memory_capacity_bytes: int | None = None
-    metric_names: tuple[str, ...] = ("speedup", "memory_mb")
-    higher_is_better: dict[str, bool] = field(default_factory=lambda: {"speedup": True})
-
-    def metrics(self, workload: Workload, assignment: BitAssignment) -> _Report:
-        macs = speed = bits = 0.0
-        for point in workload.matmul_weights():
-            w, a = assignment.bits[point.name], assignment.bits[point.input_point]
-            macs += point.macs_per_frame
-            speed += point.macs_per_frame * SPEEDUP_BY_PRODUCT.get(w * a, 64)
-            bits += w * point.params
-        memory = (bits + workload.fixed_params * workload.fixed_bits) / 8 / 2**20
-        return _Report({"speedup": speed / macs, "memory_mb": memory})
-
-    def check(self, workload: Workload, assignment: BitAssignment) -> list[str]:
-        return []
-
 
 def main() -> None:
-    workload, cost = mohaq_workload(), BitfusionLike()
+    # The paper's workload and MOHAQ's Bitfusion table, from the toolkit itself.
+    workload, cost = mohaq_sru_workload(), load_platform("bitfusion-mohaq")
     budget = 100
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
