@@ -120,6 +120,10 @@ def _float_error(evaluator: Any, inference: Sequence[EvaluationRecord]) -> float
         return uniform[0].error
 
 
+def _format_rate(rate: float | None) -> str:
+    return "unknown" if rate is None else f"{rate:.3g}"
+
+
 def run_beacon_search(
     *,
     system: Any = None,
@@ -346,7 +350,7 @@ def run_beacon_search(
         "distance": f"L1 over weight precision levels (2,4,8,16 bits -> 2,3,4,5); "
         f"threshold {distance_threshold:g}",
         "retraining": f"QAT {retrain_spec.epochs} epochs, learning rate "
-        f"{retrain_spec.resolved_learning_rate():.3g}, {max_attempts} attempts at most",
+        f"{_format_rate(retrain_spec.resolved_learning_rate())}, {max_attempts} attempts at most",
     }
     files = write_beacon_report(
         run_dir, comparison, settings=report_settings, files=dict(search.files)
