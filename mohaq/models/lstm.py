@@ -21,13 +21,11 @@ Two granularities of quantization points:
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mohaq.models.gru import Granularity
 from mohaq.models.recurrent_base import StepwiseRecurrentLayer
 from mohaq.quant.clipping import ClippingMethod
-from mohaq.quant.points import QuantPoint
-from mohaq.quant.quantizer import FakeQuantizer
 
 LSTM_OPERATORS: tuple[str, ...] = ("ih", "hh", "i", "f", "g", "o", "fc", "ig", "tanh_c", "oc")
 
@@ -59,53 +57,19 @@ class LSTMLayer(StepwiseRecurrentLayer):
         activation_clipping: ClippingMethod = "mmse",
     ) -> None:
         super().__init__(input_size, hidden_size, 4, layer=layer, bidirectional=bidirectional)
-        self.granularity = granularity
-        act = activation_clipping
-        self.bias_quant = FakeQuantizer(None, role="fixed", clipping="minmax")
-        if granularity == "layer":
-            self.weight_quant = FakeQuantizer(
-                f"{layer}.weight", role="weight", clipping=weight_clipping
-            )
-            self.input_quant = FakeQuantizer(f"{layer}.input", role="activation", clipping=act)
-            self.hidden_quant = FakeQuantizer(None, role="state", clipping="minmax")
-            self.cell_quant = FakeQuantizer(None, role="state", clipping="minmax")
-        elif granularity == "operator":
-            self.w_ih_quant = FakeQuantizer(
-                f"{layer}.w_ih", role="weight", clipping=weight_clipping
-            )
-            self.w_hh_quant = FakeQuantizer(
-                f"{layer}.w_hh", role="weight", clipping=weight_clipping
-            )
-            self.input_quant = FakeQuantizer(f"{layer}.x", role="activation", clipping=act)
-            self.hidden_quant = FakeQuantizer(f"{layer}.h", role="state", clipping=act)
-            self.cell_quant = FakeQuantizer(f"{layer}.c", role="state", clipping=act)
-            self.operator_quants = nn.ModuleDict(
-                {
-                    op: FakeQuantizer(f"{layer}.{op}", role="activation", clipping=act)
-                    for op in LSTM_OPERATORS
-                }
-            )
-        else:
-            raise ValueError(f"granularity must be 'layer' or 'operator', got {granularity!r}")
-
-    def _op(self, name: str, value: Tensor) -> Tensor:
-        if self.granularity == "operator":
-            return self.step_quant(self.operator_quants[name], value)
-        return value
+        self.init_quantizers(
+            granularity=granularity, operators=LSTM_OPERATORS, states=("h", "c"),
+            weight_clipping=weight_clipping, activation_clipping=activation_clipping,
+        )  # fmt: skip
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         batch, steps, _ = x.shape
         lengths = lengths.to(x.device)
-        if self.granularity == "layer":
-            weight = self.weight_quant(self.weight)
-            w_ih, w_hh = weight[:, : self.input_size], weight[:, self.input_size :]
-        else:
-            w_ih = self.w_ih_quant(self.weight[:, : self.input_size])
-            w_hh = self.w_hh_quant(self.weight[:, self.input_size :])
+        w_ih, w_hh = self.quantized_weights()
         w_hh = self.per_direction(w_hh)
         b_ih = self.bias_quant(self.bias_ih).view(self.directions, -1)
         b_hh = self.bias_quant(self.bias_hh).view(self.directions, -1)
-        ih_all = self._op("ih", self.input_product(self.input_quant(x), w_ih, lengths) + b_ih)
+        ih_all = self.op("ih", self.input_product(self.input_quant(x), w_ih, lengths) + b_ih)
         masks = self.masks(lengths, steps, x.dtype)
         h = x.new_zeros(batch, self.directions, self.hidden_size)
         c = torch.zeros_like(h)
@@ -113,39 +77,16 @@ class LSTMLayer(StepwiseRecurrentLayer):
         hsz = self.hidden_size
         for t in range(steps):
             h_in = self.step_quant(self.hidden_quant, h)
-            hh = self._op("hh", torch.einsum("bdk,dgk->bdg", h_in, w_hh) + b_hh)
+            hh = self.op("hh", torch.einsum("bdk,dgk->bdg", h_in, w_hh) + b_hh)
             gates = ih_all[t] + hh
-            i = self._op("i", torch.sigmoid(gates[..., :hsz]))
-            f = self._op("f", torch.sigmoid(gates[..., hsz : 2 * hsz]))
-            g = self._op("g", torch.tanh(gates[..., 2 * hsz : 3 * hsz]))
-            o = self._op("o", torch.sigmoid(gates[..., 3 * hsz :]))
-            c_new = self.step_quant(self.cell_quant, self._op("fc", f * c) + self._op("ig", i * g))
-            h_new = self._op("oc", o * self._op("tanh_c", torch.tanh(c_new)))
+            i = self.op("i", torch.sigmoid(gates[..., :hsz]))
+            f = self.op("f", torch.sigmoid(gates[..., hsz : 2 * hsz]))
+            g = self.op("g", torch.tanh(gates[..., 2 * hsz : 3 * hsz]))
+            o = self.op("o", torch.sigmoid(gates[..., 3 * hsz :]))
+            c_new = self.step_quant(self.cell_quant, self.op("fc", f * c) + self.op("ig", i * g))
+            h_new = self.op("oc", o * self.op("tanh_c", torch.tanh(c_new)))
             m = masks[t]
             c = m * c_new + (1.0 - m) * c
             h = m * h_new + (1.0 - m) * h
             outputs.append(m * h)
         return self.finish(outputs, lengths)
-
-    def quant_points(self) -> tuple[QuantPoint, ...]:
-        d, g, hsz, ins = self.directions, 4 * self.hidden_size, self.hidden_size, self.input_size
-        layer = self.layer
-        if self.granularity == "layer":
-            params = self.weight.numel()
-            return (
-                QuantPoint(f"{layer}.input", "activation", layer),
-                QuantPoint(f"{layer}.weight", "weight", layer, params=params,
-                           macs_per_frame=params, in_features=ins + hsz, out_features=d * g,
-                           input_point=f"{layer}.input"),
-            )  # fmt: skip
-        points = [
-            QuantPoint(f"{layer}.x", "activation", layer),
-            QuantPoint(f"{layer}.h", "state", layer),
-            QuantPoint(f"{layer}.c", "state", layer),
-            QuantPoint(f"{layer}.w_ih", "weight", layer, params=d * g * ins, macs_per_frame=d * g * ins,
-                       in_features=ins, out_features=d * g, input_point=f"{layer}.x"),
-            QuantPoint(f"{layer}.w_hh", "weight", layer, params=d * g * hsz, macs_per_frame=d * g * hsz,
-                       in_features=hsz, out_features=d * g, input_point=f"{layer}.h"),
-        ]  # fmt: skip
-        points += [QuantPoint(f"{layer}.{op}", "operator", layer) for op in LSTM_OPERATORS]
-        return tuple(points)

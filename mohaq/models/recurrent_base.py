@@ -14,7 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from mohaq.models.sequence import reverse_within_lengths, step_mask
+from mohaq.quant.clipping import ClippingMethod
+from mohaq.quant.points import QuantPoint
 from mohaq.quant.quantizer import FakeQuantizer
+
+GRANULARITIES: tuple[str, ...] = ("layer", "operator")
+# Recurrent state name -> the attribute of its quantizer.
+_STATE_ATTRIBUTES = {"h": "hidden_quant", "c": "cell_quant"}
 
 
 class StepwiseRecurrentLayer(nn.Module):
@@ -45,6 +51,82 @@ class StepwiseRecurrentLayer(nn.Module):
         bound = 1.0 / math.sqrt(hidden_size)
         for parameter in (self.weight, self.bias_ih, self.bias_hh):
             nn.init.uniform_(parameter, -bound, bound)
+
+    def init_quantizers(
+        self,
+        *,
+        granularity: str,
+        operators: tuple[str, ...],
+        states: tuple[str, ...],
+        weight_clipping: ClippingMethod,
+        activation_clipping: ClippingMethod,
+    ) -> None:
+        """Creates the layer's quantizers.
+
+        ``"layer"``: one weight point over [W_ih | W_hh] and one input point;
+        the states are fixed-precision extras. ``"operator"``: W_ih, W_hh, the
+        input ``x``, each state and each operator output are points.
+
+        Raises:
+            ValueError: on an unknown granularity.
+        """
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be 'layer' or 'operator', got {granularity!r}")
+        layer, act = self.layer, activation_clipping
+        self.granularity, self.operators, self.states = granularity, operators, states
+        self.bias_quant = FakeQuantizer(None, role="fixed", clipping="minmax")
+        if granularity == "layer":
+            self.weight_quant = FakeQuantizer(f"{layer}.weight", role="weight", clipping=weight_clipping)
+            self.input_quant = FakeQuantizer(f"{layer}.input", role="activation", clipping=act)
+            for state in states:
+                setattr(self, _STATE_ATTRIBUTES[state], FakeQuantizer(None, role="state", clipping="minmax"))
+            return
+        self.w_ih_quant = FakeQuantizer(f"{layer}.w_ih", role="weight", clipping=weight_clipping)
+        self.w_hh_quant = FakeQuantizer(f"{layer}.w_hh", role="weight", clipping=weight_clipping)
+        self.input_quant = FakeQuantizer(f"{layer}.x", role="activation", clipping=act)
+        for state in states:
+            quantizer = FakeQuantizer(f"{layer}.{state}", role="state", clipping=act)
+            setattr(self, _STATE_ATTRIBUTES[state], quantizer)
+        self.operator_quants = nn.ModuleDict(
+            {op: FakeQuantizer(f"{layer}.{op}", role="activation", clipping=act) for op in operators}
+        )
+
+    def quantized_weights(self) -> tuple[Tensor, Tensor]:
+        """(W_ih, W_hh) through their quantizers, both ``(D*G*H, ...)``."""
+        if self.granularity == "layer":
+            weight = self.weight_quant(self.weight)
+            return weight[:, : self.input_size], weight[:, self.input_size :]
+        return (
+            self.w_ih_quant(self.weight[:, : self.input_size]),
+            self.w_hh_quant(self.weight[:, self.input_size :]),
+        )
+
+    def op(self, name: str, value: Tensor) -> Tensor:
+        """Quantizes an operator's output at operator granularity; identity otherwise."""
+        if self.granularity == "operator":
+            return self.step_quant(self.operator_quants[name], value)
+        return value
+
+    def quant_points(self) -> tuple[QuantPoint, ...]:
+        d, g = self.directions, self.gates * self.hidden_size
+        hsz, ins, layer = self.hidden_size, self.input_size, self.layer
+        if self.granularity == "layer":
+            params = self.weight.numel()
+            return (
+                QuantPoint(f"{layer}.input", "activation", layer),
+                QuantPoint(f"{layer}.weight", "weight", layer, params=params, macs_per_frame=params,
+                           in_features=ins + hsz, out_features=d * g, input_point=f"{layer}.input"),
+            )  # fmt: skip
+        points = [QuantPoint(f"{layer}.x", "activation", layer)]
+        points += [QuantPoint(f"{layer}.{state}", "state", layer) for state in self.states]
+        points += [
+            QuantPoint(f"{layer}.w_ih", "weight", layer, params=d * g * ins, macs_per_frame=d * g * ins,
+                       in_features=ins, out_features=d * g, input_point=f"{layer}.x"),
+            QuantPoint(f"{layer}.w_hh", "weight", layer, params=d * g * hsz, macs_per_frame=d * g * hsz,
+                       in_features=hsz, out_features=d * g, input_point=f"{layer}.h"),
+        ]  # fmt: skip
+        points += [QuantPoint(f"{layer}.{op}", "operator", layer) for op in self.operators]
+        return tuple(points)
 
     def step_quant(self, quantizer: FakeQuantizer, value: Tensor) -> Tensor:
         """Quantizes a per-step tensor.
