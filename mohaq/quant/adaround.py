@@ -133,23 +133,27 @@ def adaround(
         floor = torch.floor(scaled)
         nearest = fake_quantize(w, s, bits)
         energy = max(float(((w @ g) * w).sum()), 1e-30)
-    v = _initial_v(scaled - floor).requires_grad_(True)
-    optimizer = torch.optim.Adam([v], lr=settings.learning_rate)
-    warmup = int(settings.warmup * settings.iterations)
-    annealed = max(1, settings.iterations - warmup)
-    for step in range(settings.iterations):
-        h = rectified_sigmoid(v)
-        soft = s * torch.clamp(floor + h, low, high)
-        delta = soft - w
-        loss = ((delta @ g) * delta).sum() / energy
-        if step >= warmup and settings.regularization > 0:
-            progress = (step - warmup) / annealed
-            beta = settings.beta_end + (settings.beta_start - settings.beta_end) * (1 - progress)
-            regularizer = (1 - (2 * h - 1).abs().pow(beta)).mean()
-            loss = loss + settings.regularization * regularizer
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    # Callers may be inside no_grad (a PTQ evaluation computes it on first use).
+    with torch.enable_grad():
+        v = _initial_v(scaled - floor).requires_grad_(True)
+        optimizer = torch.optim.Adam([v], lr=settings.learning_rate)
+        warmup = int(settings.warmup * settings.iterations)
+        annealed = max(1, settings.iterations - warmup)
+        for step in range(settings.iterations):
+            h = rectified_sigmoid(v)
+            soft = s * torch.clamp(floor + h, low, high)
+            delta = soft - w
+            loss = ((delta @ g) * delta).sum() / energy
+            if step >= warmup and settings.regularization > 0:
+                progress = (step - warmup) / annealed
+                beta = settings.beta_end + (settings.beta_start - settings.beta_end) * (
+                    1 - progress
+                )
+                regularizer = (1 - (2 * h - 1).abs().pow(beta)).mean()
+                loss = loss + settings.regularization * regularizer
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
     with torch.no_grad():
         learned = s * torch.clamp(floor + (rectified_sigmoid(v) >= 0.5).to(w.dtype), low, high)
         if output_error(w, learned, g) > output_error(w, nearest, g):

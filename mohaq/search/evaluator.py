@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from mohaq.quant.assignment import BitAssignment
+from mohaq.quant.ptq import PostTrainingQuantizer, PTQConfig
 
 OPTIMIZATION = "optimization"
 TEST = "test"
@@ -113,10 +114,15 @@ class PTQEvaluator:
             per-utterance forward exactly; the model must mask by ``lengths``
             for larger batches to give the same error).
         device: where to run (default: CUDA if available, else CPU).
-        max_calibration_utterances: calibrate on at most this many utterances.
+        max_calibration_utterances: calibrate on at most this many utterances
+            (used when ``ptq.calibration_utterances`` is None).
+        fixed_bits: precision of biases and element-wise recurrent vectors.
+        ptq: the post-training quantization methods
+            (:class:`mohaq.quant.ptq.PTQConfig`; default: MOHAQ's recipe).
 
     Raises:
         ValueError: if ``batch_size`` is below 1 or the optimization set is empty.
+        PTQConfigError: if ``ptq`` cannot be applied to the model.
     """
 
     name = "ptq"
@@ -130,11 +136,15 @@ class PTQEvaluator:
         device: str | torch.device | None = None,
         max_calibration_utterances: int | None = None,
         fixed_bits: int = 16,
+        ptq: PTQConfig | None = None,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         from mohaq.phone_error import PhoneErrorRate
-        from mohaq.quant.calibration import calibrate_activations
+
+        ptq = ptq if ptq is not None else PTQConfig()
+        if ptq.calibration_utterances is None and max_calibration_utterances is not None:
+            ptq = replace(ptq, calibration_utterances=max_calibration_utterances)
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.system = system.to(self.device).eval()
@@ -148,9 +158,7 @@ class PTQEvaluator:
         if not singles:
             raise ValueError("the optimization set is empty")
         self.num_utterances = len(singles)
-        calibrate_activations(
-            self.system, singles, _forward, max_utterances=max_calibration_utterances
-        )
+        self.ptq = PostTrainingQuantizer(self.system, ptq, singles, _forward)
         self._batches = {OPTIMIZATION: rebatch(singles, batch_size)}
         scoring_map = self.system.scoring_map.detach().cpu()
         self._metric = PhoneErrorRate(scoring_map, IGNORE_INDEX)
@@ -167,13 +175,17 @@ class PTQEvaluator:
     def evaluate(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> float:
         """PER of ``assignment`` on ``split`` (``"optimization"`` or ``"test"``)."""
         _check_split(split)
-        self.system.apply_bit_assignment(assignment, fixed_bits=self.fixed_bits)
+        self.ptq.apply(assignment, fixed_bits=self.fixed_bits)
         self.system.eval()
         self._metric.reset()
         for features, targets, lengths in self._split_batches(split):
             logits = self.system(features, lengths)
             self._metric.update(logits.cpu(), targets.cpu())
         return float(self._metric.compute())
+
+    def describe(self) -> dict[str, Any]:
+        """The post-training quantization settings and calibration facts, JSON-ready."""
+        return self.ptq.describe()
 
 
 def _import(path: str) -> Any:

@@ -61,3 +61,11 @@ def test_arguments_are_checked() -> None:
         adaround(torch.zeros(3), torch.tensor(1.0), 4, torch.eye(3))
     with pytest.raises(ValueError, match="iterations must be >= 1"):
         AdaRoundSettings(iterations=0)
+
+
+def test_runs_inside_no_grad() -> None:
+    with torch.no_grad():
+        learned = adaround(
+            torch.tensor([[0.45, 0.35]]), torch.tensor(1.0), 4, torch.ones(2, 2), FAST
+        )
+    assert learned.reshape(-1).tolist() == [1.0, 0.0]
