@@ -25,12 +25,18 @@ Methods, each selectable on its own:
   (see :mod:`mohaq.quant.bias_correction`).
 - ``adaround``: learned rounding of the weights (:mod:`mohaq.quant.adaround`)
   at the bit widths in ``adaround_bits``.
+- ``output_aware_activations``: each activation threshold is refined for the
+  error that matters, the network's output: with only that point quantized,
+  the calibrated threshold is scaled by the factor (searched from 0.25 to
+  1.25) that minimizes the KL divergence of the model's output distribution
+  from the float one over ``output_aware_utterances`` calibration utterances.
+  Computed once per (point, bit width) in ``output_aware_bits``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
@@ -57,6 +63,10 @@ from mohaq.quant.quantizer import (
 
 PTQPresetName = Literal["mohaq", "best"]
 PTQ_PRESETS: tuple[str, ...] = get_args(PTQPresetName)
+# Factors on the calibrated activation threshold tried by the output-aware
+# search: a coarse grid, then one step either side of the best.
+COARSE_MULTIPLIERS: tuple[float, ...] = tuple(0.25 + 0.125 * i for i in range(9))
+FINE_STEP = 0.0625
 # Bits of the values a platform stores per output channel for per-channel
 # scales or activation zero-point corrections (as MOHAQ stores biases).
 OVERHEAD_BITS = 16
@@ -92,6 +102,10 @@ class PTQConfig:
         adaround_bits: the bit widths that get learned rounding (higher ones
             lose little by rounding to nearest).
         adaround_iterations: optimizer steps per (point, bit width).
+        output_aware_activations: refine each activation threshold for the
+            model's output (see the module docstring).
+        output_aware_bits: the bit widths whose thresholds are refined.
+        output_aware_utterances: calibration utterances the refinement scores on.
         calibration_utterances: calibrate on at most this many utterances of
             the calibration data (None: all).
         percentile: the percentile of ``"percentile"`` clipping.
@@ -106,6 +120,9 @@ class PTQConfig:
     adaround: bool = False
     adaround_bits: tuple[int, ...] = (2, 4)
     adaround_iterations: int = 500
+    output_aware_activations: bool = False
+    output_aware_bits: tuple[int, ...] = (2, 4)
+    output_aware_utterances: int = 16
     calibration_utterances: int | None = None
     percentile: float = 99.99
 
@@ -114,22 +131,25 @@ class PTQConfig:
         _choice("activation_clipping", self.activation_clipping, CLIPPING_METHODS, optional=True)
         _choice("activation_statistic", self.activation_statistic, CALIBRATION_STATISTICS)
         _choice("activation_grid", self.activation_grid, GRIDS)
-        for name in ("per_channel_weights", "bias_correction", "adaround"):
+        for name in (
+            "per_channel_weights", "bias_correction", "adaround", "output_aware_activations"
+        ):  # fmt: skip
             if not isinstance(getattr(self, name), bool):
                 raise PTQConfigError(f"{name} must be True or False; got {getattr(self, name)!r}")
-        bits = tuple(self.adaround_bits)
-        if any(
-            isinstance(b, bool) or not isinstance(b, int) or not MIN_BITS <= b <= MAX_BITS
-            for b in bits
-        ):
-            raise PTQConfigError(
-                f"adaround_bits must be integers from {MIN_BITS} to {MAX_BITS}; got {bits!r}"
-            )
-        object.__setattr__(self, "adaround_bits", tuple(sorted(set(bits))))
-        if not isinstance(self.adaround_iterations, int) or self.adaround_iterations < 1:
-            raise PTQConfigError(
-                f"adaround_iterations must be a positive integer; got {self.adaround_iterations!r}"
-            )
+        for name in ("adaround_bits", "output_aware_bits"):
+            bits = tuple(getattr(self, name))
+            if any(
+                isinstance(b, bool) or not isinstance(b, int) or not MIN_BITS <= b <= MAX_BITS
+                for b in bits
+            ):
+                raise PTQConfigError(
+                    f"{name} must be integers from {MIN_BITS} to {MAX_BITS}; got {bits!r}"
+                )
+            object.__setattr__(self, name, tuple(sorted(set(bits))))
+        for name in ("adaround_iterations", "output_aware_utterances"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PTQConfigError(f"{name} must be a positive integer; got {value!r}")
         if self.calibration_utterances is not None and (
             not isinstance(self.calibration_utterances, int) or self.calibration_utterances < 1
         ):
@@ -170,6 +190,7 @@ class PTQConfig:
         """The settings as a JSON-ready dict (for run records); inverse of :meth:`from_dict`."""
         record = asdict(self)
         record["adaround_bits"] = list(self.adaround_bits)
+        record["output_aware_bits"] = list(self.output_aware_bits)
         return record
 
     @classmethod
@@ -185,8 +206,9 @@ class PTQConfig:
                 f"unknown PTQConfig field(s) {unknown}; fields: {', '.join(f.name for f in fields(cls))}"
             )
         values = dict(data)
-        if "adaround_bits" in values:
-            values["adaround_bits"] = tuple(values["adaround_bits"])
+        for name in ("adaround_bits", "output_aware_bits"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     # -- platform support and cost -------------------------------------------------------
@@ -256,6 +278,8 @@ class PTQStats:
     adaround_seconds: float = 0.0
     adaround_solutions: int = 0
     adaround_output_error: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)
+    output_aware_seconds: float = 0.0
+    output_aware_multipliers: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 class PostTrainingQuantizer:
@@ -265,9 +289,12 @@ class PostTrainingQuantizer:
         model: the float model; its quantizers are configured in place.
         config: the methods.
         batches: calibration batches, one utterance each.
-        forward: runs the model on one batch.
+        forward: runs the model on one batch and returns its output (logits).
         workload: the model's workload (default: ``model.workload()`` if it has one).
         adaround_settings: optimizer settings beyond the config's iterations.
+        scoring_batches: what the output-aware search scores on (e.g. the
+            first calibration utterances in padded batches); default: the
+            first ``output_aware_utterances`` calibration batches.
 
     Raises:
         PTQConfigError: if a method cannot be applied to this model (AdaRound
@@ -284,9 +311,11 @@ class PostTrainingQuantizer:
         *,
         workload: Workload | None = None,
         adaround_settings: AdaRoundSettings | None = None,
+        scoring_batches: Sequence[Any] | None = None,
     ) -> None:
         self.model = model
         self.config = config
+        self._forward = forward
         if workload is None and callable(getattr(model, "workload", None)):
             workload = model.workload()  # type: ignore[operator]
         self.workload = workload
@@ -302,6 +331,14 @@ class PostTrainingQuantizer:
         self._learned: dict[tuple[str, int], Tensor] = {}
         self._shifts: dict[tuple[str, int], Tensor] = {}
         self._corrector: BiasCorrector | None = None
+        self._multipliers: dict[tuple[str, int], float] = {}
+        self._reference: list[Tensor] | None = None
+        batches = list(batches) if not isinstance(batches, Sequence) else batches
+        self._scoring: Sequence[Any] = (
+            scoring_batches
+            if scoring_batches is not None
+            else batches[: config.output_aware_utterances]
+        )
         self._calibrate(batches, forward)
         if config.bias_correction:
             means = {w: self._moments[a].mean() for w, a in self._weight_inputs.items()}
@@ -414,18 +451,100 @@ class PostTrainingQuantizer:
         quantizer.set_learned_weight(bits, learned, weight)
         return learned
 
+    # -- output-aware activation thresholds ------------------------------------------
+    def _outputs(self) -> list[Tensor]:
+        """Log-probabilities of the model's outputs on the scoring batches."""
+        training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return [
+                    torch.log_softmax(self._forward(self.model, b).float(), dim=-1)
+                    for b in self._scoring
+                ]
+        finally:
+            self.model.train(training)
+
+    def _float_outputs(self) -> list[Tensor]:
+        """The float model's output log-probabilities on the scoring batches (once)."""
+        if self._reference is None:
+            apply_bit_assignment(self.model, BitAssignment(), fixed_bits=None)
+            self._reference = self._outputs()
+        return self._reference
+
+    def _divergence(self, reference: list[Tensor]) -> float:
+        """Mean KL(float || current model) of the output distributions, per frame."""
+        total, frames = 0.0, 0
+        for target, output in zip(reference, self._outputs(), strict=True):
+            kl = (target.exp() * (target - output)).sum(dim=-1)
+            total += float(kl.sum())
+            frames += kl.numel()
+        return total / max(frames, 1)
+
+    def activation_multiplier(self, point: str, bits: int) -> float:
+        """The output-aware factor on ``point``'s calibrated threshold at ``bits``
+        (searched on first use; see the module docstring).
+
+        Raises:
+            PTQConfigError: for a point that is not an activation point.
+        """
+        key = (point, bits)
+        if key in self._multipliers:
+            return self._multipliers[key]
+        quantizer = self.named.get(point)
+        if quantizer is None or quantizer.role != "activation":
+            raise PTQConfigError(f"{point!r} is not an activation point of the model")
+        start = time.perf_counter()
+        reference = self._float_outputs()
+        single = BitAssignment({point: bits})
+
+        def score(multiplier: float) -> float:
+            quantizer.set_threshold_multiplier(bits, multiplier)
+            apply_bit_assignment(self.model, single, fixed_bits=None)
+            return self._divergence(reference)
+
+        scores = {m: score(m) for m in COARSE_MULTIPLIERS}
+        best = min(scores, key=scores.__getitem__)
+        for multiplier in (best - FINE_STEP, best + FINE_STEP):
+            if multiplier > 0 and multiplier not in scores:
+                scores[multiplier] = score(multiplier)
+        best = min(scores, key=scores.__getitem__)
+        quantizer.set_threshold_multiplier(bits, best)
+        self._multipliers[key] = best
+        self.stats.output_aware_seconds += time.perf_counter() - start
+        self.stats.output_aware_multipliers.setdefault(point, {})[bits] = best
+        return best
+
+    def _refine_activations(self, assignment: BitAssignment) -> None:
+        for point, bits in assignment.bits.items():
+            quantizer = self.named.get(point)
+            if (
+                quantizer is not None
+                and quantizer.role == "activation"
+                and bits in self.config.output_aware_bits
+                and (point, bits) not in self._multipliers
+            ):
+                self.activation_multiplier(point, bits)
+
     def precompute(self, bit_choices: Iterable[int]) -> None:
         """Computes every cached result a search over ``bit_choices`` can use."""
-        if not self.config.adaround:
-            return
-        for point in self._weight_inputs:
-            for bits in bit_choices:
-                if bits in self.config.adaround_bits:
-                    self.learned_weight(point, bits)
+        bit_choices = tuple(bit_choices)
+        if self.config.output_aware_activations:
+            for point, quantizer in self.named.items():
+                for bits in bit_choices:
+                    if quantizer.role == "activation" and bits in self.config.output_aware_bits:
+                        self.activation_multiplier(point, bits)
+        if self.config.adaround:
+            for point in self._weight_inputs:
+                for bits in bit_choices:
+                    if bits in self.config.adaround_bits:
+                        self.learned_weight(point, bits)
 
     # -- applying ------------------------------------------------------------------------
     def apply(self, assignment: BitAssignment, *, fixed_bits: int | None = 16) -> None:
         """Sets the model's quantizers to ``assignment`` with this config's methods."""
+        if self.config.output_aware_activations:
+            self._refine_activations(assignment)
         apply_bit_assignment(self.model, assignment, fixed_bits=fixed_bits)
         if self.config.adaround:
             for point, bits in assignment.bits.items():
@@ -457,6 +576,11 @@ class PostTrainingQuantizer:
             "calibration_seconds": round(self.stats.calibration_seconds, 3),
             "adaround_seconds": round(self.stats.adaround_seconds, 3),
             "adaround_solutions": self.stats.adaround_solutions,
+            "output_aware_seconds": round(self.stats.output_aware_seconds, 3),
+            "output_aware_multipliers": {
+                point: {str(b): m for b, m in by_bits.items()}
+                for point, by_bits in self.stats.output_aware_multipliers.items()
+            },
             "bias_corrected_rows": {}
             if self._corrector is None
             else self._corrector.corrected_rows(),

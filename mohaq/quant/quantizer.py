@@ -116,6 +116,8 @@ class FakeQuantizer(nn.Module):
         self._calibrated_ranges: dict[int, tuple[Tensor, Tensor]] = {}
         self._calibrated_scales: dict[tuple[int, torch.device | None], Tensor] = {}
         self._calibrated_affine: dict[tuple[int, torch.device | None], tuple[Tensor, int]] = {}
+        # Factors on the calibrated threshold/range per bit width (output-aware search).
+        self._threshold_multipliers: dict[int, float] = {}
         # Caches of the static roles, keyed by the tensor's identity and version.
         self._threshold_cache: tuple[tuple[Any, ...], Tensor] | None = None
         self._output_cache: tuple[tuple[Any, ...], Tensor] | None = None
@@ -181,6 +183,10 @@ class FakeQuantizer(nn.Module):
 
     def _forget_derived(self) -> None:
         """Drops everything computed from the calibration data or the settings."""
+        self._threshold_multipliers.clear()
+        self._forget_thresholds()
+
+    def _forget_thresholds(self) -> None:
         self._calibrated_thresholds.clear()
         self._calibrated_ranges.clear()
         self._calibrated_scales.clear()
@@ -469,8 +475,26 @@ class FakeQuantizer(nn.Module):
                     magnitudes = histograms.sum(dim=1)
                     per_utterance = percentile_from_histogram(magnitudes, maxima, self.percentile)
             threshold = torch.quantile(per_utterance.to(torch.float32), 0.5)
+        threshold = threshold * self.threshold_multiplier(bits)
         self._calibrated_thresholds[bits] = threshold
         return threshold
+
+    def threshold_multiplier(self, bits: int) -> float:
+        """The factor applied to the calibrated threshold (or range) at ``bits``; 1 by default."""
+        return self._threshold_multipliers.get(bits, 1.0)
+
+    def set_threshold_multiplier(self, bits: int, multiplier: float) -> None:
+        """Scales the calibrated threshold (symmetric grid) or both ends of the range
+        (asymmetric grid) at ``bits`` by ``multiplier``, e.g. as chosen by an
+        output-aware search. Cleared when the calibration data or settings change.
+
+        Raises:
+            ValueError: if ``multiplier`` is not positive.
+        """
+        if not multiplier > 0:
+            raise ValueError(f"multiplier must be > 0, got {multiplier!r}")
+        self._threshold_multipliers[int(bits)] = float(multiplier)
+        self._forget_thresholds()
 
     def range_for(self, bits: int) -> tuple[Tensor, Tensor]:
         """The calibrated ``[low, high]`` range of the asymmetric grid at ``bits``.
@@ -496,9 +520,10 @@ class FakeQuantizer(nn.Module):
             low, high = self._range_of(hist, upper, bits)
             lows.append(low)
             highs.append(high)
+        multiplier = self.threshold_multiplier(bits)
         result = (
-            torch.quantile(torch.stack(lows).float(), 0.5),
-            torch.quantile(torch.stack(highs).float(), 0.5),
+            torch.quantile(torch.stack(lows).float(), 0.5) * multiplier,
+            torch.quantile(torch.stack(highs).float(), 0.5) * multiplier,
         )
         self._calibrated_ranges[bits] = result
         return result

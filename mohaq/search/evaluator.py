@@ -158,7 +158,11 @@ class PTQEvaluator:
         if not singles:
             raise ValueError("the optimization set is empty")
         self.num_utterances = len(singles)
-        self.ptq = PostTrainingQuantizer(self.system, ptq, singles, _forward)
+        # The output-aware search scores its candidates on one padded batch.
+        scoring = rebatch(singles[: ptq.output_aware_utterances], ptq.output_aware_utterances)
+        self.ptq = PostTrainingQuantizer(
+            self.system, ptq, singles, _forward, scoring_batches=scoring
+        )
         self._batches = {OPTIMIZATION: rebatch(singles, batch_size)}
         scoring_map = self.system.scoring_map.detach().cpu()
         self._metric = PhoneErrorRate(scoring_map, IGNORE_INDEX)

@@ -200,3 +200,34 @@ def test_bias_correction_of_the_sru_goes_to_the_gate_biases() -> None:
     torch.testing.assert_close(model.layers[0].b_forget, float_forget, atol=1e-3, rtol=0)
     ptq.apply(BitAssignment())
     assert torch.equal(model.layers[0].b_forget, float_forget)
+
+
+def test_output_aware_search_keeps_the_best_factor_and_runs_once() -> None:
+    model = _sru()
+    batches = _utterances(6)
+    config = PTQConfig(output_aware_activations=True, output_aware_bits=(2,))
+    ptq = PostTrainingQuantizer(model, config, batches, _forward)
+    named = quantizers(model)
+    base = named["output.input"].threshold_for(2).item()
+    multiplier = ptq.activation_multiplier("output.input", 2)
+    assert 0.1875 <= multiplier <= 1.3125
+    assert named["output.input"].threshold_for(2).item() == pytest.approx(base * multiplier)
+
+    def divergence(factor: float) -> float:
+        named["output.input"].set_threshold_multiplier(2, factor)
+        ptq.apply(BitAssignment({}), fixed_bits=None)
+        reference = ptq._float_outputs()
+        ptq.apply(BitAssignment({"output.input": 2}), fixed_bits=None)
+        return ptq._divergence(reference)
+
+    chosen = divergence(multiplier)
+    assert chosen <= divergence(1.0) + 1e-9  # 1.0 (the calibrated threshold) is a candidate
+    named["output.input"].set_threshold_multiplier(2, multiplier)
+    calls = []
+    handle = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    ptq.apply(BitAssignment({"output.input": 2, "sru0.input": 4}))  # 4 bits: not searched
+    handle.remove()
+    assert calls == []  # cached: no scoring forward
+    assert ptq.describe()["output_aware_multipliers"] == {"output.input": {"2": multiplier}}
+    with pytest.raises(PTQConfigError, match="'sru0.weight' is not an activation point"):
+        ptq.activation_multiplier("sru0.weight", 2)
