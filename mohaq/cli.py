@@ -74,7 +74,6 @@ class MohaqTrainer(pl.Trainer):
         print(table)
         return table
 
-
     def search(
         self,
         model: AcousticSystem,
@@ -144,7 +143,6 @@ class MohaqTrainer(pl.Trainer):
         )
         print(f"search report: {Path(run_dir).resolve() / 'summary.md'}")
         return result
-
 
     def beacons(
         self,

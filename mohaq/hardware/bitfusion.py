@@ -77,6 +77,9 @@ class BitFusionMohaqCostModel(CostModel):
         shared_layer_precision: weights and input share one precision.
         memory_capacity_bytes: weight memory (None: unbounded).
         baseline_bits: uniform precision of speedup 1.
+        per_channel_weights, asymmetric_activations: grids the platform runs
+            (see :class:`~mohaq.hardware.base.CostModel`); the table prices
+            compute only, so neither changes the speedup.
     """
 
     metric_names = ("speedup", "memory_mb", "memory_bytes")
@@ -91,6 +94,8 @@ class BitFusionMohaqCostModel(CostModel):
         shared_layer_precision: bool = False,
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 16,
+        per_channel_weights: bool = False,
+        asymmetric_activations: bool = False,
     ) -> None:
         table = speedup_per_bit_product or MOHAQ_BITFUSION_SPEEDUP
         self.speedup_per_bit_product = {int(k): float(v) for k, v in table.items()}
@@ -99,6 +104,8 @@ class BitFusionMohaqCostModel(CostModel):
             shared_layer_precision=shared_layer_precision,
             memory_capacity_bytes=memory_capacity_bytes,
             baseline_bits=baseline_bits,
+            per_channel_weights=per_channel_weights,
+            asymmetric_activations=asymmetric_activations,
         )
         # Every product the allowed bits can form must be in the table (or below it).
         for w in self.allowed_bits or ():
