@@ -33,6 +33,7 @@ setup(
         "torch>=2.1",
         "torchmetrics>=1.3",
         "nevergrad>=1.0.5",
+        "pymoo>=0.6.1",
         "lightning-utilities>=0.10",
         "tensorboard>=2.14",
         "soundfile>=0.12",
@@ -44,7 +45,7 @@ setup(
         "tqdm>=4.65",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "ruff>=0.4"],
+        "test": ["pytest>=7.4", "ruff>=0.4", "submitit>=1.5"],
         "cluster": ["submitit>=1.5"],
         "bench": ["sru>=2.6"],
     },

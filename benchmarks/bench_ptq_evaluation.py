@@ -25,7 +25,7 @@ import torch
 from mohaq.checkpoints import load_model_weights
 from mohaq.datamodules.timit import TIMITDataModule
 from mohaq.quant.assignment import BitAssignment
-from mohaq.search.evaluator import PTQEvaluator
+from mohaq.search.evaluators import PTQEvaluator
 from mohaq.system import AcousticSystem
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -74,10 +75,45 @@ def test_search_subcommand_writes_the_report_and_rejects_a_mismatched_checkpoint
         "search", *_common(workdir), "--checkpoint", checkpoint, "--platform", "bitfusion-mohaq",
         "--budget", "7", "--run_dir", str(workdir / "search"), "--batch_size", "4",
     ]  # fmt: skip
-    main(search)
+    main([*search, "--algorithm", "NSGA2", "--algorithm.population", "5"])
     for name in ("evaluations.jsonl", "pareto.csv", "pareto.png", "summary.md"):
         assert (workdir / "search" / name).is_file(), name
     assert len((workdir / "search" / "evaluations.jsonl").read_text().splitlines()) == 7
+    stored = json.loads((workdir / "search" / "search_settings.json").read_text())
+    assert stored["settings"]["algorithm"] == {
+        "name": "nsga2",
+        "options": {
+            "population": 5, "offspring": 10, "crossover_probability": 0.9,
+            "crossover_eta": 15.0, "mutation_eta": 20.0,
+        },
+    }  # fmt: skip
+    assert stored["checkpoint"] == checkpoint and stored["settings"]["platform"] == "bitfusion-mohaq"
     with pytest.raises(CheckpointMismatchError, match="hidden_size: checkpoint 8, config 12"):
         main([*search, "--model.hidden_size", "12", "--run_dir", str(workdir / "other")])
     assert not (workdir / "other").exists()
+
+
+def test_beacons_subcommand_continues_the_stored_search(workdir: Path) -> None:
+    from mohaq.search import SearchConfigError
+
+    main(["fit", *_common(workdir), "--trainer.max_epochs", "1"])
+    checkpoint = str(workdir / "runs" / "quickstart" / "checkpoints" / "best.ckpt")
+    run_dir = str(workdir / "search")
+    main([
+        "search", *_common(workdir), "--checkpoint", checkpoint, "--platform", "bitfusion-mohaq",
+        "--budget", "6", "--run_dir", run_dir, "--batch_size", "4", "--rescore_test", "false",
+    ])  # fmt: skip
+    beacons = [
+        "beacons", *_common(workdir), "--run_dir", run_dir, "--budget", "6",
+        "--num_beacons", "1", "--retrain_epochs", "1", "--retrain_in_process", "true",
+        "--max_new_beacons", "0", "--accelerator", "cpu", "--rescore_test", "false",
+        "--retrain_trainer_kwargs", "{limit_train_batches: 1, limit_val_batches: 1}",
+    ]  # fmt: skip
+    # A value that contradicts the search is refused before any retraining, naming both.
+    with pytest.raises(SearchConfigError, match="platform: search 'bitfusion-mohaq', given 'silago'"):
+        main([*beacons, "--platform", "silago"])
+    assert not (workdir / "search" / "beacons").exists()
+    main(beacons)  # the checkpoint, platform and objectives come from the search
+    summary = (workdir / "search" / "beacon_summary.md").read_text()
+    assert "b000" in summary
+    assert len((workdir / "search" / "beacon_search" / "evaluations.jsonl").read_text().splitlines()) == 6

@@ -4,7 +4,7 @@ integration test once mohaq.models lands)."""
 
 import pytest
 import torch
-from test_search_fakes import FakeCostModel
+from test_search_fakes import fake_search
 from tiny_data import TinyDataModule
 from torch import nn
 
@@ -12,8 +12,7 @@ from mohaq.quant.apply import apply_bit_assignment
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import QuantPoint, Workload
 from mohaq.quant.quantizer import FakeQuantizer
-from mohaq.search import run_search
-from mohaq.search.evaluator import PTQEvaluator
+from mohaq.search.evaluators import PTQEvaluator
 
 
 class TinySystem(nn.Module):
@@ -83,25 +82,20 @@ def test_ptq_error_grows_at_low_bits_and_batching_is_exact(trained) -> None:
     evaluator = PTQEvaluator(system, data, batch_size=4, device="cpu")
     single = PTQEvaluator(system, data, batch_size=1, device="cpu")
     names = system.workload().names
-    errors = {b: evaluator.evaluate(BitAssignment.uniform(names, b)) for b in (16, 8, 2)}
-    float_error = evaluator.evaluate(BitAssignment({}))
+    errors = {b: evaluator.evaluate(BitAssignment.uniform(names, b)).error for b in (16, 8, 2)}
+    float_error = evaluator.evaluate(BitAssignment({})).error
     assert errors[16] == pytest.approx(float_error, abs=0.02)
     assert errors[2] > errors[16] + 0.05
-    assert single.evaluate(BitAssignment.uniform(names, 8)) == pytest.approx(errors[8])
-    assert evaluator.evaluate(BitAssignment.uniform(names, 16), "test") >= 0.0
+    assert single.evaluate(BitAssignment.uniform(names, 8)).error == pytest.approx(errors[8])
+    assert evaluator.evaluate(BitAssignment.uniform(names, 16), "test").error >= 0.0
+    assert evaluator.evaluate(BitAssignment.uniform(names, 8)).evaluator == "ptq"
 
 
 def test_search_with_ptq_evaluator(trained, tmp_path) -> None:
     system, data = trained
-    result = run_search(
-        system=system,
-        datamodule=data,
-        platform=FakeCostModel(),
-        budget=12,
-        run_dir=tmp_path,
-        progress=False,
-        logger=False,
-        batch_size=4,
+    evaluator = PTQEvaluator(system, data, batch_size=4, device="cpu")
+    result = fake_search(
+        tmp_path, workload=system.workload(), evaluator=evaluator, budget=12, batch_size=4
     )
     assert len(result.records) == 12 and all(r.evaluator == "ptq" for r in result.records)
     assert result.front and set(result.test_errors) == {r.index for r in result.front}

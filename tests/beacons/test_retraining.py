@@ -13,8 +13,8 @@ import pytorch_lightning as pl
 from tiny_data import TinyDataModule
 
 from mohaq.quant.assignment import BitAssignment
-from mohaq.search.beacon_store import DONE, FAILED, BeaconStore
-from mohaq.search.retraining import (
+from mohaq.beacons.store import DONE, FAILED, BeaconStore
+from mohaq.beacons.retraining import (
     RetrainingError,
     RetrainingRunner,
     RetrainJob,
@@ -154,7 +154,7 @@ def test_ddp_job_file_and_command_line(tmp_path: Path) -> None:
     assert ddp_command(path) == [
         sys.executable,
         "-m",
-        "mohaq.search.retraining",
+        "mohaq.beacons.retraining",
         "--job",
         str(path),
     ]

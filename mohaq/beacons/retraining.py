@@ -15,12 +15,12 @@ process would re-run the whole search (see ECOSYSTEM.md). So:
 * :class:`RetrainingRunner` runs several at once: one ``spawn`` process per
   beacon, at most ``processes`` at a time; with GPUs each process sees one GPU
   (``CUDA_VISIBLE_DEVICES``), on CPU the cores are split between them. Failed or
-  killed retrainings are recorded in the :class:`~mohaq.search.beacon_store.BeaconStore`
+  killed retrainings are recorded in the :class:`~mohaq.beacons.store.BeaconStore`
   and retried up to ``max_attempts``; they never raise into the search.
 * DDP for one beacon over N devices (``ddp_devices=N``): the runner writes the
   job to ``beacons/<id>/job.json`` and runs it as its own command line::
 
-      python -m mohaq.search.retraining --job runs/search/beacons/b000/job.json
+      python -m mohaq.beacons.retraining --job runs/search/beacons/b000/job.json
 
   with ``strategy="ddp", devices=N``; Lightning's launcher then re-runs that
   command, not the search, in each rank. The same command can be submitted
@@ -30,7 +30,6 @@ process would re-run the whole search (see ECOSYSTEM.md). So:
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import multiprocessing
 import os
@@ -43,40 +42,21 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mohaq.search.beacon_store import TENSORBOARD, Beacon, BeaconStore
-from mohaq.search.persistence import write_json_atomic
+from mohaq.beacons.settings import DEFAULT_RETRAIN_EPOCHS
+from mohaq.beacons.store import TENSORBOARD, Beacon, BeaconStore
+from mohaq.search.evaluators import import_object, import_path, init_arguments
+from mohaq.search.records import write_json_atomic
 
 RESULT = "last_result.json"
 ERROR = "last_error.txt"
 JOB = "job.json"
 
-#: Default QAT epochs per beacon: 3 keeps the quickstart short (MOHAQ used 20).
-DEFAULT_RETRAIN_EPOCHS = 3
 #: Default retraining rate as a fraction of the float model's own learning rate.
 DEFAULT_LR_FRACTION = 0.1
 
 
 class RetrainingError(ValueError):
     """An invalid retraining setting."""
-
-
-def import_path(obj_or_class: Any) -> str:
-    klass = obj_or_class if isinstance(obj_or_class, type) else type(obj_or_class)
-    return f"{klass.__module__}.{klass.__qualname__}"
-
-
-def init_arguments(obj: Any) -> dict[str, Any]:
-    """``obj.hparams`` without Lightning's private entries (LightningCLI adds
-    ``_instantiator``, which no ``__init__`` accepts)."""
-    hparams = dict(getattr(obj, "hparams", {}) or {})
-    return {k: v for k, v in hparams.items() if not str(k).startswith("_")}
-
-
-def _import(path: str) -> Any:
-    module, _, name = path.rpartition(".")
-    if not module:
-        raise RetrainingError(f"{path!r} is not an import path such as 'package.module.Class'")
-    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -192,8 +172,8 @@ def retrain_beacon(job: RetrainJob) -> dict[str, float]:
     rate = spec.resolved_learning_rate()
     if rate is not None:
         hparams["learning_rate"] = rate
-    system = _import(spec.system_class)(**hparams)
-    datamodule = _import(spec.datamodule_class)(**dict(spec.datamodule_hparams))
+    system = import_object(spec.system_class)(**hparams)
+    datamodule = import_object(spec.datamodule_class)(**dict(spec.datamodule_hparams))
     beacon_dir = Path(job.beacon_dir)
     logger = TensorBoardLogger(
         save_dir=str(beacon_dir),
@@ -277,7 +257,7 @@ def run_job(
 
 def ddp_command(job_file: str | Path) -> list[str]:
     """The command line that runs one job file (DDP-safe: ranks re-run it)."""
-    return [sys.executable, "-m", "mohaq.search.retraining", "--job", str(job_file)]
+    return [sys.executable, "-m", "mohaq.beacons.retraining", "--job", str(job_file)]
 
 
 def write_job(job: RetrainJob, path: str | Path | None = None) -> Path:
@@ -480,9 +460,9 @@ class RetrainingRunner:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mohaq.search.retraining --job beacons/<id>/job.json``."""
+    """``python -m mohaq.beacons.retraining --job beacons/<id>/job.json``."""
     parser = argparse.ArgumentParser(
-        prog="python -m mohaq.search.retraining",
+        prog="python -m mohaq.beacons.retraining",
         description="Retrain one beacon with QAT from a job file (DDP-safe).",
     )
     parser.add_argument("--job", required=True, help="job.json written by the beacon stage")

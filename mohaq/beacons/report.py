@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mohaq.search.beacon_store import Beacon, BeaconStore
+from mohaq.beacons.store import Beacon, BeaconStore
 from mohaq.search.objectives import ERROR
 from mohaq.search.pareto import hypervolume
-from mohaq.search.persistence import EvaluationRecord
-from mohaq.search.report import _table, front_of
+from mohaq.search.records import EvaluationRecord
+from mohaq.search.report import front_of, markdown_table
 
 FRONTS_PNG = "fronts.png"
 BEACON_SUMMARY = "beacon_summary.md"
@@ -232,7 +232,7 @@ def write_beacon_summary(
                 "" if b is None else b.evaluator,
             ]
         )
-    lines += [_table(rows), "", "## Beacons", ""]
+    lines += [markdown_table(rows), "", "## Beacons", ""]
     beacon_rows = [
         [
             "id",
@@ -261,7 +261,7 @@ def write_beacon_summary(
             ]
         )
     lines += [
-        _table(beacon_rows),
+        markdown_table(beacon_rows),
         "",
         "Training curves: TensorBoard in each `beacons/<id>/tensorboard` folder.",
         "",

@@ -2,32 +2,28 @@ import csv
 import json
 
 import pytest
-from test_search_fakes import FakeCostModel, fake_workload
+from test_search_fakes import FakeCostModel, fake_search, fake_workload
 
-from mohaq.search import ResumeError, SearchConfigError, compare_hypervolumes, run_search
-from mohaq.search.evaluator import AnalyticEvaluator, EvaluatorInstance
-from mohaq.search.optimizers import OptimizerNameError
+from mohaq.search import AlgorithmError, ResumeError, SearchConfigError, compare_hypervolumes
+from mohaq.search.evaluators import AnalyticEvaluator, BuiltEvaluator
 from mohaq.search.pareto import dominates, hypervolume
-from mohaq.search.persistence import EvaluationLog
+from mohaq.search.records import EvaluationLog
+from mohaq.search.run import default_callbacks
+
+SMALL_NSGA2 = {"class_path": "NSGA2", "init_args": {"population": 10, "offspring": 4}}
 
 
-def search(run_dir, **kwargs):
-    settings = dict(
-        workload=fake_workload(),
-        platform=FakeCostModel(),
-        evaluator=AnalyticEvaluator(),
-        budget=30,
-        run_dir=run_dir,
-        progress=False,
-        logger=False,
-    )
-    settings.update(kwargs)
-    return run_search(**settings)
+def small_nsga2():
+    from mohaq.search import NSGA2
+
+    return NSGA2(population=10, offspring=4)
 
 
 def test_baselines_first_no_duplicates_and_files(tmp_path) -> None:
     evaluator = AnalyticEvaluator()
-    result = search(tmp_path, evaluator=evaluator, logger=None)
+    result = fake_search(
+        tmp_path, evaluator=evaluator, callbacks=default_callbacks(progress=False)
+    )
     labels = [r.label for r in result.records[:4]]
     assert labels == ["uniform-16", "uniform-8", "uniform-4", "uniform-2"]
     assert [r.index for r in result.records] == list(range(30))
@@ -44,7 +40,7 @@ def test_baselines_first_no_duplicates_and_files(tmp_path) -> None:
 
 def test_infeasible_points_never_in_the_front(tmp_path) -> None:
     # 16-bit baseline breaks the memory bound (19.3 MB), 2-bit the error bound (0.5).
-    result = search(tmp_path, constraints={"max_memory_mb": 12, "max_error": 0.3}, budget=40)
+    result = fake_search(tmp_path, constraints={"max_memory_mb": 12, "max_error": 0.3}, budget=40)
     by_label = {r.label: r for r in result.baselines}
     assert not by_label["uniform-16"].feasible and not by_label["uniform-2"].feasible
     assert by_label["uniform-8"].feasible
@@ -64,40 +60,34 @@ def test_small_space_is_exhausted_without_repeats(tmp_path) -> None:
     # Shared precision, one layer, bits 4/8/16: only 3 assignments exist.
     evaluator = AnalyticEvaluator()
     platform = FakeCostModel(allowed_bits=(4, 8, 16), shared_layer_precision=True)
-    result = search(
-        tmp_path, workload=fake_workload(1), platform=platform, evaluator=evaluator, budget=10
+    result = fake_search(
+        tmp_path, workload=fake_workload(1), cost_model=platform, evaluator=evaluator, budget=10
     )
     assert evaluator.calls == 3 == len(result.records)
     assert "whole search space" in result.stopped_early
 
 
-@pytest.mark.parametrize("optimizer", ["TwoPointsDE-LHS", "nsga2"])
-def test_resume_after_crash_equals_uninterrupted_run(tmp_path, optimizer) -> None:
-    full = search(
-        tmp_path / "a", optimizer=optimizer, seed=7, nsga2_population=10, nsga2_offspring=4
-    )
+@pytest.mark.parametrize("algorithm", ["TwoPointsDE-LHS", "nsga2", "random"])
+@pytest.mark.parametrize("checkpoint_every_evaluation", [False, True])
+def test_resume_after_crash_equals_uninterrupted_run(
+    tmp_path, monkeypatch, algorithm, checkpoint_every_evaluation
+) -> None:
+    if checkpoint_every_evaluation:  # resume from the proposer checkpoint, not from the seed
+        monkeypatch.setattr("mohaq.search.run.CHECKPOINT_INTERVAL_S", 0.0)
+    options = small_nsga2() if algorithm == "nsga2" else algorithm
+    full = fake_search(tmp_path / "a", algorithm=options, seed=7)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        search(
-            tmp_path / "b",
-            optimizer=optimizer,
-            seed=7,
-            evaluator=AnalyticEvaluator(fail_after=13),
-            nsga2_population=10,
-            nsga2_offspring=4,
+        fake_search(
+            tmp_path / "b", algorithm=options, seed=7, evaluator=AnalyticEvaluator(fail_after=13)
         )
     log = tmp_path / "b" / "evaluations.jsonl"
     assert len(EvaluationLog(tmp_path / "b").load()) == 13
+    assert (tmp_path / "b" / "proposer_state.pkl").exists() == checkpoint_every_evaluation
     with open(log, "a") as stream:
         stream.write('{"index": 13, "bits": {"l0')  # a torn last line, as after kill -9
     resumed_evaluator = AnalyticEvaluator()
-    resumed = search(
-        tmp_path / "b",
-        optimizer=optimizer,
-        seed=7,
-        resume=True,
-        evaluator=resumed_evaluator,
-        nsga2_population=10,
-        nsga2_offspring=4,
+    resumed = fake_search(
+        tmp_path / "b", algorithm=options, seed=7, resume=True, evaluator=resumed_evaluator
     )
     assert resumed_evaluator.calls == 30 - 13
     assert [r.index for r in resumed.records] == list(range(30))
@@ -108,58 +98,57 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, optimizer) -> Non
 
 
 def test_resume_refuses_changed_settings_and_fresh_run_refuses_used_dir(tmp_path) -> None:
-    search(tmp_path, budget=6)
+    fake_search(tmp_path, budget=6)
     with pytest.raises(ResumeError, match="seed"):
-        search(tmp_path, budget=8, seed=1, resume=True)
-    with pytest.raises(ResumeError, match="resume=True"):
-        search(tmp_path, budget=8)
+        fake_search(tmp_path, budget=8, seed=1, resume=True)
+    with pytest.raises(ResumeError, match="--resume true"):
+        fake_search(tmp_path, budget=8)
 
 
 def test_nsga2_improves_hypervolume_over_initial_population(tmp_path) -> None:
-    result = search(
-        tmp_path, optimizer="nsga2", budget=100, nsga2_population=20, nsga2_offspring=10
-    )
+    from mohaq.search import NSGA2
+
+    result = fake_search(tmp_path, algorithm=NSGA2(population=20, offspring=10), budget=100)
     initial = [r.losses for r in result.records[:20]]
     assert result.hypervolume > hypervolume(initial, result.reference) * 1.01
 
 
 def test_random_search_comparison_at_equal_budget(tmp_path) -> None:
-    search(tmp_path / "de", budget=40)
-    search(tmp_path / "random", budget=40, optimizer="RandomSearch")
+    fake_search(tmp_path / "de", budget=40)
+    fake_search(tmp_path / "random", budget=40, algorithm="random")
     comparison = compare_hypervolumes(tmp_path / "de", tmp_path / "random")
-    assert (
-        comparison["a"]["optimizer"] == "TwoPointsDE-LHS"
-        and comparison["b"]["optimizer"] == "RandomSearch"
-    )
+    assert comparison["a"]["algorithm"] == "nevergrad"
+    assert comparison["a"]["algorithm_options"] == {"optimizer": "TwoPointsDE-LHS"}
+    assert comparison["b"]["algorithm"] == "random"
     assert comparison["a"]["evaluations"] == comparison["b"]["evaluations"] == 40
     assert comparison["a"]["hypervolume"] > 0 and comparison["b"]["hypervolume"] > 0
 
 
 def test_bad_settings_fail_before_any_evaluation(tmp_path) -> None:
-    with pytest.raises(OptimizerNameError, match="unknown optimizer 'Nope'.*RandomSearch"):
-        search(tmp_path, optimizer="Nope")
+    with pytest.raises(AlgorithmError, match="unknown algorithm 'Nope'.*nsga2.*random"):
+        fake_search(tmp_path, algorithm="Nope")
     with pytest.raises(SearchConfigError, match="budget 3 is below the 4 uniform baselines"):
-        search(tmp_path, budget=3)
+        fake_search(tmp_path, budget=3)
     with pytest.raises(SearchConfigError, match="workers must be"):
-        search(tmp_path, workers=0)
+        fake_search(tmp_path, workers=0)
     with pytest.raises(SearchConfigError, match="cannot be shared with worker processes"):
-        search(tmp_path, workers=2)
+        fake_search(tmp_path, workers=2)
     assert not (tmp_path / "evaluations.jsonl").exists()
 
 
 def test_two_worker_processes(tmp_path) -> None:
-    factory = EvaluatorInstance(AnalyticEvaluator())
-    result = search(tmp_path, evaluator=None, evaluator_factory=factory, workers=2, budget=16)
+    factory = BuiltEvaluator(AnalyticEvaluator())
+    result = fake_search(tmp_path, evaluator_factory=factory, workers=2, budget=16)
     assert [r.index for r in result.records] == list(range(16))
     assert len({tuple(r.genes) for r in result.records}) == 16
     assert all(r.evaluator == "analytic" for r in result.records)
     assert set(result.test_errors) == {r.index for r in result.front}
-    state = (tmp_path / "optimizer.pkl").read_bytes()
-    assert state
+    assert (tmp_path / "proposer_state.pkl").read_bytes()
     # Resume in parallel mode to a larger budget: continues from the checkpoint.
-    more = search(
-        tmp_path, evaluator=None, evaluator_factory=factory, workers=2, budget=20, resume=True
+    more = fake_search(
+        tmp_path, evaluator_factory=factory, workers=2, budget=20, resume=True
     )
     assert [r.index for r in more.records] == list(range(20))
     assert len({tuple(r.genes) for r in more.records}) == 20
-    assert json.loads((tmp_path / "search_settings.json").read_text())["budget"] == 20
+    stored = json.loads((tmp_path / "search_settings.json").read_text())
+    assert stored["settings"]["budget"] == 20

@@ -13,10 +13,10 @@ For a candidate assignment:
    (at most ``max_new_beacons``), retrained at once; if its retraining fails,
    the candidate keeps its inference-only error and the search goes on.
 
-After each evaluation ``name`` is ``"beacon:<id>"`` or ``"ptq"`` and
-``last_metrics`` holds ``beacon_inference_error``, and when a beacon was used
-``beacon_error`` and ``beacon_distance``; the search controller stores both in
-the record (``evaluator`` and ``metrics``).
+Each result names its evaluator, ``"beacon:<id>"`` or ``"ptq"``, and its
+extras hold ``beacon_inference_error``, and when a beacon was used
+``beacon_error`` and ``beacon_distance``; the search stores them in the record
+(``evaluator`` and ``extras``).
 
 The evaluator runs in the search process (the search's ``workers=1``): the
 retrainings are what runs in parallel.
@@ -28,15 +28,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mohaq.beacons.selection import BeaconConfigError, nearest
+from mohaq.beacons.settings import DEFAULT_DISTANCE_THRESHOLD
+from mohaq.beacons.store import DONE, Beacon, BeaconStore
 from mohaq.quant.assignment import BitAssignment
-from mohaq.search.beacon_store import DONE, Beacon, BeaconStore
-from mohaq.search.beacons import BeaconConfigError, nearest
-from mohaq.search.evaluator import OPTIMIZATION, TEST, PTQEvaluator
+from mohaq.search.evaluators import (
+    OPTIMIZATION,
+    EvaluationResult,
+    Evaluator,
+    PTQEvaluator,
+    check_split,
+)
 
 BitsKey = tuple[tuple[str, int], ...]
-
-#: MOHAQ's distance threshold was 5 or 6 precision levels.
-DEFAULT_DISTANCE_THRESHOLD = 5.0
 
 
 def bits_key(bits: Mapping[str, int]) -> BitsKey:
@@ -52,7 +56,7 @@ class BeaconWeightsPTQ:
     Args:
         system_factory: returns a fresh model (e.g. ``AcousticSystem(**hparams)``).
         datamodule: the DataModule (shared with the inference-only evaluator).
-        evaluator_kwargs: :class:`~mohaq.search.evaluator.PTQEvaluator` arguments.
+        evaluator_kwargs: :class:`~mohaq.search.evaluators.PTQEvaluator` arguments.
     """
 
     def __init__(
@@ -84,7 +88,7 @@ class BeaconAwareEvaluator:
         is_promising: ``(assignment, inference-only error) -> bool``; None: all are.
         known_errors: inference-only errors already measured (bits key -> error).
         retrain: retrains the given beacon ids now (a
-            :meth:`~mohaq.search.retraining.RetrainingRunner.run`); None: no new beacons.
+            :meth:`~mohaq.beacons.retraining.RetrainingRunner.run`); None: no new beacons.
         max_new_beacons: beacons this evaluator may create.
         genes_of: assignment -> gene vector, stored with a new beacon.
 
@@ -95,8 +99,8 @@ class BeaconAwareEvaluator:
     def __init__(
         self,
         *,
-        base: Any,
-        beacon_evaluator: Callable[[Path], Any],
+        base: Evaluator,
+        beacon_evaluator: Callable[[Path], Evaluator],
         store: BeaconStore,
         weight_points: Sequence[str],
         distance_threshold: float = DEFAULT_DISTANCE_THRESHOLD,
@@ -121,9 +125,8 @@ class BeaconAwareEvaluator:
         self.max_new_beacons = max_new_beacons
         self.genes_of = genes_of
         self.created: list[str] = [b.id for b in store.beacons() if b.origin == "new"]
-        self.name = "ptq"
-        self.last_metrics: dict[str, float] = {}
-        self._evaluators: dict[str, Any] = {}
+        self.name = "beacon-aware"
+        self._evaluators: dict[str, Evaluator] = {}
         self._beacons: list[Beacon] | None = None
         self._decisions: dict[BitsKey, tuple[str, float] | None] = {}
 
@@ -134,7 +137,7 @@ class BeaconAwareEvaluator:
             self._beacons = self.store.usable()
         return self._beacons
 
-    def _evaluator_for(self, beacon_id: str) -> Any:
+    def _evaluator_for(self, beacon_id: str) -> Evaluator:
         if beacon_id not in self._evaluators:
             self._evaluators[beacon_id] = self.beacon_evaluator(self.store.weights_path(beacon_id))
         return self._evaluators[beacon_id]
@@ -160,37 +163,36 @@ class BeaconAwareEvaluator:
         key = bits_key(assignment.bits)
         if split == OPTIMIZATION and key in self.known_errors:
             return self.known_errors[key]
-        error = float(self.base.evaluate(assignment, split))
+        error = float(self.base.evaluate(assignment, split).error)
         if split == OPTIMIZATION:
             self.known_errors[key] = error
         return error
 
     def float_error(self, split: str = OPTIMIZATION) -> float:
         """The float model's error (no quantization), the reference of error gains."""
-        return float(self.base.evaluate(BitAssignment(), split))
+        return float(self.base.evaluate(BitAssignment(), split).error)
 
-    def evaluate(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> float:
+    def evaluate(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> EvaluationResult:
+        check_split(split)
         key = bits_key(assignment.bits)
         inference = self._inference_error(assignment, split)
-        self.name = "ptq"
-        self.last_metrics = {"beacon_inference_error": inference}
+        extras = {"beacon_inference_error": inference}
         if split == OPTIMIZATION:
             promising = self.is_promising is None or self.is_promising(assignment, inference)
             decision = self._nearest(assignment.bits) if promising else None
             if promising and decision is None:
                 decision = self._new_beacon(assignment, inference)
             self._decisions[key] = decision
-        elif split == TEST:
+        else:
             # The test re-score uses the beacon chosen on the optimization set.
             decision = (
                 self._decisions[key] if key in self._decisions else self._nearest(assignment.bits)
             )
-        else:
-            raise ValueError(f"split must be {OPTIMIZATION!r} or {TEST!r}, got {split!r}")
         if decision is None:
-            return inference
+            return EvaluationResult(inference, evaluator="ptq", extras=extras)
         beacon_id, distance = decision
-        beacon_error = float(self._evaluator_for(beacon_id).evaluate(assignment, split))
-        self.name = f"beacon:{beacon_id}"
-        self.last_metrics.update({"beacon_error": beacon_error, "beacon_distance": distance})
-        return min(inference, beacon_error)
+        beacon_error = float(self._evaluator_for(beacon_id).evaluate(assignment, split).error)
+        extras.update({"beacon_error": beacon_error, "beacon_distance": distance})
+        return EvaluationResult(
+            min(inference, beacon_error), evaluator=f"beacon:{beacon_id}", extras=extras
+        )

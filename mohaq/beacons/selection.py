@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from mohaq.quant.points import Workload
 from mohaq.search.objectives import ERROR, Constraint, parse_constraints
 from mohaq.search.pareto import non_dominated_sort
-from mohaq.search.persistence import EvaluationRecord
+from mohaq.search.records import EvaluationRecord
 
 
 class BeaconConfigError(ValueError):

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mohaq.search.persistence import write_json_atomic
+from mohaq.search.records import write_json_atomic
 
 BEACONS_DIR = "beacons"
 BEACON_JSON = "beacon.json"

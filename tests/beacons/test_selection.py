@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from test_search_fakes import fake_workload
 
-from mohaq.search.beacons import (
+from mohaq.beacons.selection import (
     BeaconConfigError,
     PromisingCriteria,
     beacon_distance,
@@ -15,7 +15,7 @@ from mohaq.search.beacons import (
     weight_point_names,
 )
 from mohaq.search.objectives import ObjectiveError
-from mohaq.search.persistence import EvaluationRecord
+from mohaq.search.records import EvaluationRecord
 
 WEIGHTS = ("l0.weight", "l1.weight", "l2.weight", "l3.weight")
 

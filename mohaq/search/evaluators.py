@@ -1,15 +1,22 @@
-"""Evaluators: bit assignment -> error.
+"""Evaluators: bit assignment -> typed result.
 
-:class:`PTQEvaluator` is the inference-only stage of MOHAQ: the float model's
-activation quantizers are calibrated once on the optimization set (one
-utterance per forward, median per-utterance thresholds), then each candidate
-is applied by post-training quantization and scored (PER) on the optimization
-set, pre-loaded in memory and re-batched into padded batches. Final Pareto
-solutions are re-scored on the test set with ``split="test"``.
+An evaluator scores a :class:`~mohaq.quant.assignment.BitAssignment` on a
+split (``"optimization"`` during the search, ``"test"`` when the final front
+is re-scored) and returns an :class:`EvaluationResult`: the error, the share
+of the split it was measured on (fidelity), which evaluator scored it (e.g.
+``"beacon:b000"``) and extras that go into the record.
 
-Worker processes build their own evaluator from a picklable
+* :class:`PTQEvaluator` is the inference-only stage of MOHAQ: the float
+  model's activation quantizers are calibrated once on the optimization set
+  (one utterance per forward, median per-utterance thresholds), then each
+  candidate is applied by post-training quantization and scored (PER) on the
+  optimization set, held in memory and re-batched into padded batches.
+* :class:`AnalyticEvaluator` has a closed-form error, for dry runs of the
+  search machinery and the controller benchmark.
+
+Worker processes build their own evaluator from a picklable factory such as
 :class:`PTQEvaluatorSpec` (checkpoint path + DataModule class and arguments);
-see :mod:`mohaq.search.workers`.
+see :mod:`mohaq.search.executors`.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -30,25 +37,55 @@ SPLITS = (OPTIMIZATION, TEST)
 IGNORE_INDEX = -100
 
 
+class EvaluatorError(ValueError):
+    """An evaluator that cannot be built or asked what it was asked."""
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What an evaluator says about one assignment.
+
+    Attributes:
+        error: the error rate (a fraction; PER for the acoustic model).
+        fidelity: the share of the split it was measured on (1.0: all of it).
+        evaluator: which evaluator scored it (``"ptq"``, ``"beacon:b000"``, ...).
+        extras: other per-evaluation values stored with the record (e.g. the
+            beacon stage's inference-only error and beacon distance).
+    """
+
+    error: float
+    fidelity: float = 1.0
+    evaluator: str = "ptq"
+    extras: Mapping[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
 class Evaluator(Protocol):
-    """Scores bit assignments. ``name`` is recorded with every evaluation."""
+    """Scores bit assignments; ``name`` names it in records."""
 
     name: str
 
-    def evaluate(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> float: ...
+    def evaluate(
+        self, assignment: BitAssignment, split: str = OPTIMIZATION
+    ) -> EvaluationResult: ...
 
 
-def _check_split(split: str) -> None:
+def check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise EvaluatorError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 class AnalyticEvaluator:
-    """A stand-in evaluator with a closed-form error, for dry runs of the search
-    machinery (tests, benchmarks of controller overhead): error =
-    ``scale * mean(1 / bits)`` (+ ``test_offset`` on the test split).
+    """A stand-in with a closed-form error, for dry runs of the search machinery
+    (tests, benchmarks of controller overhead): error = ``scale * mean(1 / bits)``
+    (+ ``test_offset`` on the test split).
 
-    Picklable, so it also exercises the worker-process path.
+    Picklable, so it also exercises the worker-process paths.
+
+    Args:
+        scale: the error of 1-bit precision everywhere.
+        test_offset: added on the test split.
+        fail_after: raise after this many optimization-set evaluations (crash tests).
     """
 
     name = "analytic"
@@ -61,15 +98,18 @@ class AnalyticEvaluator:
         self.fail_after = fail_after
         self.calls = 0
 
-    def evaluate(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> float:
-        _check_split(split)
+    def error_of(self, assignment: BitAssignment) -> float:
+        bits = list(assignment.bits.values())
+        return self.scale * sum(1.0 / b for b in bits) / len(bits)
+
+    def evaluate(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> EvaluationResult:
+        check_split(split)
         if split == OPTIMIZATION:
             if self.fail_after is not None and self.calls >= self.fail_after:
                 raise RuntimeError(f"simulated crash after {self.calls} evaluations")
             self.calls += 1
-        bits = list(assignment.bits.values())
-        error = self.scale * sum(1.0 / b for b in bits) / len(bits)
-        return error + (self.test_offset if split == TEST else 0.0)
+        error = self.error_of(assignment) + (self.test_offset if split == TEST else 0.0)
+        return EvaluationResult(error, evaluator=self.name)
 
 
 def _forward(model: torch.nn.Module, batch: Sequence[Tensor]) -> Tensor:
@@ -110,13 +150,14 @@ class PTQEvaluator:
         datamodule: provides ``optimization_dataloader(batch_size)`` and
             ``test_dataloader()``; ``prepare_data`` and ``setup`` are called here.
         batch_size: utterances per padded batch when scoring (1 reproduces the
-            per-utterance forward exactly; the model must mask by ``lengths``
-            for larger batches to give the same error).
+            per-utterance forward exactly; the model masks by ``lengths``, so
+            larger batches give the same error).
         device: where to run (default: CUDA if available, else CPU).
         max_calibration_utterances: calibrate on at most this many utterances.
+        fixed_bits: precision of biases, element-wise vectors and states.
 
     Raises:
-        ValueError: if ``batch_size`` is below 1 or the optimization set is empty.
+        EvaluatorError: if ``batch_size`` is below 1 or the optimization set is empty.
     """
 
     name = "ptq"
@@ -131,8 +172,8 @@ class PTQEvaluator:
         max_calibration_utterances: int | None = None,
         fixed_bits: int = 16,
     ) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise EvaluatorError(f"batch_size must be a positive integer, got {batch_size!r}")
         from mohaq.phone_error import PhoneErrorRate
         from mohaq.quant.calibration import calibrate_activations
 
@@ -146,7 +187,7 @@ class PTQEvaluator:
             _to_device(b, self.device) for b in datamodule.optimization_dataloader(batch_size=1)
         ]
         if not singles:
-            raise ValueError("the optimization set is empty")
+            raise EvaluatorError("the optimization set is empty")
         self.num_utterances = len(singles)
         calibrate_activations(
             self.system, singles, _forward, max_utterances=max_calibration_utterances
@@ -164,9 +205,9 @@ class PTQEvaluator:
         return self._batches[split]
 
     @torch.no_grad()
-    def evaluate(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> float:
+    def error(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> float:
         """PER of ``assignment`` on ``split`` (``"optimization"`` or ``"test"``)."""
-        _check_split(split)
+        check_split(split)
         self.system.apply_bit_assignment(assignment, fixed_bits=self.fixed_bits)
         self.system.eval()
         self._metric.reset()
@@ -175,10 +216,29 @@ class PTQEvaluator:
             self._metric.update(logits.cpu(), targets.cpu())
         return float(self._metric.compute())
 
+    def evaluate(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> EvaluationResult:
+        return EvaluationResult(self.error(assignment, split), evaluator=self.name)
 
-def _import(path: str) -> Any:
+
+def import_object(path: str) -> Any:
+    """The object at a ``package.module.Name`` import path."""
     module, _, name = path.rpartition(".")
+    if not module:
+        raise EvaluatorError(f"{path!r} is not an import path such as 'package.module.Class'")
     return getattr(importlib.import_module(module), name)
+
+
+def import_path(obj_or_class: Any) -> str:
+    """The import path of an object's class (or of a class)."""
+    klass = obj_or_class if isinstance(obj_or_class, type) else type(obj_or_class)
+    return f"{klass.__module__}.{klass.__qualname__}"
+
+
+def init_arguments(obj: Any) -> dict[str, Any]:
+    """``obj.hparams`` without Lightning's private entries (LightningCLI adds
+    ``_instantiator``, which no ``__init__`` accepts)."""
+    hparams = dict(getattr(obj, "hparams", {}) or {})
+    return {k: v for k, v in hparams.items() if not str(k).startswith("_")}
 
 
 @dataclass(frozen=True)
@@ -186,7 +246,7 @@ class PTQEvaluatorSpec:
     """How a worker process builds its own :class:`PTQEvaluator`.
 
     Attributes:
-        checkpoint_path: the float checkpoint (``AcousticSystem.load_from_checkpoint``).
+        checkpoint_path: the float checkpoint (``load_from_checkpoint``).
         datamodule_class: import path, e.g. ``"mohaq.datamodules.timit.TIMITDataModule"``.
         datamodule_kwargs: its init arguments (``datamodule.hparams`` of the parent's).
         evaluator_kwargs: extra :class:`PTQEvaluator` arguments (batch_size, ...).
@@ -198,50 +258,34 @@ class PTQEvaluatorSpec:
     datamodule_kwargs: Mapping[str, Any] = field(default_factory=dict)
     evaluator_kwargs: Mapping[str, Any] = field(default_factory=dict)
     system_class: str = "mohaq.system.AcousticSystem"
-    evaluator_name = "ptq"
 
     @classmethod
     def from_objects(
-        cls,
-        checkpoint_path: str,
-        datamodule: Any,
-        system: Any | None = None,
-        **evaluator_kwargs: Any,
+        cls, checkpoint_path: str, datamodule: Any, system: Any, **evaluator_kwargs: Any
     ) -> PTQEvaluatorSpec:
-        """A spec rebuilding ``datamodule`` from its saved hyperparameters."""
-        kwargs = dict(getattr(datamodule, "hparams", {}) or {})
-        klass = type(datamodule)
-        system_class = (
-            f"{type(system).__module__}.{type(system).__qualname__}"
-            if system is not None
-            else cls.system_class
-        )
+        """A spec rebuilding ``system`` and ``datamodule`` from their saved hyperparameters."""
         return cls(
             str(checkpoint_path),
-            f"{klass.__module__}.{klass.__qualname__}",
-            kwargs,
+            import_path(datamodule),
+            init_arguments(datamodule),
             dict(evaluator_kwargs),
-            system_class,
+            import_path(system),
         )
 
     def __call__(self) -> PTQEvaluator:
-        system = _import(self.system_class).load_from_checkpoint(
+        system = import_object(self.system_class).load_from_checkpoint(
             self.checkpoint_path, map_location="cpu"
         )
-        datamodule = _import(self.datamodule_class)(**dict(self.datamodule_kwargs))
+        datamodule = import_object(self.datamodule_class)(**dict(self.datamodule_kwargs))
         return PTQEvaluator(system, datamodule, **dict(self.evaluator_kwargs))
 
 
 @dataclass(frozen=True)
-class EvaluatorInstance:
-    """A factory returning an already built (picklable) evaluator, for tests and
-    the analytic evaluator."""
+class BuiltEvaluator:
+    """A factory returning an already built, picklable evaluator (the analytic
+    one, test fakes): lets an instance travel to worker processes."""
 
-    evaluator: Any
+    evaluator: Evaluator
 
-    @property
-    def evaluator_name(self) -> str:
-        return str(getattr(self.evaluator, "name", "ptq"))
-
-    def __call__(self) -> Any:
+    def __call__(self) -> Evaluator:
         return self.evaluator

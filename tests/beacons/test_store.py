@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mohaq.search.beacon_store import (
+from mohaq.beacons.store import (
     DONE,
     FAILED,
     PENDING,

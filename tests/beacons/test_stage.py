@@ -9,17 +9,19 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
-from test_search_fakes import FakeCostModel, fake_workload
+from test_search_fakes import FakeCostModel, fake_search, fake_workload
 from tiny_data import TinyDataModule
 
+from mohaq.beacons import BeaconParts, BeaconSettings, run_beacon_stage
+from mohaq.beacons.retraining import RetrainJob, RetrainSpec
+from mohaq.beacons.selection import beacon_distance, weight_point_names
+from mohaq.beacons.stage import BEACON_SEARCH_DIR
+from mohaq.beacons.store import DONE, FAILED, BeaconStore
 from mohaq.quant.assignment import BitAssignment
-from mohaq.search import run_search
-from mohaq.search.beacon_stage import BEACON_SEARCH_DIR, run_beacon_search
-from mohaq.search.beacon_store import DONE, FAILED, BeaconStore
-from mohaq.search.beacons import beacon_distance, weight_point_names
-from mohaq.search.evaluator import AnalyticEvaluator
-from mohaq.search.persistence import EvaluationLog
-from mohaq.search.retraining import RetrainJob, RetrainSpec
+from mohaq.search import SearchConfigError
+from mohaq.search.evaluators import AnalyticEvaluator, PTQEvaluator
+from mohaq.search.records import EvaluationLog
+from mohaq.search.run import default_callbacks
 from mohaq.system import AcousticSystem
 
 SPEC = RetrainSpec("float.ckpt", "mohaq.system.AcousticSystem", {}, "tiny_data.TinyDataModule")
@@ -50,23 +52,27 @@ def broken_retrain(job: RetrainJob) -> dict[str, float]:
 
 
 def inference_run(run_dir: Path) -> list:
-    run_search(
-        workload=fake_workload(), platform=FakeCostModel(), evaluator=AnalyticEvaluator(scale=0.5),
-        constraints={"max_error": 0.3}, budget=40, run_dir=run_dir, progress=False, logger=False,
-    )  # fmt: skip
+    fake_search(
+        run_dir, evaluator=AnalyticEvaluator(scale=0.5), constraints={"max_error": 0.3}, budget=40
+    )
     return EvaluationLog(run_dir).load()
 
 
-def beacon_stage(run_dir: Path, **kwargs):
-    settings = dict(
-        workload=fake_workload(), platform=FakeCostModel(), constraints={"max_error": 0.3},
-        search_run_dir=run_dir, base_evaluator=AnalyticEvaluator(scale=0.5),
-        beacon_evaluator=RetrainedEvaluator, retrain_spec=SPEC, retrain_fn=fake_retrain,
-        retrain_in_process=True, budget=30, num_beacons=3, max_new_beacons=1,
-        progress=False, logger=False,
+def beacon_stage(
+    run_dir: Path, *, retrain_fn=fake_retrain, resume=False, search_overrides=None, **beacon
+):
+    settings = BeaconSettings(
+        **{"num_beacons": 3, "max_new_beacons": 1, "retrain_in_process": True, **beacon}
+    )
+    parts = BeaconParts(
+        workload=fake_workload(), cost_model=FakeCostModel(),
+        base_evaluator=AnalyticEvaluator(scale=0.5), beacon_evaluator=RetrainedEvaluator,
+        retrain_spec=SPEC, retrain_fn=retrain_fn,
     )  # fmt: skip
-    settings.update(kwargs)
-    return run_beacon_search(**settings)
+    return run_beacon_stage(
+        run_dir, settings, search_overrides={"budget": 30, **(search_overrides or {})},
+        parts=parts, resume=resume, callbacks=default_callbacks(progress=False, tensorboard=False),
+    )  # fmt: skip
 
 
 def test_beacon_stage_scores_near_candidates_with_beacons(tmp_path: Path) -> None:
@@ -89,20 +95,20 @@ def test_beacon_stage_scores_near_candidates_with_beacons(tmp_path: Path) -> Non
     used = 0
     for record in records:
         ptq = 0.5 * sum(1 / b for b in record.bits.values()) / len(record.bits)
-        assert record.metrics["beacon_inference_error"] == pytest.approx(ptq)
+        assert record.extras["beacon_inference_error"] == pytest.approx(ptq)
         if record.evaluator.startswith("beacon:"):
             used += 1
             beacon = beacons[record.evaluator.split(":", 1)[1]]
             distance = beacon_distance(record.bits, beacon.bits, weights)
-            assert record.metrics["beacon_distance"] == pytest.approx(distance) and distance <= 5
+            assert record.extras["beacon_distance"] == pytest.approx(distance) and distance <= 5
             assert record.error == pytest.approx(min(ptq, 0.7 * ptq))
-            assert record.error == pytest.approx(record.metrics["beacon_error"])
+            assert record.error == pytest.approx(record.extras["beacon_error"])
         else:
             assert record.evaluator == "ptq" and record.error == pytest.approx(ptq)
-            assert "beacon_error" not in record.metrics
+            assert "beacon_error" not in record.extras
         known = by_bits.get(tuple(sorted(record.bits.items())))
         if known is not None:
-            assert record.metrics["beacon_inference_error"] == pytest.approx(known.error)
+            assert record.extras["beacon_inference_error"] == pytest.approx(known.error)
     assert used >= 3
     # The seeds are the inference-only front, evaluated right after the baselines.
     front = {tuple(sorted(r.bits.items())) for r in result.comparison.inference_front}
@@ -142,10 +148,14 @@ def test_failed_retraining_is_retried_and_never_stops_the_search(tmp_path: Path)
 
 def test_resume_reuses_finished_beacons(tmp_path: Path) -> None:
     inference_run(tmp_path)
-    first = beacon_stage(tmp_path, budget=20, max_new_beacons=0)
+    first = beacon_stage(tmp_path, search_overrides={"budget": 20}, max_new_beacons=0)
     attempts = {b.id: b.attempts for b in first.beacons}
     resumed = beacon_stage(
-        tmp_path, budget=26, max_new_beacons=0, resume=True, retrain_fn=broken_retrain
+        tmp_path,
+        search_overrides={"budget": 26},
+        max_new_beacons=0,
+        resume=True,
+        retrain_fn=broken_retrain,
     )
     assert {b.id: b.attempts for b in resumed.beacons} == attempts
     assert all(b.status == DONE for b in resumed.beacons)
@@ -154,13 +164,23 @@ def test_resume_reuses_finished_beacons(tmp_path: Path) -> None:
 
 
 def test_stage_refuses_a_missing_run_or_other_objectives(tmp_path: Path) -> None:
-    from mohaq.search.beacons import BeaconConfigError
+    from mohaq.beacons.selection import BeaconConfigError
 
     with pytest.raises(BeaconConfigError, match="run the inference-only search"):
         beacon_stage(tmp_path)
     inference_run(tmp_path)
-    with pytest.raises(BeaconConfigError, match="differ from the inference-only run"):
-        beacon_stage(tmp_path, objectives=("error", "energy"))
+    with pytest.raises(
+        SearchConfigError,
+        match=r"objectives: search \['error', 'speedup'\], given \['error', 'energy'\]",
+    ):
+        beacon_stage(tmp_path, search_overrides={"objectives": ["error", "energy"]})
+    with pytest.raises(SearchConfigError, match=r"constraints: search \{'max_error': 0.3\}"):
+        beacon_stage(tmp_path, search_overrides={"constraints": {"max_error": 0.5}})
+    # Values that agree with the search, and run settings, are accepted.
+    result = beacon_stage(
+        tmp_path, search_overrides={"objectives": ["error", "speedup"], "seed": 3, "budget": 8}
+    )
+    assert len(result.search.records) == 8
 
 
 def test_real_qat_beacon_on_a_tiny_sru(tmp_path: Path) -> None:
@@ -180,17 +200,18 @@ def test_real_qat_beacon_on_a_tiny_sru(tmp_path: Path) -> None:
     trainer.save_checkpoint(checkpoint)
     system.eval()
     run_dir = tmp_path / "search"
-    platform = FakeCostModel()
-    run_search(
-        system=system, datamodule=data, platform=platform, budget=8, run_dir=run_dir,
-        progress=False, logger=False, batch_size=4, rescore_test=False,
+    fake_search(
+        run_dir, workload=system.workload(), evaluator=PTQEvaluator(system, data, batch_size=4),
+        budget=8, batch_size=4, rescore_test=False,
     )  # fmt: skip
-    result = run_beacon_search(
-        system=system, datamodule=data, checkpoint_path=checkpoint, search_run_dir=run_dir,
-        platform=platform, num_beacons=1, retrain_epochs=1, retrain_lr=0.003, budget=8,
-        accelerator="cpu", retrain_in_process=True, max_new_beacons=0, batch_size=4,
-        progress=False, logger=False, rescore_test=False,
-        retrain_trainer_kwargs={"limit_val_batches": 1},
+    settings = BeaconSettings(
+        num_beacons=1, retrain_epochs=1, retrain_lr=0.003, accelerator="cpu",
+        retrain_in_process=True, max_new_beacons=0, retrain_trainer_kwargs={"limit_val_batches": 1},
+    )  # fmt: skip
+    result = run_beacon_stage(
+        run_dir, settings, search_overrides={"budget": 8}, system=system, datamodule=data,
+        checkpoint=checkpoint, parts=BeaconParts(cost_model=FakeCostModel()),
+        callbacks=default_callbacks(progress=False, tensorboard=False),
     )  # fmt: skip
     (beacon,) = result.beacons
     assert beacon.status == DONE and beacon.metrics["learning_rate"] == pytest.approx(0.003)
@@ -201,6 +222,6 @@ def test_real_qat_beacon_on_a_tiny_sru(tmp_path: Path) -> None:
     assert scored  # at least the beacon's own assignment (a seed) used its weights
     for record in scored:
         assert record.error == pytest.approx(
-            min(record.metrics["beacon_inference_error"], record.metrics["beacon_error"])
+            min(record.extras["beacon_inference_error"], record.extras["beacon_error"])
         )
     assert (run_dir / "fronts.png").exists() and (run_dir / "beacon_summary.md").exists()
