@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mohaq.hardware.base import CostModel
+from mohaq.hardware.base import CostModel, weight_memory_bits
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
 from mohaq.search.evaluators import EvaluationResult
@@ -143,9 +143,16 @@ class SearchProblem:
         return tuple(objectives[i].loss(metrics[objectives[i].name]) for i in self._cost_indices)
 
     # -- repair -----------------------------------------------------------------------------
+    def _stored_bytes(self, genes: Genes) -> float:
+        return weight_memory_bits(self.workload, self.assignment(genes)) / 8
+
     def _excess(self, genes: Genes) -> float:
-        """Relative excess over the cheap bounds plus platform violations."""
-        amount = float(len(self.platform_violations(genes)))
+        """Relative excess over the cheap bounds and the platform's memory
+        capacity, plus 1 per other platform violation."""
+        capacity = self.cost_model.memory_capacity_bytes
+        amount = float(len(self.cost_model.run_violations(self.workload, self.assignment(genes))))
+        if capacity is not None:
+            amount += max(0.0, self._stored_bytes(genes) - capacity) / capacity
         if self.cheap_constraints:
             metrics = self.metrics(genes)
             for c in self.cheap_constraints:
@@ -154,19 +161,19 @@ class SearchProblem:
 
     def _effects(self) -> np.ndarray:
         """Excess-relevant values of single-gene settings from the all-highest
-        vector: ``[gene, choice, constraint (+ memory)]``."""
+        vector: ``[gene, choice, each cheap constraint's metric, then stored bytes]``."""
         if self._step_effects is None:
             top = len(self.space.choices) - 1
-            columns = [c.metric for c in self.cheap_constraints]
-            if self.cost_model.memory_capacity_bytes is not None:
-                columns.append("memory_bytes")
-            effects = np.zeros((self.space.num_genes, top + 1, len(columns)))
+            columns = len(self.cheap_constraints) + 1  # the last: stored bytes
+            effects = np.zeros((self.space.num_genes, top + 1, columns))
             for g in range(self.space.num_genes):
                 for k in range(top + 1):
                     genes = [top] * self.space.num_genes
                     genes[g] = k
-                    metrics = self.metrics(tuple(genes))
-                    effects[g, k] = [metrics.get(name, 0.0) for name in columns]
+                    vector = tuple(genes)
+                    metrics = self.metrics(vector) if self.cheap_constraints else {}
+                    effects[g, k, :-1] = [metrics[c.metric] for c in self.cheap_constraints]
+                    effects[g, k, -1] = self._stored_bytes(vector)
             self._step_effects = effects
         return self._step_effects
 
