@@ -28,10 +28,11 @@ Conventions (those of the simulator):
   of ``columns``; each output tile is loaded into the output buffer before it
   accumulates (partial sums of an earlier pass over the inputs, or initial
   values) and stored after, so outputs cost a load and a store per visit;
-- the first tile of each operand loads before compute starts and the last
-  output tile stores after it ends; the rest of the traffic overlaps compute,
-  so latency = compute + max(0, overlapped DRAM cycles - compute) + first
-  load + last store.
+- an operand's transfers happen at the outermost loop level where its working
+  set still fits (a block); the first block of each operand loads before
+  compute starts and the last output block stores after it ends; the rest of
+  the traffic overlaps compute, so latency = compute + max(0, overlapped DRAM
+  cycles - compute) + first load + last store.
 """
 
 from __future__ import annotations
@@ -103,8 +104,8 @@ class Schedule:
         compute_cycles: cycles the array computes.
         weight_dram_bits, input_dram_bits: bits loaded from DRAM.
         output_load_bits, output_store_bits: output bits loaded and stored.
-        first_load_bits: loaded before compute starts (first tiles).
-        last_store_bits: stored after compute ends (last output tile).
+        first_load_bits: loaded before compute starts (first blocks).
+        last_store_bits: stored after compute ends (last output block).
         latency_cycles: compute plus stalls on DRAM.
         in_tile_count: tiles of the input dimension.
         column_groups: sum over output tiles of their column groups.
@@ -167,19 +168,26 @@ def _over_tiles(extent: int, tile: int, cost: int) -> int:
     return full * math.ceil(tile / cost) + (math.ceil(rest / cost) if rest else 0)
 
 
-def _refetches(
+def _traffic(
     operand: str, order: tuple[str, ...], trips: dict[str, int], tile_bits: int, capacity: int
-) -> int:
-    """How many times the operand's data comes from DRAM (1: once)."""
+) -> tuple[int, int]:
+    """(times the operand's data comes from DRAM, bits of one resident block).
+
+    The resident block is the operand's working set at the outermost loop level
+    where it still fits the buffer: its transfers happen at that level, so the
+    first block loads before compute can start.
+    """
     own = OPERAND_LOOPS[operand]
-    working_set, spilled, times = tile_bits, False, 1
+    working_set, resident, spilled, times = tile_bits, tile_bits, False, 1
     for loop in reversed(order):
         if loop in own:
             working_set *= trips[loop]
             spilled = spilled or working_set > capacity
+            if not spilled:
+                resident = working_set
         elif spilled:
             times *= trips[loop]
-    return times
+    return times, resident
 
 
 def evaluate(
@@ -207,14 +215,21 @@ def evaluate(
     column_groups = _over_tiles(layer.out_features, oc, array.columns)
     outputs = layer.batch * column_groups * array.columns * array.accumulator_bits
 
-    weights *= _refetches("weights", order, trips, weight_tile, array.weight_buffer_bits)
-    inputs *= _refetches("inputs", order, trips, input_tile, array.input_buffer_bits)
-    outputs *= _refetches("outputs", order, trips, output_tile, array.output_buffer_bits)
+    weight_times, weight_block = _traffic(
+        "weights", order, trips, weight_tile, array.weight_buffer_bits
+    )
+    input_times, input_block = _traffic("inputs", order, trips, input_tile, array.input_buffer_bits)
+    output_times, output_block = _traffic(
+        "outputs", order, trips, output_tile, array.output_buffer_bits
+    )
+    weights *= weight_times
+    inputs *= input_times
+    outputs *= output_times
 
     in_steps = _over_tiles(layer.in_features, ic, lane)
     compute = layer.batch * column_groups * in_steps * layer.passes
-    first = weight_tile + input_tile + output_tile
-    last = output_tile
+    first = weight_block + input_block + output_block
+    last = output_block
     width = array.dram_bits_per_cycle
     overlapped = math.ceil(max(0, weights + inputs + 2 * outputs - first - last) / width)
     latency = compute + max(0, overlapped - compute) + math.ceil(first / width)
