@@ -69,8 +69,7 @@ class ConstantError(CostModelError):
     def _message(self) -> str:
         where = f"{self.source}: " if self.source else ""
         return (
-            f"{where}constant {self.key!r} = {self.value!r} {self.problem}; "
-            f"allowed: {self.allowed}"
+            f"{where}constant {self.key!r} = {self.value!r} {self.problem}; allowed: {self.allowed}"
         )
 
     def __str__(self) -> str:
