@@ -60,13 +60,17 @@ def test_test_with_the_qat_callback_quantizes_post_training(workdir: Path) -> No
     assert torch.load(checkpoint, weights_only=False)[BIT_ASSIGNMENT_KEY] == {}
 
 
-def test_bad_config_value_is_reported_before_work(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_config_value_is_reported_before_work(
+    workdir: Path, capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(SystemExit):
         main(["fit", *_common(workdir), "--model.cell", "transformer"])
     assert "transformer" in capsys.readouterr().err
 
 
-def test_search_subcommand_writes_the_report_and_rejects_a_mismatched_checkpoint(workdir: Path) -> None:
+def test_search_subcommand_writes_the_report_and_rejects_a_mismatched_checkpoint(
+    workdir: Path,
+) -> None:
     from mohaq.checkpoints import CheckpointMismatchError
 
     main(["fit", *_common(workdir), "--trainer.max_epochs", "1"])
@@ -87,7 +91,9 @@ def test_search_subcommand_writes_the_report_and_rejects_a_mismatched_checkpoint
             "crossover_eta": 15.0, "mutation_eta": 20.0,
         },
     }  # fmt: skip
-    assert stored["checkpoint"] == checkpoint and stored["settings"]["platform"] == "bitfusion-mohaq"
+    assert (
+        stored["checkpoint"] == checkpoint and stored["settings"]["platform"] == "bitfusion-mohaq"
+    )
     with pytest.raises(CheckpointMismatchError, match="hidden_size: checkpoint 8, config 12"):
         main([*search, "--model.hidden_size", "12", "--run_dir", str(workdir / "other")])
     assert not (workdir / "other").exists()
@@ -110,10 +116,39 @@ def test_beacons_subcommand_continues_the_stored_search(workdir: Path) -> None:
         "--retrain_trainer_kwargs", "{limit_train_batches: 1, limit_val_batches: 1}",
     ]  # fmt: skip
     # A value that contradicts the search is refused before any retraining, naming both.
-    with pytest.raises(SearchConfigError, match="platform: search 'bitfusion-mohaq', given 'silago'"):
+    with pytest.raises(
+        SearchConfigError, match="platform: search 'bitfusion-mohaq', given 'silago'"
+    ):
         main([*beacons, "--platform", "silago"])
     assert not (workdir / "search" / "beacons").exists()
     main(beacons)  # the checkpoint, platform and objectives come from the search
     summary = (workdir / "search" / "beacon_summary.md").read_text()
     assert "b000" in summary
-    assert len((workdir / "search" / "beacon_search" / "evaluations.jsonl").read_text().splitlines()) == 6
+    assert (
+        len((workdir / "search" / "beacon_search" / "evaluations.jsonl").read_text().splitlines())
+        == 6
+    )
+
+
+def test_search_options_come_typed_from_the_settings_dataclasses() -> None:
+    from jsonargparse import ArgumentParser
+
+    from mohaq.cli import MohaqTrainer
+    from mohaq.search import NSGA2, SearchSettings, Submitit
+    from mohaq.search.settings import split_settings
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_method_arguments(MohaqTrainer, "search", skip={"model", "datamodule"})
+    config = parser.parse_args([
+        "--checkpoint", "c.ckpt", "--budget", "12", "--constraints", "{max_memory_mb: 2}",
+        "--algorithm", "NSGA2", "--algorithm.population", "20",
+        "--workers", "4", "--executor", "Submitit", "--executor.cluster", "local",
+        "--executor.parameters", "{timeout_min: 5}",
+    ])  # fmt: skip
+    values = parser.instantiate_classes(config).as_dict()
+    settings = SearchSettings(**split_settings(values, SearchSettings))
+    assert settings.algorithm == NSGA2(population=20) and settings.budget == 12
+    assert settings.executor == Submitit(cluster="local", parameters={"timeout_min": 5})
+    assert settings.constraints == {"max_memory_mb": 2.0} and values["checkpoint"] == "c.ckpt"
+    with pytest.raises(Exception, match="budget"):
+        parser.parse_args(["--checkpoint", "c", "--budget", "many"])

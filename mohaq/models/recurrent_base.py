@@ -76,10 +76,16 @@ class StepwiseRecurrentLayer(nn.Module):
         self.granularity, self.operators, self.states = granularity, operators, states
         self.bias_quant = FakeQuantizer(None, role="fixed", clipping="minmax")
         if granularity == "layer":
-            self.weight_quant = FakeQuantizer(f"{layer}.weight", role="weight", clipping=weight_clipping)
+            self.weight_quant = FakeQuantizer(
+                f"{layer}.weight", role="weight", clipping=weight_clipping
+            )
             self.input_quant = FakeQuantizer(f"{layer}.input", role="activation", clipping=act)
             for state in states:
-                setattr(self, _STATE_ATTRIBUTES[state], FakeQuantizer(None, role="state", clipping="minmax"))
+                setattr(
+                    self,
+                    _STATE_ATTRIBUTES[state],
+                    FakeQuantizer(None, role="state", clipping="minmax"),
+                )
             return
         self.w_ih_quant = FakeQuantizer(f"{layer}.w_ih", role="weight", clipping=weight_clipping)
         self.w_hh_quant = FakeQuantizer(f"{layer}.w_hh", role="weight", clipping=weight_clipping)
@@ -88,7 +94,10 @@ class StepwiseRecurrentLayer(nn.Module):
             quantizer = FakeQuantizer(f"{layer}.{state}", role="state", clipping=act)
             setattr(self, _STATE_ATTRIBUTES[state], quantizer)
         self.operator_quants = nn.ModuleDict(
-            {op: FakeQuantizer(f"{layer}.{op}", role="activation", clipping=act) for op in operators}
+            {
+                op: FakeQuantizer(f"{layer}.{op}", role="activation", clipping=act)
+                for op in operators
+            }
         )
 
     def quantized_weights(self) -> tuple[Tensor, Tensor]:

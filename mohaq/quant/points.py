@@ -51,9 +51,7 @@ class QuantPoint:
             )
         for field_name in ("params", "macs_per_frame", "in_features", "out_features"):
             if getattr(self, field_name) < 0:
-                raise ValueError(
-                    f"quantization point {self.name!r}: {field_name} must be >= 0"
-                )
+                raise ValueError(f"quantization point {self.name!r}: {field_name} must be >= 0")
 
 
 @dataclass(frozen=True)

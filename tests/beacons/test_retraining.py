@@ -12,8 +12,6 @@ import pytest
 import pytorch_lightning as pl
 from tiny_data import TinyDataModule
 
-from mohaq.quant.assignment import BitAssignment
-from mohaq.beacons.store import DONE, FAILED, BeaconStore
 from mohaq.beacons.retraining import (
     RetrainingError,
     RetrainingRunner,
@@ -22,6 +20,8 @@ from mohaq.beacons.retraining import (
     ddp_command,
     write_job,
 )
+from mohaq.beacons.store import DONE, FAILED, BeaconStore
+from mohaq.quant.assignment import BitAssignment
 from mohaq.system import AcousticSystem
 
 

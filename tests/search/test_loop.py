@@ -21,9 +21,7 @@ def small_nsga2():
 
 def test_baselines_first_no_duplicates_and_files(tmp_path) -> None:
     evaluator = AnalyticEvaluator()
-    result = fake_search(
-        tmp_path, evaluator=evaluator, callbacks=default_callbacks(progress=False)
-    )
+    result = fake_search(tmp_path, evaluator=evaluator, callbacks=default_callbacks(progress=False))
     labels = [r.label for r in result.records[:4]]
     assert labels == ["uniform-16", "uniform-8", "uniform-4", "uniform-2"]
     assert [r.index for r in result.records] == list(range(30))
@@ -145,9 +143,7 @@ def test_two_worker_processes(tmp_path) -> None:
     assert set(result.test_errors) == {r.index for r in result.front}
     assert (tmp_path / "proposer_state.pkl").read_bytes()
     # Resume in parallel mode to a larger budget: continues from the checkpoint.
-    more = fake_search(
-        tmp_path, evaluator_factory=factory, workers=2, budget=20, resume=True
-    )
+    more = fake_search(tmp_path, evaluator_factory=factory, workers=2, budget=20, resume=True)
     assert [r.index for r in more.records] == list(range(20))
     assert len({tuple(r.genes) for r in more.records}) == 20
     stored = json.loads((tmp_path / "search_settings.json").read_text())

@@ -180,7 +180,9 @@ class CountDownProposer(Proposer):
 def test_a_registered_algorithm_runs_by_name_with_its_options(tmp_path) -> None:
     result = fake_search(tmp_path, algorithm="test-countdown", budget=10)
     # The four uniform baselines are the only vectors it proposes: nothing more to do.
-    assert len(result.records) == 4 and result.stopped_early == "the algorithm proposed nothing more"
+    assert (
+        len(result.records) == 4 and result.stopped_early == "the algorithm proposed nothing more"
+    )
     other = fake_search(tmp_path / "b", algorithm=CountDown(start=1), budget=10)
     assert other.info.settings.to_dict()["algorithm"] == {
         "name": "test-countdown",

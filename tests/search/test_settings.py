@@ -22,7 +22,9 @@ def test_defaults_and_name_resolution() -> None:
 def test_invalid_values_name_what_is_allowed() -> None:
     with pytest.raises(SearchConfigError, match="budget must be an integer >= 1, got 0"):
         SearchSettings(budget=0)
-    with pytest.raises(SearchConfigError, match="bit_choices is empty; give at least one precision"):
+    with pytest.raises(
+        SearchConfigError, match="bit_choices is empty; give at least one precision"
+    ):
         SearchSettings(bit_choices=[])
     with pytest.raises(SearchConfigError, match="workers=3 needs a process or submitit executor"):
         SearchSettings(workers=3, executor="inline")
