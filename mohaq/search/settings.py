@@ -32,11 +32,11 @@ from mohaq.search.executors import (
     resolve_executor,
 )
 from mohaq.search.proposers import AlgorithmOptions, algorithm_name, resolve_algorithm
-from mohaq.search.proposers.registry import _load_builtins, options_from_dict
+from mohaq.search.proposers.registry import load_builtin_algorithms, options_from_dict
 
 # The options classes must be imported for LightningCLI to resolve their short
 # names (``--algorithm NSGA2``).
-_load_builtins()
+load_builtin_algorithms()
 
 DEFAULT_ALGORITHM = "TwoPointsDE-LHS"
 

@@ -92,7 +92,8 @@ class ProposerRegistry:
 _REGISTRY = ProposerRegistry()
 
 
-def _load_builtins() -> None:
+def load_builtin_algorithms() -> None:
+    """Imports the built-in algorithms (registering them and their options classes)."""
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
 
@@ -116,7 +117,7 @@ def register_proposer(
 
 def available_algorithms() -> list[ProposerEntry]:
     """Every registered algorithm, sorted by name."""
-    _load_builtins()
+    load_builtin_algorithms()
     return _REGISTRY.entries()
 
 
@@ -138,7 +139,7 @@ def resolve_algorithm(value: AlgorithmOptions | str) -> AlgorithmOptions:
         AlgorithmError: for an unknown name (lists the registered algorithms) or
             options of no registered algorithm.
     """
-    _load_builtins()
+    load_builtin_algorithms()
     if isinstance(value, AlgorithmOptions):
         _REGISTRY.for_options(value)
         return value
@@ -165,13 +166,13 @@ def resolve_algorithm(value: AlgorithmOptions | str) -> AlgorithmOptions:
 
 def algorithm_name(options: AlgorithmOptions) -> str:
     """The registered name of ``options``' algorithm."""
-    _load_builtins()
+    load_builtin_algorithms()
     return _REGISTRY.for_options(options).name
 
 
 def build_proposer(options: AlgorithmOptions, context: ProposerContext) -> Proposer:
     """The proposer of ``options``' algorithm, serving ``context``."""
-    _load_builtins()
+    load_builtin_algorithms()
     return _REGISTRY.for_options(options).proposer(options, context)
 
 
@@ -181,7 +182,7 @@ def options_from_dict(name: str, values: dict) -> AlgorithmOptions:
     Raises:
         AlgorithmError: unknown name, or values the options class does not take.
     """
-    _load_builtins()
+    load_builtin_algorithms()
     entry = _REGISTRY.get(name)
     if entry is None:
         raise AlgorithmError(f"unknown algorithm {name!r}; registered: {describe_algorithms()}")
