@@ -34,6 +34,7 @@ setup(
         "torchmetrics>=1.3",
         "nevergrad>=1.0.5",
         "pymoo>=0.6.1",
+        "scikit-learn>=1.4",
         "lightning-utilities>=0.10",
         "tensorboard>=2.14",
         "soundfile>=0.12",

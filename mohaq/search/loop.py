@@ -209,7 +209,8 @@ class SearchLoop:
         self._submit(genes, origin, label, None)
 
     def _proposal(self, asked: Genes) -> None:
-        genes = asked if self.problem.is_feasible(asked) else self.problem.repair(asked)
+        as_is = self.problem.is_feasible(asked) or self.proposer.evaluate_as_proposed(asked)
+        genes = asked if as_is else self.problem.repair(asked)
         if genes is None:
             self.proposer.tell(asked, self.problem.unrepairable_outcome(asked))
             self.idle += 1

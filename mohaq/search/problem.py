@@ -228,8 +228,10 @@ class SearchProblem:
         values = self.objectives.values(error, self.metrics(genes))
         return tuple(self.objectives.losses(values))
 
-    def outcome(self, genes: Genes, error: float) -> Outcome:
-        return Outcome(genes, self.losses(genes, error), self.violation_amount(genes, error))
+    def outcome(self, genes: Genes, error: float, fidelity: float = 1.0) -> Outcome:
+        return Outcome(
+            genes, self.losses(genes, error), self.violation_amount(genes, error), fidelity
+        )
 
     def unrepairable_outcome(self, genes: Genes) -> Outcome:
         """What an algorithm is told of a vector that cannot be made feasible:
@@ -274,7 +276,7 @@ class SearchProblem:
         )
 
     def outcome_of(self, record: EvaluationRecord) -> Outcome:
-        return self.outcome(as_genes(record.genes), record.error)
+        return self.outcome(as_genes(record.genes), record.error, record.fidelity)
 
     # -- plan and description ---------------------------------------------------------------
     def baseline_plan(self, seeds: Sequence[Genes] = ()) -> list[tuple[Genes, str, str]]:

@@ -8,6 +8,7 @@ from mohaq.search import AlgorithmError, ResumeError, SearchConfigError, compare
 from mohaq.search.evaluators import AnalyticEvaluator, BuiltEvaluator
 from mohaq.search.pareto import dominates, hypervolume
 from mohaq.search.records import EvaluationLog
+from mohaq.search.proposers.surrogate import Surrogate
 from mohaq.search.run import default_callbacks
 
 SMALL_NSGA2 = {"class_path": "NSGA2", "init_args": {"population": 10, "offspring": 4}}
@@ -65,14 +66,16 @@ def test_small_space_is_exhausted_without_repeats(tmp_path) -> None:
     assert "whole search space" in result.stopped_early
 
 
-@pytest.mark.parametrize("algorithm", ["TwoPointsDE-LHS", "nsga2", "random"])
+@pytest.mark.parametrize("algorithm", ["TwoPointsDE-LHS", "nsga2", "random", "surrogate"])
 @pytest.mark.parametrize("checkpoint_every_evaluation", [False, True])
 def test_resume_after_crash_equals_uninterrupted_run(
     tmp_path, monkeypatch, algorithm, checkpoint_every_evaluation
 ) -> None:
     if checkpoint_every_evaluation:  # resume from the proposer checkpoint, not from the seed
         monkeypatch.setattr("mohaq.search.run.CHECKPOINT_INTERVAL_S", 0.0)
-    options = small_nsga2() if algorithm == "nsga2" else algorithm
+    options = {"nsga2": small_nsga2(), "surrogate": Surrogate(pool=100, probe_choices=1)}.get(
+        algorithm, algorithm
+    )
     full = fake_search(tmp_path / "a", algorithm=options, seed=7)
     with pytest.raises(RuntimeError, match="simulated crash"):
         fake_search(

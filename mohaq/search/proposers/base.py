@@ -61,11 +61,14 @@ class Outcome:
         violation: 0 when every constraint holds, else how far outside the
             constraints it is (sum of relative excesses, platform violations
             counted as 1 each).
+        fidelity: the share of the optimization set the error was measured on
+            (below 1 when a multi-fidelity evaluation stopped early).
     """
 
     genes: Genes
     losses: tuple[float, ...]
     violation: float = 0.0
+    fidelity: float = 1.0
 
     @property
     def feasible(self) -> bool:
@@ -125,6 +128,12 @@ class Proposer(ABC):
     @abstractmethod
     def tell(self, genes: Genes, outcome: Outcome) -> None:
         """The outcome of ``genes`` (asked for or not)."""
+
+    def evaluate_as_proposed(self, genes: Genes) -> bool:
+        """True for a measurement (e.g. a sensitivity probe) to evaluate even if it
+        breaks a cheap constraint: its record is then infeasible, never on the
+        front. Other proposals that break one are repaired first."""
+        return False
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
