@@ -172,7 +172,14 @@ class BeaconAwareEvaluator:
         """The float model's error (no quantization), the reference of error gains."""
         return float(self.base.evaluate(BitAssignment(), split).error)
 
-    def evaluate(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> EvaluationResult:
+    def evaluate(
+        self,
+        assignment: BitAssignment,
+        split: str = OPTIMIZATION,
+        *,
+        stop_above: float | None = None,
+    ) -> EvaluationResult:
+        """The beacon-aware error (always on the whole set: ``stop_above`` is ignored)."""
         check_split(split)
         key = bits_key(assignment.bits)
         inference = self._inference_error(assignment, split)

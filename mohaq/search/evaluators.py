@@ -22,10 +22,12 @@ see :mod:`mohaq.search.executors`.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -61,13 +63,76 @@ class EvaluationResult:
 
 @runtime_checkable
 class Evaluator(Protocol):
-    """Scores bit assignments; ``name`` names it in records."""
+    """Scores bit assignments; ``name`` names it in records.
+
+    ``stop_above``: the search's multi-fidelity hint: an evaluator may stop
+    early, returning its estimate and the fidelity it reached, once it is
+    confident that the error exceeds this value (the candidate is then
+    dominated by the front); evaluators that cannot ignore it.
+    """
 
     name: str
 
     def evaluate(
-        self, assignment: BitAssignment, split: str = OPTIMIZATION
+        self,
+        assignment: BitAssignment,
+        split: str = OPTIMIZATION,
+        *,
+        stop_above: float | None = None,
     ) -> EvaluationResult: ...
+
+
+@dataclass(frozen=True)
+class Racing:
+    """Multi-fidelity evaluation: score a candidate on a growing share of the
+    optimization set (utterances in one fixed random order) and stop at a
+    checkpoint once the full-set error is confidently above ``stop_above``.
+
+    The bound: at each checkpoint the full-set PER is estimated by the ratio
+    estimator (errors / reference phones over the utterances seen) with its
+    finite-population-corrected variance; the evaluation stops when the lower
+    ``confidence`` bound (normal approximation) is above ``stop_above``. Per
+    checkpoint, a candidate whose full-set error is at or below ``stop_above``
+    is stopped with probability at most ``1 - confidence``; over all
+    checkpoints, at most ``len(fractions) * (1 - confidence)``.
+
+    Attributes:
+        fractions: the shares of the set at which to check, increasing, in (0, 1).
+        confidence: the one-sided confidence of the bound.
+        seed: the seed of the utterance order.
+    """
+
+    fractions: tuple[float, ...] = (0.25, 0.5)
+    confidence: float = 0.99
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        fractions = tuple(float(f) for f in self.fractions)
+        increasing = list(fractions) == sorted(set(fractions))
+        if not fractions or not increasing or any(not 0 < f < 1 for f in fractions):
+            raise EvaluatorError(
+                f"racing fractions must be increasing shares in (0, 1), got {list(self.fractions)}"
+            )
+        if not 0.5 < self.confidence < 1:
+            raise EvaluatorError(f"racing confidence must be in (0.5, 1), got {self.confidence!r}")
+        object.__setattr__(self, "fractions", fractions)
+
+    def lower_bound(
+        self, counts: Sequence[tuple[int, int]], population: int
+    ) -> tuple[float, float]:
+        """(ratio estimate, its lower confidence bound) from per-utterance
+        ``(errors, reference phones)`` of a random sample of ``population`` utterances."""
+        from scipy.stats import norm
+
+        errors = np.asarray([e for e, _ in counts], dtype=float)
+        tokens = np.asarray([n for _, n in counts], dtype=float)
+        estimate = float(errors.sum() / tokens.sum())
+        m = len(counts)
+        if m < 2:
+            return estimate, -math.inf
+        residuals = errors - estimate * tokens
+        variance = (1 - m / population) * residuals.var(ddof=1) / (m * tokens.mean() ** 2)
+        return estimate, estimate - float(norm.ppf(self.confidence)) * math.sqrt(variance)
 
 
 def check_split(split: str) -> None:
@@ -102,7 +167,13 @@ class AnalyticEvaluator:
         bits = list(assignment.bits.values())
         return self.scale * sum(1.0 / b for b in bits) / len(bits)
 
-    def evaluate(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> EvaluationResult:
+    def evaluate(
+        self,
+        assignment: BitAssignment,
+        split: str = OPTIMIZATION,
+        *,
+        stop_above: float | None = None,
+    ) -> EvaluationResult:
         check_split(split)
         if split == OPTIMIZATION:
             if self.fail_after is not None and self.calls >= self.fail_after:
@@ -155,6 +226,8 @@ class PTQEvaluator:
         device: where to run (default: CUDA if available, else CPU).
         max_calibration_utterances: calibrate on at most this many utterances.
         fixed_bits: precision of biases, element-wise vectors and states.
+        racing: multi-fidelity evaluation of the optimization set (None: every
+            candidate on the whole set).
 
     Raises:
         EvaluatorError: if ``batch_size`` is below 1 or the optimization set is empty.
@@ -171,6 +244,7 @@ class PTQEvaluator:
         device: str | torch.device | None = None,
         max_calibration_utterances: int | None = None,
         fixed_bits: int = 16,
+        racing: Racing | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise EvaluatorError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -193,8 +267,20 @@ class PTQEvaluator:
             self.system, singles, _forward, max_utterances=max_calibration_utterances
         )
         self._batches = {OPTIMIZATION: rebatch(singles, batch_size)}
-        scoring_map = self.system.scoring_map.detach().cpu()
-        self._metric = PhoneErrorRate(scoring_map, IGNORE_INDEX)
+        self.scoring_map = self.system.scoring_map.detach().cpu()
+        self._metric = PhoneErrorRate(self.scoring_map, IGNORE_INDEX)
+        self.racing = racing
+        self._chunks: list[list[tuple[Tensor, Tensor, Tensor]]] = []
+        if racing is not None:
+            # One fixed random order of utterances, cut at the racing shares and
+            # re-batched by length within each chunk.
+            order = np.random.default_rng(racing.seed).permutation(len(singles))
+            cuts = [math.ceil(f * len(singles)) for f in racing.fractions] + [len(singles)]
+            start = 0
+            for cut in cuts:
+                if cut > start:
+                    self._chunks.append(rebatch([singles[i] for i in order[start:cut]], batch_size))
+                start = max(start, cut)
 
     def _split_batches(self, split: str) -> list[tuple[Tensor, Tensor, Tensor]]:
         if split not in self._batches:
@@ -216,7 +302,35 @@ class PTQEvaluator:
             self._metric.update(logits.cpu(), targets.cpu())
         return float(self._metric.compute())
 
-    def evaluate(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> EvaluationResult:
+    @torch.no_grad()
+    def _raced(self, assignment: BitAssignment, stop_above: float) -> EvaluationResult:
+        from mohaq.phone_error import utterance_errors
+
+        assert self.racing is not None
+        self.system.apply_bit_assignment(assignment, fixed_bits=self.fixed_bits)
+        self.system.eval()
+        counts: list[tuple[int, int]] = []
+        for number, chunk in enumerate(self._chunks):
+            for features, targets, lengths in chunk:
+                logits = self.system(features, lengths)
+                counts += utterance_errors(logits, targets, self.scoring_map, IGNORE_INDEX)
+            seen = sum(len(b[2]) for c in self._chunks[: number + 1] for b in c)
+            estimate, lower = self.racing.lower_bound(counts, self.num_utterances)
+            if number < len(self._chunks) - 1 and lower > stop_above:
+                return EvaluationResult(
+                    estimate, fidelity=seen / self.num_utterances, evaluator=self.name
+                )
+        return EvaluationResult(estimate, evaluator=self.name)
+
+    def evaluate(
+        self,
+        assignment: BitAssignment,
+        split: str = OPTIMIZATION,
+        *,
+        stop_above: float | None = None,
+    ) -> EvaluationResult:
+        if split == OPTIMIZATION and stop_above is not None and self.racing is not None:
+            return self._raced(assignment, stop_above)
         return EvaluationResult(self.error(assignment, split), evaluator=self.name)
 
 

@@ -112,9 +112,15 @@ def executor_name(options: ExecutorOptions) -> str:
     )
 
 
-def _timed(evaluator: Evaluator, bits: Mapping[str, int], split: str) -> Timed:
+def _timed(
+    evaluator: Evaluator, bits: Mapping[str, int], split: str, stop_above: float | None
+) -> Timed:
     start = time.perf_counter()
-    result = evaluator.evaluate(BitAssignment.from_dict(bits), split)
+    assignment = BitAssignment.from_dict(bits)
+    if stop_above is None:
+        result = evaluator.evaluate(assignment, split)
+    else:
+        result = evaluator.evaluate(assignment, split, stop_above=stop_above)
     return result, time.perf_counter() - start
 
 
@@ -131,16 +137,20 @@ def _initialize_worker(factory: EvaluatorFactory, devices: Any) -> None:
     _WORKER_EVALUATOR = factory()
 
 
-def evaluate_in_worker(bits: Mapping[str, int], split: str) -> Timed:
+def evaluate_in_worker(
+    bits: Mapping[str, int], split: str, stop_above: float | None = None
+) -> Timed:
     """Scores one assignment with this worker process's evaluator."""
     if _WORKER_EVALUATOR is None:
         raise RuntimeError("worker process has no evaluator: the pool initializer did not run")
-    return _timed(_WORKER_EVALUATOR, bits, split)
+    return _timed(_WORKER_EVALUATOR, bits, split, stop_above)
 
 
-def evaluate_remote(factory: EvaluatorFactory, bits: Mapping[str, int], split: str) -> Timed:
+def evaluate_remote(
+    factory: EvaluatorFactory, bits: Mapping[str, int], split: str, stop_above: float | None = None
+) -> Timed:
     """Builds an evaluator and scores one assignment (a submitit job's body)."""
-    return _timed(factory(), bits, split)
+    return _timed(factory(), bits, split, stop_above)
 
 
 def gpu_count() -> int:
@@ -154,9 +164,12 @@ def gpu_count() -> int:
 
 # -- the running executors ----------------------------------------------------------------
 class EvaluationExecutor:
-    """Runs evaluations; ``submit`` returns a future of ``(result, seconds)``."""
+    """Runs evaluations; ``submit`` returns a future of ``(result, seconds)``;
+    ``stop_above`` is passed to the evaluator (multi-fidelity)."""
 
-    def submit(self, bits: Mapping[str, int], split: str) -> Future[Timed]:
+    def submit(
+        self, bits: Mapping[str, int], split: str, stop_above: float | None = None
+    ) -> Future[Timed]:
         raise NotImplementedError
 
     def shutdown(self) -> None:
@@ -169,10 +182,12 @@ class InlineExecutor(EvaluationExecutor):
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
 
-    def submit(self, bits: Mapping[str, int], split: str) -> Future[Timed]:
+    def submit(
+        self, bits: Mapping[str, int], split: str, stop_above: float | None = None
+    ) -> Future[Timed]:
         future: Future[Timed] = Future()
         try:
-            future.set_result(_timed(self.evaluator, bits, split))
+            future.set_result(_timed(self.evaluator, bits, split, stop_above))
         except BaseException as error:  # surfaces at future.result(), as in a pool
             future.set_exception(error)
         return future
@@ -196,8 +211,10 @@ class PoolExecutor(EvaluationExecutor):
             initargs=(factory, devices),
         )
 
-    def submit(self, bits: Mapping[str, int], split: str) -> Future[Timed]:
-        return self.pool.submit(evaluate_in_worker, dict(bits), split)
+    def submit(
+        self, bits: Mapping[str, int], split: str, stop_above: float | None = None
+    ) -> Future[Timed]:
+        return self.pool.submit(evaluate_in_worker, dict(bits), split, stop_above)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -222,13 +239,15 @@ class SubmititExecutor(EvaluationExecutor):
         self.waiters = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="submitit")
         self._lock = threading.Lock()
 
-    def _run(self, bits: Mapping[str, int], split: str) -> Timed:
+    def _run(self, bits: Mapping[str, int], split: str, stop_above: float | None) -> Timed:
         with self._lock:  # one submission at a time: submitit writes job files
-            job = self.jobs.submit(evaluate_remote, self.factory, dict(bits), split)
+            job = self.jobs.submit(evaluate_remote, self.factory, dict(bits), split, stop_above)
         return job.result()
 
-    def submit(self, bits: Mapping[str, int], split: str) -> Future[Timed]:
-        return self.waiters.submit(self._run, dict(bits), split)
+    def submit(
+        self, bits: Mapping[str, int], split: str, stop_above: float | None = None
+    ) -> Future[Timed]:
+        return self.waiters.submit(self._run, dict(bits), split, stop_above)
 
     def shutdown(self) -> None:
         self.waiters.shutdown(wait=True, cancel_futures=True)

@@ -72,6 +72,9 @@ class SearchLoop:
         workers: evaluations in flight at once.
         seeds: gene vectors evaluated right after the baselines.
         checkpoint_interval_s: seconds between proposer checkpoints.
+        racing: give each optimizer candidate the error above which it is
+            dominated by the front (or breaks the error bound), so a
+            multi-fidelity evaluator may stop early.
     """
 
     def __init__(
@@ -88,7 +91,9 @@ class SearchLoop:
         workers: int = 1,
         seeds: Sequence[Genes] = (),
         checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+        racing: bool = False,
     ) -> None:
+        self.racing = racing
         self.problem = problem
         self.proposer = proposer
         self.algorithm = algorithm
@@ -120,7 +125,7 @@ class SearchLoop:
         self.cache[genes] = record
         outcome = self.problem.outcome_of(record)
         self.outcomes[genes] = outcome
-        if record.feasible:
+        if record.feasible and record.fidelity >= 1.0:
             self.archive.add(record)
         return outcome
 
@@ -159,8 +164,26 @@ class SearchLoop:
         self._last_checkpoint = now
 
     # -- evaluations ------------------------------------------------------------------------
+    def _stop_above(self, genes: Genes) -> float | None:
+        """The error above which ``genes`` is dominated by the (full-fidelity)
+        front or breaks the error bound; None: no such error."""
+        bound = self.problem.error_bound()
+        costs = self.problem.cost_losses(genes)
+        for record in self.archive.items():
+            if all(
+                c <= own
+                for c, own in zip(
+                    self.problem.cost_losses(as_genes(record.genes)), costs, strict=True
+                )
+            ):
+                bound = record.error if bound is None else min(bound, record.error)
+        return bound
+
     def _submit(self, genes: Genes, origin: str, label: str, asked: Genes | None) -> None:
-        future = self.executor.submit(self.problem.assignment(genes).to_dict(), OPTIMIZATION)
+        stop_above = self._stop_above(genes) if self.racing and origin == "optimizer" else None
+        future = self.executor.submit(
+            self.problem.assignment(genes).to_dict(), OPTIMIZATION, stop_above
+        )
         self._submitted += 1
         self.inflight[genes] = _InFlight(future, origin, label, [asked], self._submitted)
 

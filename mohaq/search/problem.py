@@ -136,6 +136,11 @@ class SearchProblem:
         metrics = self.metrics(genes)
         return all(c.satisfied(metrics[c.metric]) for c in self.cheap_constraints)
 
+    def error_bound(self) -> float | None:
+        """The tightest ``error <=`` constraint, or None."""
+        bounds = [c.bound for c in self.constraints if c.metric == ERROR and c.op == "<="]
+        return min(bounds) if bounds else None
+
     def cost_losses(self, genes: Genes) -> tuple[float, ...]:
         """The losses of the cost objectives (the error's slot left out), exact."""
         metrics = self.metrics(genes)

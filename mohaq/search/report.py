@@ -27,8 +27,9 @@ SUMMARY = "summary.md"
 
 
 def front_of(records: Sequence[EvaluationRecord]) -> list[EvaluationRecord]:
-    """The feasible, non-dominated records of a log (equal losses: the first)."""
-    feasible = [r for r in records if r.feasible]
+    """The feasible, full-fidelity, non-dominated records of a log (equal
+    losses: the first)."""
+    feasible = [r for r in records if r.feasible and r.fidelity >= 1.0]
     return [feasible[i] for i in pareto_indices([r.losses for r in feasible])]
 
 
@@ -154,6 +155,7 @@ def write_summary(path: Path, result: Any) -> None:
     space = problem["space"]
     genes = len(space["genes"])
     feasible = sum(r.feasible for r in result.records)
+    partial = [r for r in result.records if r.fidelity < 1.0]
     shared = (
         " (weights share their input activation precision)"
         if space["shared_layer_precision"]
@@ -179,6 +181,13 @@ def write_summary(path: Path, result: Any) -> None:
         f"- evaluations: {len(result.records)} ({feasible} feasible, {len(result.records) - feasible} infeasible)",
         f"- Pareto front: {len(result.front)} solutions",
     ]
+    if settings.racing:
+        shares = [r.fidelity for r in result.records]
+        lines.append(
+            f"- racing: {len(partial)} candidates stopped early (confidently dominated), "
+            f"mean share of the optimization set evaluated per candidate "
+            f"{100 * sum(shares) / max(len(shares), 1):.0f}%"
+        )
     if result.stopped_early:
         lines.append(f"- stopped before the budget: {result.stopped_early}")
     lines += [

@@ -21,7 +21,7 @@ from mohaq.hardware.base import CostModel
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
 from mohaq.search.callbacks import CallbackList, SearchCallback, SearchInfo
-from mohaq.search.evaluators import TEST, Evaluator, PTQEvaluator, PTQEvaluatorSpec
+from mohaq.search.evaluators import TEST, Evaluator, PTQEvaluator, PTQEvaluatorSpec, Racing
 from mohaq.search.executors import EvaluationExecutor, EvaluatorFactory, InProcess, open_executor
 from mohaq.search.loop import CHECKPOINT_INTERVAL_S, SearchLoop
 from mohaq.search.pareto import hypervolume
@@ -240,6 +240,7 @@ def run_search(
         with log:
             hooks.on_search_start(info)
             loop = SearchLoop(
+                racing=settings.racing,
                 problem=problem,
                 proposer=proposer,
                 algorithm=settings.algorithm_name,
@@ -293,10 +294,14 @@ def search_model(
     factory: EvaluatorFactory
     if isinstance(settings.executor_options, InProcess):
         # Built after the settings are validated: calibration takes a while.
-        factory = _InProcessPTQ(system, datamodule, settings.batch_size)
+        factory = _InProcessPTQ(system, datamodule, settings.batch_size, settings.racing_options())
     else:
         factory = PTQEvaluatorSpec.from_objects(
-            checkpoint, datamodule, system, batch_size=settings.batch_size
+            checkpoint,
+            datamodule,
+            system,
+            batch_size=settings.batch_size,
+            racing=settings.racing_options(),
         )
     return run_search(
         settings,
@@ -315,6 +320,9 @@ class _InProcessPTQ:
     system: Any
     datamodule: Any
     batch_size: int
+    racing: Racing | None = None
 
     def __call__(self) -> PTQEvaluator:
-        return PTQEvaluator(self.system, self.datamodule, batch_size=self.batch_size)
+        return PTQEvaluator(
+            self.system, self.datamodule, batch_size=self.batch_size, racing=self.racing
+        )

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mohaq.search.evaluators import EvaluatorError, Racing
 from mohaq.search.executors import (
     ExecutorOptions,
     InProcess,
@@ -92,6 +93,12 @@ class SearchSettings:
         batch_size: utterances per padded batch when scoring a candidate.
         rescore_test: re-score the final front on the test set.
         report_every: evaluations per hypervolume point in TensorBoard.
+        racing: multi-fidelity evaluation: score a candidate on a growing share
+            of the optimization set and stop once its error is confidently
+            above what the front reaches at its cost (such records keep their
+            fidelity and never enter the front).
+        racing_fractions: the shares of the optimization set where racing checks.
+        racing_confidence: the one-sided confidence of racing's stopping bound.
     """
 
     platform: str = "silago"
@@ -108,6 +115,9 @@ class SearchSettings:
     batch_size: int = 16
     rescore_test: bool = True
     report_every: int = 10
+    racing: bool = False
+    racing_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5])
+    racing_confidence: float = 0.99
 
     def __post_init__(self) -> None:
         for name in ("budget", "workers", "batch_size", "report_every"):
@@ -129,6 +139,11 @@ class SearchSettings:
                     "or leave it unset for 2/4/8/16 that the platform allows"
                 )
         self.run_dir = str(self.run_dir)
+        self.racing_fractions = [float(f) for f in self.racing_fractions]
+        try:
+            Racing(tuple(self.racing_fractions), float(self.racing_confidence))
+        except EvaluatorError as error:
+            raise SearchConfigError(str(error)) from error
         self.algorithm = resolve_algorithm(self.algorithm)
         self.executor = resolve_executor(self.executor, self.workers)
         if isinstance(self.executor, InProcess) and self.workers > 1:
@@ -149,6 +164,12 @@ class SearchSettings:
     @property
     def executor_options(self) -> ExecutorOptions:
         return self.executor  # type: ignore[return-value]
+
+    def racing_options(self) -> Racing | None:
+        """The evaluator's multi-fidelity setting, or None when racing is off."""
+        if not self.racing:
+            return None
+        return Racing(tuple(self.racing_fractions), float(self.racing_confidence), seed=self.seed)
 
     # -- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -55,7 +55,12 @@ def run_and_kill(run_dir: Path, algorithm: str, resume: bool, lines: int) -> Non
 
 @pytest.mark.parametrize("algorithm", ["nsga2", "TwoPointsDE-LHS"])
 def test_kill_9_twice_then_resume_equals_an_uninterrupted_run(tmp_path, algorithm) -> None:
-    settings = {"algorithm": algorithm, "seed": 7, "budget": 60, "constraints": {"max_memory_mb": 12}}
+    settings = {
+        "algorithm": algorithm,
+        "seed": 7,
+        "budget": 60,
+        "constraints": {"max_memory_mb": 12},
+    }
     full = fake_search(tmp_path / "full", **settings)
     run_dir = tmp_path / "killed"
     run_and_kill(run_dir, algorithm, resume=False, lines=9)

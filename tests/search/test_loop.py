@@ -151,3 +151,44 @@ def test_two_worker_processes(tmp_path) -> None:
     assert len({tuple(r.genes) for r in more.records}) == 20
     stored = json.loads((tmp_path / "search_settings.json").read_text())
     assert stored["settings"]["budget"] == 20
+
+
+class Racer(AnalyticEvaluator):
+    """Stops at half the set whenever its error is above the hint."""
+
+    name = "racer"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hints: list[tuple[dict, float | None]] = []
+
+    def evaluate(self, assignment, split="optimization", *, stop_above=None):
+        result = super().evaluate(assignment, split)
+        self.hints.append((assignment.to_dict(), stop_above))
+        if stop_above is not None and result.error > stop_above:
+            return type(result)(result.error, fidelity=0.5, evaluator=self.name)
+        return result
+
+
+def test_racing_hints_and_partial_records_stay_off_the_front(tmp_path) -> None:
+    evaluator = Racer()
+    result = fake_search(
+        tmp_path, evaluator=evaluator, racing=True, budget=40, algorithm="random",
+        constraints={"max_error": 0.45}, rescore_test=False,
+    )  # fmt: skip
+    assert all(hint is None for _, hint in evaluator.hints[:4])  # baselines: always full
+    partial = [r for r in result.records if r.fidelity < 1]
+    assert partial and all(r.fidelity == 0.5 for r in partial)
+    assert all(r.fidelity == 1.0 for r in result.front)
+    # Each hint is the best error the front reached at equal or lower cost (or the bound).
+    records = result.records
+    for index, (bits, hint) in enumerate(evaluator.hints[4:], start=4):
+        before = [r for r in records[:index] if r.feasible and r.fidelity == 1.0]
+        costs = records[index].losses[1:]
+        cheaper = [
+            r.error for r in before if all(a <= b for a, b in zip(r.losses[1:], costs, strict=True))
+        ]
+        assert records[index].bits == bits
+        assert hint == pytest.approx(min(cheaper + [0.45]))
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"racing: {len(partial)} candidates stopped early" in summary

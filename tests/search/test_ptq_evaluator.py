@@ -99,3 +99,24 @@ def test_search_with_ptq_evaluator(trained, tmp_path) -> None:
     )
     assert len(result.records) == 12 and all(r.evaluator == "ptq" for r in result.records)
     assert result.front and set(result.test_errors) == {r.index for r in result.front}
+
+
+def test_racing_stops_a_dominated_candidate_early_and_is_exact_otherwise(trained) -> None:
+    from mohaq.search.evaluators import Racing
+
+    system, data = trained
+    racing = Racing(fractions=(0.25, 0.5), confidence=0.99)
+    raced = PTQEvaluator(system, data, batch_size=4, device="cpu", racing=racing)
+    plain = PTQEvaluator(system, data, batch_size=4, device="cpu")
+    names = system.workload().names
+    two = BitAssignment.uniform(names, 2)
+    full = plain.evaluate(two).error
+    # Far above any possible error: never stopped, and the same PER as without racing.
+    kept = raced.evaluate(two, stop_above=100.0)
+    assert kept.fidelity == 1.0 and kept.error == pytest.approx(full)
+    # Below any possible error: stopped at the first check, on a quarter of the set.
+    stopped = raced.evaluate(two, stop_above=-1.0)
+    assert stopped.fidelity == pytest.approx(3 / 12) and stopped.error > 0
+    assert raced.evaluate(two).fidelity == 1.0  # no hint: the whole set
+    with pytest.raises(Exception, match="racing fractions must be increasing"):
+        Racing(fractions=(0.5, 0.25))

@@ -39,7 +39,10 @@ def test_expected_improvement_matches_monte_carlo(objectives) -> None:
     estimate = monte_carlo_ehvi(mean, std, costs, front.tolist(), reference)
     assert exact == pytest.approx(estimate, abs=0.01)
     # A candidate beyond the reference in cost adds nothing.
-    assert expected_hvi(mean[:1], std[:1], np.full((1, objectives - 1), 2.0), front, reference)[0] == 0.0
+    assert (
+        expected_hvi(mean[:1], std[:1], np.full((1, objectives - 1), 2.0), front, reference)[0]
+        == 0.0
+    )
 
 
 class Compounding(AnalyticEvaluator):

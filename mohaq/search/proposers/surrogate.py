@@ -79,7 +79,9 @@ class Surrogate(AlgorithmOptions):
 
     def __post_init__(self) -> None:
         if isinstance(self.probe_choices, bool) or self.probe_choices < 0:
-            raise AlgorithmError(f"Surrogate probe_choices must be >= 0, got {self.probe_choices!r}")
+            raise AlgorithmError(
+                f"Surrogate probe_choices must be >= 0, got {self.probe_choices!r}"
+            )
         if self.pool < 10:
             raise AlgorithmError(f"Surrogate pool must be >= 10, got {self.pool!r}")
         if not 0.0 <= self.random_candidates <= 1.0:
@@ -252,7 +254,9 @@ class SurrogateProposer(Proposer):
         return table
 
     # -- the surrogate ---------------------------------------------------------------------
-    def _features(self, genes: np.ndarray, table: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _features(
+        self, genes: np.ndarray, table: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(inputs of the process, additive prediction) for gene vectors (n, G)."""
         if table is None:
             onehot = np.zeros((len(genes), genes.shape[1] * (self.top + 1)))
@@ -363,9 +367,13 @@ class SurrogateProposer(Proposer):
                         neighbour = list(outcome.genes)
                         neighbour[gene] = value
                         candidates[tuple(neighbour)] = None
-        wanted_random = max(int(options.random_candidates * options.pool), options.pool - len(candidates))
+        wanted_random = max(
+            int(options.random_candidates * options.pool), options.pool - len(candidates)
+        )
         for _ in range(wanted_random):
-            candidates[as_genes(self.rng.integers(self.top + 1, size=self.context.num_genes))] = None
+            candidates[as_genes(self.rng.integers(self.top + 1, size=self.context.num_genes))] = (
+                None
+            )
         pool = []
         for genes in candidates:
             if not problem.is_feasible(genes):
