@@ -7,8 +7,8 @@ from test_search_fakes import FakeCostModel, fake_search, fake_workload
 from mohaq.search import AlgorithmError, ResumeError, SearchConfigError, compare_hypervolumes
 from mohaq.search.evaluators import AnalyticEvaluator, BuiltEvaluator
 from mohaq.search.pareto import dominates, hypervolume
-from mohaq.search.records import EvaluationLog
 from mohaq.search.proposers.surrogate import Surrogate
+from mohaq.search.records import EvaluationLog
 from mohaq.search.run import default_callbacks
 
 SMALL_NSGA2 = {"class_path": "NSGA2", "init_args": {"population": 10, "offspring": 4}}
