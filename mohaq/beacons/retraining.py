@@ -45,6 +45,7 @@ from typing import Any
 from mohaq.beacons.settings import DEFAULT_RETRAIN_EPOCHS
 from mohaq.beacons.store import TENSORBOARD, Beacon, BeaconStore
 from mohaq.search.evaluators import import_object, import_path, init_arguments
+from mohaq.search.executors import gpu_count
 from mohaq.search.records import write_json_atomic
 
 RESULT = "last_result.json"
@@ -266,15 +267,6 @@ def write_job(job: RetrainJob, path: str | Path | None = None) -> Path:
     return path
 
 
-def _gpu_count() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:  # pragma: no cover - torch without a CUDA runtime
-        return 0
-
-
 class _Finished:
     """An in-process retraining, already run when created."""
 
@@ -360,7 +352,7 @@ class RetrainingRunner:
             )
         self.store = store
         self.spec = spec
-        self.gpus = _gpu_count()
+        self.gpus = gpu_count()
         self.processes = processes if processes is not None else max(1, self.gpus)
         self.max_attempts = max_attempts
         self.retrain_fn = retrain_fn

@@ -11,9 +11,6 @@ from mohaq.search.proposers.surrogate import Surrogate
 from mohaq.search.records import EvaluationLog
 from mohaq.search.run import default_callbacks
 
-SMALL_NSGA2 = {"class_path": "NSGA2", "init_args": {"population": 10, "offspring": 4}}
-
-
 def small_nsga2():
     from mohaq.search import NSGA2
 
