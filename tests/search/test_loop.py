@@ -11,6 +11,7 @@ from mohaq.search.proposers.surrogate import Surrogate
 from mohaq.search.records import EvaluationLog
 from mohaq.search.run import default_callbacks
 
+
 def small_nsga2():
     from mohaq.search import NSGA2
 
