@@ -79,3 +79,35 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(0.005)
+
+
+# -- retraining fakes, picklable by reference from a module without heavy imports ------------
+def retrain_killed_from_outside(job: Any) -> dict[str, float]:
+    """A retraining process that gets SIGKILL (as from a user or the OOM killer)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}
+
+
+def retrain_crashes(job: Any) -> dict[str, float]:
+    """A retraining process that crashes by itself (segmentation fault)."""
+    os.kill(os.getpid(), signal.SIGSEGV)
+    return {}
+
+
+def retrain_sleeps(job: Any) -> dict[str, float]:
+    """Writes its pid to ``<beacon_dir>/pid``, then trains "forever"."""
+    (Path(job.beacon_dir) / "pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    return {}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (dead, not reaped by its parent) counts as dead
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
