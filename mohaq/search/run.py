@@ -57,6 +57,8 @@ class SearchResult:
         hypervolume: hypervolume of the front against ``info.reference``.
         stopped_early: why the search stopped before the budget, or None.
         files: name -> path of the outputs callbacks wrote.
+        warnings: what a reader of the report must know (callbacks may add to it
+            in ``on_search_end``; the summary and the plot show them).
     """
 
     info: SearchInfo
@@ -66,6 +68,7 @@ class SearchResult:
     hypervolume: float
     stopped_early: str | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -324,6 +327,7 @@ def search_model(
     checkpoint: str,
     resume: bool = False,
     callbacks: Sequence[SearchCallback] | None = None,
+    truncate_damaged: bool = False,
 ) -> SearchResult:
     """MOHAQ's inference-only stage: post-training quantization of a trained model.
 
@@ -334,6 +338,7 @@ def search_model(
         checkpoint: the float checkpoint (worker processes load it themselves).
         resume: continue the run in ``settings.run_dir``.
         callbacks: what sees the search (None: :func:`default_callbacks`).
+        truncate_damaged: see :func:`run_search`.
     """
     factory: EvaluatorFactory
     if isinstance(settings.executor_options, InProcess):
@@ -350,6 +355,7 @@ def search_model(
         resume=resume,
         callbacks=callbacks,
         checkpoint=checkpoint,
+        truncate_damaged=truncate_damaged,
     )
 
 
