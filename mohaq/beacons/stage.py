@@ -57,7 +57,7 @@ from mohaq.beacons.store import DONE, Beacon, BeaconStore
 from mohaq.hardware.base import CostModel
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
-from mohaq.search.callbacks import SearchCallback
+from mohaq.search.callbacks import SearchCallback, SearchInfo
 from mohaq.search.evaluators import Evaluator, PTQEvaluator, init_arguments
 from mohaq.search.executors import InProcess
 from mohaq.search.lock import RunLock
@@ -127,6 +127,17 @@ class BeaconSearchResult:
                 "interrupted ones",
                 failed,
             )
+
+
+class _ResumedDecisions(SearchCallback):
+    """On resume, tells the evaluator which beacon scored each logged record."""
+
+    def __init__(self, evaluator: BeaconAwareEvaluator) -> None:
+        self.evaluator = evaluator
+
+    def on_search_start(self, info: SearchInfo) -> None:
+        for record in info.resumed:
+            self.evaluator.remember(record)
 
 
 class _BeaconWarnings(SearchCallback):
@@ -441,7 +452,8 @@ def _run_stage(
         cost_model=cost_model,
         resume=resume,
         callbacks=[
-            _BeaconWarnings(store),  # first: the reporters see its warnings
+            _ResumedDecisions(evaluator),
+            _BeaconWarnings(store),  # before the reporters: they show its warnings
             *(default_callbacks() if callbacks is None else callbacks),
         ],
         seeds=[BitAssignment.from_dict(r.bits) for r in front],
