@@ -256,8 +256,24 @@ class EvaluationLog:
         self._syncer: _Syncer | None = None
         self._appended = 0
 
+    def read(self) -> list[EvaluationRecord]:
+        """Verified records on disk, changing nothing: for readers of a log that
+        another process may be writing (a torn last line is ignored).
+
+        Raises:
+            DamagedLogError: a damaged line (names it, and how to go on).
+        """
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        records, _, damage = self._scan(data)
+        if damage is not None:
+            raise self._damaged(data, records, *damage)
+        return records
+
     def load(self, *, truncate_damaged: bool = False) -> list[EvaluationRecord]:
-        """Verified records on disk; cuts off a partially written last line.
+        """Verified records on disk, for the run that appends next: cuts off a
+        partially written last line.
 
         Args:
             truncate_damaged: at the first damaged line, move it and everything
@@ -271,13 +287,24 @@ class EvaluationLog:
         if not self.path.exists():
             return []
         data = self.path.read_bytes()
+        records, good_end, damage = self._scan(data)
+        if damage is not None:
+            if not truncate_damaged:
+                raise self._damaged(data, records, *damage)
+            self._set_aside(data, *damage)
+        elif good_end < len(data):
+            self._cut(good_end)  # a torn last line: the write never finished
+        return records
+
+    def _scan(self, data: bytes) -> tuple[list[EvaluationRecord], int, tuple[int, int, str] | None]:
+        """Records up to the first damaged line, the end of the last complete
+        line, and the damage (line number, byte offset, reason) if any."""
         records: list[EvaluationRecord] = []
         unchecked = 0
         seen_checksum = False
         position = 0
         damage: tuple[int, int, str] | None = None
-        lines = data.split(b"\n")
-        for number, line in enumerate(lines[:-1], start=1):
+        for number, line in enumerate(data.split(b"\n")[:-1], start=1):
             start, position = position, position + len(line) + 1
             if not line.strip():
                 continue
@@ -310,29 +337,32 @@ class EvaluationLog:
                 self.path,
                 unchecked,
             )
-        if damage is not None:
-            number, offset, reason = damage
-            if not truncate_damaged:
-                after = sum(1 for line in lines[number:-1] if line.strip())
-                raise DamagedLogError(
-                    f"{self.path} line {number} (byte {offset}) is damaged: {reason}. The "
-                    f"{len(records)} records before it are intact; {after} more line(s) follow "
-                    "it. Nothing was changed. To go on from the intact records, resume with "
-                    "truncate_damaged (mohaq: --resume true --truncate_damaged true): line "
-                    f"{number} and everything after it are moved to {self.path.name}.damaged-<time> "
-                    "and evaluated again",
-                    path=self.path,
-                    line=number,
-                    offset=offset,
-                    intact=len(records),
-                )
-            self._set_aside(data, offset, number, reason)
-        elif position < len(data):
-            self._cut(position)  # a torn last line: the write never finished
-        return records
+        return records, position, damage
 
-    def _set_aside(self, data: bytes, offset: int, number: int, reason: str) -> None:
-        aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    def _damaged(
+        self, data: bytes, records: list[EvaluationRecord], number: int, offset: int, reason: str
+    ) -> DamagedLogError:
+        after = sum(1 for line in data[offset:].split(b"\n")[1:-1] if line.strip())
+        return DamagedLogError(
+            f"{self.path} line {number} (byte {offset}) is damaged: {reason}. The "
+            f"{len(records)} records before it are intact; {after} more line(s) follow "
+            "it. Nothing was changed. To go on from the intact records, resume with "
+            "truncate_damaged (mohaq: --resume true --truncate_damaged true): line "
+            f"{number} and everything after it are moved to {self.path.name}.damaged-<time> "
+            "and evaluated again",
+            path=self.path,
+            line=number,
+            offset=offset,
+            intact=len(records),
+        )
+
+    def _set_aside(self, data: bytes, number: int, offset: int, reason: str) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        count = 1
+        while aside.exists():  # never overwrite lines set aside before
+            count += 1
+            aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{count}")
         try:
             atomic_write_bytes(aside, data[offset:])
         except OSError as error:
@@ -442,7 +472,7 @@ class EvaluationLog:
                 raise  # otherwise the error already in flight says more
 
     def __iter__(self) -> Iterator[EvaluationRecord]:
-        return iter(self.load())
+        return iter(self.read())
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from mohaq.beacons.stage import BEACON_SEARCH_DIR
 from mohaq.beacons.store import DONE, BeaconStore, BeaconStoreError
 from mohaq.search.evaluators import AnalyticEvaluator
 from mohaq.search.lock import RunDirectoryInUseError, RunLock
-from mohaq.search.records import EvaluationLog
+from mohaq.search.records import DamagedLogError, EvaluationLog
 from mohaq.search.run import default_callbacks
 
 SPEC = RetrainSpec("float.ckpt", "mohaq.system.AcousticSystem", {}, "tiny_data.TinyDataModule")
@@ -199,3 +199,15 @@ def test_a_full_disk_during_the_stage_is_a_clear_error_and_resume_completes(
     assert any(b.status != DONE for b in BeaconStore(run_dir).beacons())
     assert outcome(stage(run_dir, resume=True)) == reference
     assert (run_dir / BEACON_SEARCH_DIR / "evaluations.jsonl").is_file()
+
+
+def test_a_damaged_inference_log_stops_the_stage_and_says_how_to_repair_it(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    inference_run(run_dir)
+    log = run_dir / "evaluations.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[5] = lines[5].replace(b'"feasible": ', b'"feasible":  ', 1)  # one byte more
+    log.write_bytes(b"".join(lines))
+    with pytest.raises(DamagedLogError, match=r"inference-only search's log .* is damaged at line 6.*`mohaq search --run_dir .* --resume true --truncate_damaged true`"):  # fmt: skip
+        stage(run_dir)
+    assert log.read_bytes() == b"".join(lines) and not (run_dir / "beacons").exists()

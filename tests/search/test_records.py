@@ -175,3 +175,13 @@ def test_a_failed_fsync_is_raised_in_the_writing_thread(tmp_path, monkeypatch) -
         log.sync()
     with pytest.raises(RunStorageError, match="cannot fsync"):
         log.close()
+
+
+def test_read_changes_nothing_for_readers_of_a_running_search(tmp_path) -> None:
+    write_log(tmp_path, 3)
+    with open(tmp_path / "evaluations.jsonl", "ab") as stream:
+        stream.write(b'{"index": 3, "bi')  # being written by the search
+    before = (tmp_path / "evaluations.jsonl").read_bytes()
+    assert [r.index for r in EvaluationLog(tmp_path).read()] == [0, 1, 2]
+    assert [r.index for r in EvaluationLog(tmp_path)] == [0, 1, 2]
+    assert (tmp_path / "evaluations.jsonl").read_bytes() == before
