@@ -46,6 +46,23 @@ _NO_FLOCK = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTS
 #: A takeover guard older than this was left by a process killed mid-takeover.
 _GUARD_TIMEOUT_S = 30.0
 
+#: Lock descriptors this process holds. A forked child (a DataLoader worker)
+#: shares the parent's lock through them and would keep it alive after the
+#: parent is killed: children close their copies right after the fork.
+_HELD: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
 
 class RunLockError(ResumeError):
     """A run directory whose lock cannot be taken (in use, or not writable)."""
@@ -128,6 +145,11 @@ def _in_use(directory: Path, holder: LockHolder | None, detail: str = "") -> Run
     )
     if holder is not None and holder.pid == os.getpid() and holder.is_here():
         who = f"this very process ({holder.purpose}): a run cannot be started inside another on the same directory"
+    elif holder is not None and holder.is_here() and not _pid_alive(holder.pid):
+        who = (
+            f"a child of {holder.describe()}, which has ended: the lock is released when that "
+            "child ends"
+        )
     return RunDirectoryInUseError(
         f"run directory {directory} is in use by {who}; wait for it to finish or choose "
         f"another run_dir{detail}",
@@ -203,6 +225,7 @@ class RunLock:
             os.close(fd)  # closing drops the flock
             raise _storage_error(self.directory, error) from error
         self._fd = fd
+        _HELD.add(fd)
         if previous is not None:
             self._report_takeover(previous)
         return self
@@ -235,11 +258,14 @@ class RunLock:
         """Releases the lock (emptying the record); a no-op when not held."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            _HELD.discard(fd)
             try:
                 os.ftruncate(fd, 0)
             except OSError:
                 pass  # a full or read-only disk: the record stays, the kernel lock goes
             finally:
+                # LOCK_UN first: a descriptor a child still shares would keep it.
+                fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
         if self._pid_file is not None:
             path, self._pid_file = self._pid_file, None

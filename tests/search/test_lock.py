@@ -130,3 +130,29 @@ def test_without_flock_a_holder_on_another_host_cannot_be_checked(
     with pytest.raises(RunDirectoryInUseError, match=f"once it is known to be gone, delete {path}"):
         RunLock(tmp_path, "mohaq search").acquire()
     assert path.exists()
+
+
+def child_sleeps() -> None:
+    time.sleep(60)
+
+
+def test_a_forked_child_does_not_keep_the_lock_of_a_killed_parent(tmp_path: Path) -> None:
+    """As a DataLoader worker forked by the search would, after a kill -9 of the search."""
+
+    def parent_with_a_child() -> None:
+        held = RunLock(tmp_path, "mohaq search").acquire()
+        worker = fork(child_sleeps)
+        (tmp_path / "worker").write_text(str(worker))
+        time.sleep(60)
+        held.release()
+
+    parent = fork(parent_with_a_child)
+    wait_for(lambda: (tmp_path / "worker").exists() and holder_written(tmp_path), timeout_s=20)
+    worker = int((tmp_path / "worker").read_text())
+    try:
+        os.kill(parent, signal.SIGKILL)
+        wait(parent)
+        with RunLock(tmp_path, "mohaq search --resume") as taken:  # the worker still lives
+            assert taken.took_over is not None and taken.took_over.pid == parent
+    finally:
+        os.kill(worker, signal.SIGKILL)
