@@ -30,6 +30,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.precision import MixedPrecision
+from pytorch_lightning.trainer.states import TrainerFn
 from typing_extensions import override
 
 #: Default bound on the training loss as a multiple of its first value.
@@ -140,8 +141,8 @@ class DivergenceDetector(Callback):
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.check_validation:
-            return
+        if not self.check_validation or trainer.state.fn != TrainerFn.FITTING:
+            return  # `validate` alone trains nothing: it reports what it measured
         for name, value in trainer.callback_metrics.items():
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 number = float(value)

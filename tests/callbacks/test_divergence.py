@@ -124,6 +124,15 @@ def test_a_non_finite_validation_metric_stops_before_best_is_saved(tmp_path: Pat
     assert not (tmp_path / "checkpoints" / "best.ckpt").exists()
 
 
+def test_validate_alone_reports_what_it_measures(tmp_path: Path) -> None:
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(tmp_path), callbacks=[DivergenceDetector()],
+    )  # fmt: skip
+    (metrics,) = trainer.validate(Regression(val_value=math.nan), dataloaders=data())
+    assert math.isnan(metrics["val_loss"])
+
+
 def test_arguments_are_checked_and_the_start_survives_a_checkpoint() -> None:
     with pytest.raises(
         ValueError, match="max_loss_ratio must be a finite number > 1 or None, got 0.5"
