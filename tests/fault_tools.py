@@ -94,6 +94,13 @@ def retrain_crashes(job: Any) -> dict[str, float]:
     return {}
 
 
+def retrain_killed_or_crashes(job: Any) -> dict[str, float]:
+    """Killed from outside for 8-bit ``l0.weight``, a crash otherwise."""
+    if job.bits["l0.weight"] == 8:
+        return retrain_killed_from_outside(job)
+    return retrain_crashes(job)
+
+
 def retrain_sleeps(job: Any) -> dict[str, float]:
     """Writes its pid to ``<beacon_dir>/pid``, then trains "forever"."""
     (Path(job.beacon_dir) / "pid").write_text(str(os.getpid()))

@@ -15,8 +15,7 @@ import pytorch_lightning as pl
 from fault_tools import (
     fork,
     pid_alive,
-    retrain_crashes,
-    retrain_killed_from_outside,
+    retrain_killed_or_crashes,
     retrain_sleeps,
     wait,
     wait_for,
@@ -221,18 +220,17 @@ def test_spec_drops_lightning_private_hparams() -> None:
 
 def test_killed_from_outside_is_interrupted_but_a_crash_is_a_failure(tmp_path: Path) -> None:
     store = BeaconStore(tmp_path)
-    spec = RetrainSpec("c", "a.B", {}, "a.C")
-    killed = store.add({"l0.weight": 8})
-    RetrainingRunner(store, spec, retrain_fn=retrain_killed_from_outside, poll_s=0.05).run()
-    state = store.get(killed.id)
+    killed, crashed = store.add({"l0.weight": 8}), store.add({"l0.weight": 2})
+    runner = RetrainingRunner(
+        store, RetrainSpec("c", "a.B", {}, "a.C"), processes=2, max_attempts=1,
+        retrain_fn=retrain_killed_or_crashes, poll_s=0.05,
+    )  # fmt: skip
+    result = runner.run()
+    state = result[killed.id]
     # Not retried in this run (the out-of-memory killer would kill it again), no attempt used.
     assert (state.status, state.attempts, state.errors) == (INTERRUPTED, 0, [])
     assert "stopped by SIGKILL from outside the beacon stage" in state.interruptions[0]
-
-    crashed = store.add({"l0.weight": 2})
-    result = RetrainingRunner(
-        store, spec, max_attempts=1, retrain_fn=retrain_crashes, poll_s=0.05
-    ).run([crashed.id])
+    # A crash is the retraining's own failure: its attempt counts.
     assert result[crashed.id].status == FAILED and result[crashed.id].attempts == 1
     assert result[crashed.id].errors == ["the retraining process crashed (SIGSEGV)"]
 
