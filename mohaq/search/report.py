@@ -288,7 +288,7 @@ def compare_hypervolumes(
     ref = list(reference) if reference is not None else stored[0].problem["reference"]
     out: dict[str, Any] = {"reference": ref, "objectives": objectives[0]}
     for key, run, setting in (("a", run_a, stored[0]), ("b", run_b, stored[1])):
-        records = EvaluationLog(run).load()
+        records = EvaluationLog(run).read()  # a reader: never cuts a running search's log
         front = front_of(records)
         out[key] = {
             "run_dir": str(run),
