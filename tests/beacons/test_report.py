@@ -55,3 +55,14 @@ def test_beacons_not_retrained_are_marked_in_the_summary_and_every_panel(tmp_pat
     text = summary.read_text()
     assert text.index("## Beacons that were not retrained") < text.index("## Settings")
     assert "- **b001 failed after 2 attempt(s): TrainingDivergedError: x**" in text
+
+
+def test_the_continued_search_plot_carries_the_warnings() -> None:
+    from mohaq.search.report import pareto_figure
+
+    records = [record(0, 16, 0.1), record(1, 8, 0.2)]
+    figure = pareto_figure(records, records, ("error", "speedup"), ["beacon b001 failed", "x"])
+    try:
+        assert figure.get_suptitle() == "warning: beacon b001 failed (+1 more)"
+    finally:
+        plt.close(figure)
