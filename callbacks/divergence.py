@@ -126,9 +126,11 @@ class DivergenceDetector(Callback):
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if not grads:
             return
-        norm = torch.nn.utils.get_total_norm(grads)
-        if torch.isfinite(norm):
+        # One reduction and one device sync per step (torch>=2.1 has no get_total_norm).
+        norms = torch.stack([torch.linalg.vector_norm(g.detach()).float() for g in grads])
+        if torch.isfinite(norms).all():
             return
+        norm = norms.norm()
         bad = next(
             (n for n, p in pl_module.named_parameters()
              if p.grad is not None and not torch.isfinite(p.grad).all()),
