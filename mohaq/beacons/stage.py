@@ -406,6 +406,7 @@ def _run_stage(
             learning_rate=beacon.retrain_lr,
             accelerator=beacon.accelerator,
             trainer_kwargs=dict(beacon.retrain_trainer_kwargs),
+            max_loss_ratio=beacon.retrain_max_loss_ratio,
         )
     runner = RetrainingRunner(
         store,

@@ -255,3 +255,16 @@ def test_a_retraining_dies_with_a_killed_stage(tmp_path: Path) -> None:
     finally:
         if pid_alive(retraining):  # the test failed: leave no orphan behind
             os.kill(retraining, signal.SIGKILL)
+
+
+def test_the_divergence_bound_is_one_number_across_settings_spec_and_callback() -> None:
+    from mohaq.beacons.selection import BeaconConfigError
+    from mohaq.beacons.settings import DEFAULT_MAX_LOSS_RATIO, BeaconSettings
+    from mohaq.callbacks import divergence
+
+    assert DEFAULT_MAX_LOSS_RATIO == divergence.DEFAULT_MAX_LOSS_RATIO
+    assert RetrainSpec("c", "a.B", {}, "a.C").max_loss_ratio == DEFAULT_MAX_LOSS_RATIO
+    with pytest.raises(
+        BeaconConfigError, match=r"retrain_max_loss_ratio must be > 1 or null, got 0.5"
+    ):
+        BeaconSettings(retrain_max_loss_ratio=0.5)
