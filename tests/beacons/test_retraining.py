@@ -268,3 +268,25 @@ def test_the_divergence_bound_is_one_number_across_settings_spec_and_callback() 
         BeaconConfigError, match=r"retrain_max_loss_ratio must be > 1 or null, got 0.5"
     ):
         BeaconSettings(retrain_max_loss_ratio=0.5)
+
+
+def presses_ctrl_c(job: RetrainJob) -> dict[str, float]:
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_an_in_process_retraining_stops_the_stage_without_using_an_attempt(
+    tmp_path: Path,
+) -> None:
+    store = BeaconStore(tmp_path)
+    beacon = store.add({"l0.weight": 4})
+    runner = RetrainingRunner(
+        store, RetrainSpec("c", "a.B", {}, "a.C"), retrain_fn=presses_ctrl_c, in_process=True
+    )
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    state = store.get(beacon.id)
+    assert (state.status, state.attempts, state.errors) == (INTERRUPTED, 0, [])
+    assert state.interruptions == [
+        "the beacon stage stopped (KeyboardInterrupt) during the retraining"
+    ]
+    assert not (store.directory(beacon.id) / "last_error.txt").exists()
