@@ -19,8 +19,10 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from mohaq.beacons import BeaconConfigError, BeaconSettings, beacon_search_settings
+from mohaq.callbacks.divergence import DivergenceDetector
 from mohaq.datamodules.timit import TIMITDataModule
 from mohaq.quant.assignment import BitAssignment
+from mohaq.search.lock import ensure_free
 from mohaq.search.settings import SearchSettings, split_settings, takes_settings
 from mohaq.system import AcousticSystem
 
@@ -86,6 +88,7 @@ class MohaqTrainer(pl.Trainer):
         datamodule: TIMITDataModule,
         checkpoint: str,
         resume: bool = False,
+        truncate_damaged: bool = False,
         **settings: Any,
     ) -> Any:
         """Search per-point precisions for the Pareto front of error and hardware cost.
@@ -95,11 +98,14 @@ class MohaqTrainer(pl.Trainer):
             datamodule: the data (optimization set for the search, test set for the front).
             checkpoint: the trained float checkpoint.
             resume: continue an interrupted run in ``run_dir``.
+            truncate_damaged: with resume, move a damaged part of the evaluation log
+                aside and evaluate it again (otherwise a damaged log stops the run).
         """
         from mohaq.search import search_model
         from mohaq.search.run import default_callbacks
 
         search_settings = SearchSettings(**settings)
+        ensure_free(search_settings.run_dir)  # before the long loading
         _load_for_search(model, datamodule, checkpoint)
         result = search_model(
             search_settings,
@@ -108,6 +114,7 @@ class MohaqTrainer(pl.Trainer):
             checkpoint=checkpoint,
             resume=resume,
             callbacks=default_callbacks(tensorboard=self._tensorboard()),
+            truncate_damaged=truncate_damaged,
         )
         print(f"search report: {Path(search_settings.run_dir).resolve() / 'summary.md'}")
         return result
@@ -119,6 +126,8 @@ class MohaqTrainer(pl.Trainer):
         datamodule: TIMITDataModule,
         checkpoint: str | None = None,
         resume: bool = False,
+        truncate_damaged: bool = False,
+        strict: bool = False,
         **settings: Any,
     ) -> Any:
         """Refine a search with retrained beacons (MOHAQ's beacon-based stage).
@@ -131,7 +140,11 @@ class MohaqTrainer(pl.Trainer):
             model: the model config; the float weights come from the search's checkpoint.
             datamodule: the data of the inference-only search.
             checkpoint: the float checkpoint (default: the one the search scored).
-            resume: reuse finished beacons and evaluations after a crash.
+            resume: reuse finished beacons and evaluations after a crash; retrain
+                interrupted beacons.
+            truncate_damaged: with resume, move a damaged part of the beacon-aware
+                search's log aside and evaluate it again.
+            strict: fail (non-zero exit) when a beacon was not retrained in the end.
         """
         from mohaq.beacons import run_beacon_stage
         from mohaq.search.run import default_callbacks
@@ -140,6 +153,7 @@ class MohaqTrainer(pl.Trainer):
         beacon_settings = BeaconSettings(**split_settings(settings, BeaconSettings))
         run_dir = overrides.pop("run_dir", None) or SearchSettings.run_dir
         stored, _ = beacon_search_settings(run_dir, overrides)  # refuse contradictions first
+        ensure_free(run_dir)
         checkpoint = checkpoint or stored.checkpoint
         if checkpoint is None:
             raise BeaconConfigError(
@@ -155,8 +169,18 @@ class MohaqTrainer(pl.Trainer):
             checkpoint=checkpoint,
             resume=resume,
             callbacks=default_callbacks(tensorboard=self._tensorboard()),
+            truncate_damaged=truncate_damaged,
         )
         print(f"beacon report: {Path(run_dir).resolve() / 'beacon_summary.md'}")
+        failed = result.failed_beacons
+        if failed:
+            from mohaq.beacons.report import beacon_problems
+
+            print(f"WARNING: {len(failed)} of {len(result.beacons)} beacons were not retrained:")
+            for line in beacon_problems(failed):
+                print(f"  - {line}")
+        if strict:
+            result.raise_for_failures()
         return result
 
     def _tensorboard(self) -> Any:
@@ -181,6 +205,9 @@ class MohaqCLI(LightningCLI):
         parser.link_arguments("data.num_features", "model.num_features", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.scoring_map", "model.scoring_map", apply_on="instantiate")
+        # Always on (``--divergence.max_loss_ratio`` tunes it): a diverging fit
+        # stops with TrainingDivergedError before any checkpoint of it is saved.
+        parser.add_lightning_class_args(DivergenceDetector, "divergence")
 
 
 def build_cli(args: Sequence[str] | None = None) -> MohaqCLI:

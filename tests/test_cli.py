@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,8 @@ import torch
 from test_timit_corpus import write_small_corpus
 
 from mohaq.cli import build_cli as main
+from mohaq.search.lock import RunLock
+from mohaq.search.records import ResumeError
 from mohaq.system import BIT_ASSIGNMENT_KEY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +104,10 @@ def test_search_subcommand_writes_the_report_and_rejects_a_mismatched_checkpoint
     assert not (workdir / "other").exists()
 
 
-def test_beacons_subcommand_continues_the_stored_search(workdir: Path) -> None:
+def test_beacons_subcommand_continues_the_stored_search(
+    workdir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from mohaq.beacons import BeaconsFailedError
     from mohaq.search import SearchConfigError
 
     main(["fit", *_common(workdir), "--trainer.max_epochs", "1"])
@@ -121,13 +129,57 @@ def test_beacons_subcommand_continues_the_stored_search(workdir: Path) -> None:
     ):
         main([*beacons, "--platform", "silago"])
     assert not (workdir / "search" / "beacons").exists()
-    main(beacons)  # the checkpoint, platform and objectives come from the search
+    # The checkpoint, platform and objectives come from the search. A retraining
+    # that diverges is a failed attempt; --strict makes a beacon that failed for
+    # good an error, after the reports are written.
+    diverging = [
+        "--retrain_lr", "1e12", "--max_attempts", "1", "--strict", "true",
+        "--retrain_trainer_kwargs", "{limit_train_batches: 2, limit_val_batches: 1}",
+    ]  # fmt: skip
+    with pytest.raises(
+        BeaconsFailedError, match="b000 failed after 1 attempt.*TrainingDivergedError"
+    ):
+        main([*beacons, *diverging])
+    assert "WARNING: 1 of 1 beacons were not retrained" in capsys.readouterr().out
     summary = (workdir / "search" / "beacon_summary.md").read_text()
-    assert "b000" in summary
+    assert "## Beacons that were not retrained" in summary and "training diverged" in summary
+    search_summary = (workdir / "search" / "beacon_search" / "summary.md").read_text()
+    assert "## Warnings" in search_summary and "beacon b000 failed" in search_summary
     assert (
         len((workdir / "search" / "beacon_search" / "evaluations.jsonl").read_text().splitlines())
         == 6
     )
+    # A fresh start would mix with the stored stage: refused. Resuming with one
+    # more attempt and a sane rate retrains the beacon.
+    with pytest.raises(ResumeError, match="already holds a beacon stage.*--resume true"):
+        main(beacons)
+    main([*beacons, "--resume", "true", "--max_attempts", "2", "--strict", "true"])
+    summary = (workdir / "search" / "beacon_summary.md").read_text()
+    assert "b000" in summary and "not retrained" not in summary
+
+
+def test_a_diverging_fit_fails_and_saves_no_checkpoint(workdir: Path) -> None:
+    from mohaq.callbacks.divergence import TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError, match="training diverged at epoch 0, step 1"):
+        main(["fit", *_common(workdir), "--trainer.max_epochs", "1", "--model.learning_rate", "1e12"])  # fmt: skip
+    assert not list((workdir / "runs" / "quickstart").rglob("*.ckpt"))
+
+
+def test_a_run_directory_in_use_exits_non_zero_naming_the_holder(tmp_path: Path) -> None:
+    """The `mohaq` console script, in its own process, on a directory this test holds."""
+    run_dir = tmp_path / "search"
+    command = [
+        sys.executable, "-c", "import sys; from mohaq.cli import main; sys.exit(main())",
+        "search", "-c", QUICKSTART, "--checkpoint", "never-loaded.ckpt", "--run_dir", str(run_dir),
+    ]  # fmt: skip
+    with RunLock(run_dir, "mohaq search"):
+        completed = subprocess.run(
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=600
+        )
+    assert completed.returncode != 0
+    assert "RunDirectoryInUseError" in completed.stderr
+    assert f"in use by mohaq search (pid {os.getpid()} on host" in completed.stderr
 
 
 def test_search_options_come_typed_from_the_settings_dataclasses() -> None:

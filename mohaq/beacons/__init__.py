@@ -13,6 +13,7 @@ from mohaq.beacons.settings import BeaconSettings
 from mohaq.beacons.stage import (
     BeaconParts,
     BeaconSearchResult,
+    BeaconsFailedError,
     beacon_search_settings,
     run_beacon_stage,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "BeaconParts",
     "BeaconSearchResult",
     "BeaconSettings",
+    "BeaconsFailedError",
     "beacon_search_settings",
     "run_beacon_stage",
 ]

@@ -39,6 +39,7 @@ from mohaq.search.evaluators import (
     PTQEvaluator,
     check_split,
 )
+from mohaq.search.records import EvaluationRecord
 
 BitsKey = tuple[tuple[str, int], ...]
 
@@ -157,6 +158,19 @@ class BeaconAwareEvaluator:
         if result is None or result.status != DONE:
             return None
         return beacon.id, 0.0
+
+    def remember(self, record: EvaluationRecord) -> None:
+        """Takes the beacon decision of a record evaluated before a resume, so the
+        test re-score uses the beacon the record was scored with (a beacon created
+        later may be nearer)."""
+        beacon_id = (
+            record.evaluator.split(":", 1)[1] if record.evaluator.startswith("beacon:") else None
+        )
+        self._decisions[bits_key(record.bits)] = (
+            None
+            if beacon_id is None
+            else (beacon_id, float(record.extras.get("beacon_distance", 0.0)))
+        )
 
     # -- scoring -------------------------------------------------------------------------
     def _inference_error(self, assignment: BitAssignment, split: str) -> float:

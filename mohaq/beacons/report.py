@@ -7,7 +7,9 @@ beacon front reaches at equal or better cost (every cost objective no worse),
 both gains and the reduction of the gain (percentage points), as MOHAQ
 reports it; plus the hypervolume of both fronts against one reference point.
 Each beacon's training curves are in its retraining run's TensorBoard folder
-(``beacons/<id>/tensorboard``).
+(``beacons/<id>/tensorboard``). Beacons that were not retrained (failed for
+good, or interrupted) get their own section at the top of the summary and a red
+cross with their id and status in every panel of the plot.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mohaq.beacons.store import Beacon, BeaconStore
+from mohaq.beacons.store import DONE, INTERRUPTED, Beacon, BeaconStore
 from mohaq.search.objectives import ERROR
 from mohaq.search.pareto import hypervolume
 from mohaq.search.records import EvaluationRecord
@@ -59,6 +61,26 @@ class FrontComparison:
     def max_reduction(self) -> float | None:
         reductions = [r.reduction for r in self.rows if r.reduction is not None]
         return max(reductions) if reductions else None
+
+
+def beacon_problems(beacons: Sequence[Beacon]) -> list[str]:
+    """One line per beacon that was not retrained: id, status, attempts and why."""
+    lines = []
+    for beacon in beacons:
+        if beacon.status == DONE:
+            continue
+        if beacon.status == INTERRUPTED:
+            what = (
+                f"{beacon.id} was interrupted ({beacon.last_problem}); resume the stage "
+                "(--resume true) to retrain it"
+            )
+        else:
+            what = (
+                f"{beacon.id} {beacon.status} after {beacon.attempts} attempt(s): "
+                f"{beacon.last_problem or 'no error recorded'}"
+            )
+        lines.append(what)
+    return lines
 
 
 def _cost_indices(objectives: Sequence[str]) -> list[int]:
@@ -103,10 +125,15 @@ def compare_fronts(
     )
 
 
-def fronts_figure(comparison: FrontComparison, beacons: Sequence[Beacon]) -> Any:
+def fronts_figure(
+    comparison: FrontComparison,
+    beacons: Sequence[Beacon],
+    records: Sequence[EvaluationRecord] = (),
+) -> Any:
     """Error against each cost objective: the inference-only front, the
-    beacon-based front, the beacons (at their inference-only error) and the
-    float error."""
+    beacon-based front, the beacons (at their inference-only error), beacons
+    that were not retrained (a red cross at their record in ``records``) and
+    the float error."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,14 +179,41 @@ def fronts_figure(comparison: FrontComparison, beacons: Sequence[Beacon]) -> Any
             axis.annotate(beacon.id, (record.objectives[cost], 100 * record.error), fontsize=8,
                           xytext=(5, 5), textcoords="offset points")  # fmt: skip
             marked = True
+        _mark_problems(axis, cost, beacons, records)
         axis.axhline(100 * comparison.float_error, color="gray", linestyle="--", linewidth=1,
                      label="float")  # fmt: skip
         axis.set_xlabel(cost)
         axis.set_ylabel("error on the optimization set (%)")
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
+    problems = beacon_problems(beacons)
+    if problems:
+        figure.suptitle(
+            f"{len(problems)} beacon(s) not retrained: "
+            + ", ".join(f"{b.id} ({b.status})" for b in beacons if b.status != DONE),
+            color="tab:red",
+            fontsize=10,
+        )
     figure.tight_layout()
     return figure
+
+
+def _mark_problems(
+    axis: Any, cost: str, beacons: Sequence[Beacon], records: Sequence[EvaluationRecord]
+) -> None:
+    """A red cross with id and status where each beacon that was not retrained was evaluated."""
+    by_bits = {tuple(sorted(r.bits.items())): r for r in records}
+    marked = False
+    for beacon in beacons:
+        record = by_bits.get(tuple(sorted(beacon.bits.items())))
+        if beacon.status == DONE or record is None:
+            continue
+        x, y = record.objectives[cost], 100 * record.error
+        axis.scatter([x], [y], marker="X", s=120, color="tab:red", zorder=6,
+                     label=None if marked else "beacon not retrained")  # fmt: skip
+        axis.annotate(f"{beacon.id} {beacon.status}", (x, y), fontsize=8, color="tab:red",
+                      xytext=(5, -12), textcoords="offset points")  # fmt: skip
+        marked = True
 
 
 def _pp(value: float | None) -> str:
@@ -177,9 +231,21 @@ def write_beacon_summary(
     costs = [o for o in comparison.objectives if o != ERROR]
     ref = dict(zip(comparison.objectives, [round(x, 6) for x in comparison.reference], strict=True))
     best = comparison.max_reduction
+    problems = beacon_problems(beacons)
+    warning = []
+    if problems:
+        warning = [
+            "## Beacons that were not retrained",
+            "",
+            "Candidates near them kept their inference-only error.",
+            "",
+            *[f"- **{line}**" for line in problems],
+            "",
+        ]
     lines = [
         "# MOHAQ beacon-based search",
         "",
+        *warning,
         "## Settings",
         "",
         *[f"- {key}: {value}" for key, value in settings.items()],
@@ -239,10 +305,11 @@ def write_beacon_summary(
             "origin",
             "status",
             "attempts",
+            "interruptions",
             "bits",
             "source error",
             "val/per after QAT",
-            "last error",
+            "last error or interruption",
         ]
     ]
     for beacon in beacons:
@@ -254,10 +321,11 @@ def write_beacon_summary(
                 beacon.origin,
                 beacon.status,
                 str(beacon.attempts),
+                str(len(beacon.interruptions)),
                 " ".join(str(v) for v in beacon.bits.values()),
                 source,
                 "" if per is None else f"{100 * per:.2f}%",
-                (beacon.errors[-1][:80] if beacon.errors else "").replace("|", "/"),
+                beacon.last_problem[:80].replace("|", "/"),
             ]
         )
     lines += [
@@ -279,8 +347,12 @@ def write_beacon_report(
     *,
     settings: dict[str, Any],
     files: dict[str, Path] | None = None,
+    records: Sequence[EvaluationRecord] = (),
 ) -> dict[str, Path]:
-    """Writes ``fronts.png`` and ``beacon_summary.md`` into ``run_dir``; returns all files."""
+    """Writes ``fronts.png`` and ``beacon_summary.md`` into ``run_dir``; returns all files.
+
+    ``records`` (both stages' evaluations) place beacons that were not retrained in the plot.
+    """
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
@@ -289,7 +361,7 @@ def write_beacon_report(
     out["fronts_png"] = run_dir / FRONTS_PNG
     out["beacon_summary"] = run_dir / BEACON_SUMMARY
     out["beacons"] = BeaconStore(run_dir).root
-    figure = fronts_figure(comparison, beacons)
+    figure = fronts_figure(comparison, beacons, records)
     figure.savefig(out["fronts_png"], dpi=120)
     plt.close(figure)
     write_beacon_summary(out["beacon_summary"], comparison, beacons, settings=settings, files=out)

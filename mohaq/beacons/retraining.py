@@ -14,9 +14,13 @@ process would re-run the whole search (see ECOSYSTEM.md). So:
   and writes ``weights.ckpt`` atomically.
 * :class:`RetrainingRunner` runs several at once: one ``spawn`` process per
   beacon, at most ``processes`` at a time; with GPUs each process sees one GPU
-  (``CUDA_VISIBLE_DEVICES``), on CPU the cores are split between them. Failed or
-  killed retrainings are recorded in the :class:`~mohaq.beacons.store.BeaconStore`
-  and retried up to ``max_attempts``; they never raise into the search.
+  (``CUDA_VISIBLE_DEVICES``), on CPU the cores are split between them. Failed
+  retrainings are recorded in the :class:`~mohaq.beacons.store.BeaconStore`
+  and retried up to ``max_attempts``; they never raise into the search. A
+  retraining stopped from outside is recorded as interrupted (its attempt does
+  not count) and retrained when the stage runs again (``--resume``). On Linux
+  a retraining process dies with the stage (``PR_SET_PDEATHSIG``): a killed
+  stage leaves no orphan training into its folders.
 * DDP for one beacon over N devices (``ddp_devices=N``): the runner writes the
   job to ``beacons/<id>/job.json`` and runs it as its own command line::
 
@@ -30,9 +34,12 @@ process would re-run the whole search (see ECOSYSTEM.md). So:
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,8 +49,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mohaq.beacons.settings import DEFAULT_RETRAIN_EPOCHS
-from mohaq.beacons.store import TENSORBOARD, Beacon, BeaconStore
+from mohaq.beacons.settings import DEFAULT_MAX_LOSS_RATIO, DEFAULT_RETRAIN_EPOCHS
+from mohaq.beacons.store import FAILED, RUNNING, TENSORBOARD, Beacon, BeaconStore
 from mohaq.search.evaluators import import_object, import_path, init_arguments
 from mohaq.search.executors import gpu_count
 from mohaq.search.records import write_json_atomic
@@ -51,6 +58,13 @@ from mohaq.search.records import write_json_atomic
 RESULT = "last_result.json"
 ERROR = "last_error.txt"
 JOB = "job.json"
+#: Exit status of a retraining process stopped by Ctrl-C (SIGINT): an interruption.
+INTERRUPTED_EXIT = 75
+#: Signals that stop a process from outside (a user, a job scheduler, the
+#: out-of-memory killer); a process ending on another signal crashed by itself.
+OUTSIDE_SIGNALS = frozenset(
+    {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
+)
 
 #: Default retraining rate as a fraction of the float model's own learning rate.
 DEFAULT_LR_FRACTION = 0.1
@@ -81,6 +95,9 @@ class RetrainSpec:
         seed: ``seed_everything`` seed.
         trainer_kwargs: extra Trainer arguments (e.g. ``limit_train_batches``,
             ``gradient_clip_val``).
+        max_loss_ratio: the retraining diverged (and fails) when its training loss
+            exceeds this multiple of its start; None: only non-finite values
+            (see :class:`~mohaq.callbacks.divergence.DivergenceDetector`).
     """
 
     checkpoint_path: str
@@ -97,6 +114,7 @@ class RetrainSpec:
     strategy: str = "auto"
     seed: int = 0
     trainer_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    max_loss_ratio: float | None = DEFAULT_MAX_LOSS_RATIO
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -129,17 +147,28 @@ class RetrainSpec:
 
 @dataclass(frozen=True)
 class RetrainJob:
-    """One attempt at retraining one beacon."""
+    """One attempt at retraining one beacon.
+
+    Attributes:
+        attempt: the attempt number (interrupted attempts do not count).
+        restart: how many retrainings of this beacon were interrupted before.
+    """
 
     spec: RetrainSpec
     beacon_id: str
     bits: Mapping[str, int]
     beacon_dir: str
     attempt: int = 1
+    restart: int = 0
 
     @property
     def weights_path(self) -> Path:
         return Path(self.beacon_dir) / "weights.ckpt"
+
+    @property
+    def version(self) -> str:
+        """The TensorBoard version (folder) of this retraining."""
+        return f"attempt_{self.attempt}" + (f"_restart_{self.restart}" if self.restart else "")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,6 +181,7 @@ class RetrainJob:
             bits={str(k): int(v) for k, v in dict(data["bits"]).items()},
             beacon_dir=str(data["beacon_dir"]),
             attempt=int(data.get("attempt", 1)),
+            restart=int(data.get("restart", 0)),
         )
 
 
@@ -165,6 +195,7 @@ def retrain_beacon(job: RetrainJob) -> dict[str, float]:
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from mohaq.callbacks.divergence import DivergenceDetector
     from mohaq.callbacks.qat import QuantizationAwareTraining
 
     spec = job.spec
@@ -179,7 +210,7 @@ def retrain_beacon(job: RetrainJob) -> dict[str, float]:
     logger = TensorBoardLogger(
         save_dir=str(beacon_dir),
         name=TENSORBOARD,
-        version=f"attempt_{job.attempt}",
+        version=job.version,
         default_hp_metric=False,
     )
     callback = QuantizationAwareTraining(
@@ -201,7 +232,9 @@ def retrain_beacon(job: RetrainJob) -> dict[str, float]:
         devices=spec.devices,
         strategy=spec.strategy,
         logger=logger,
-        callbacks=[callback],
+        # A diverged retraining raises (a failed attempt with that reason) and
+        # writes no weights.
+        callbacks=[callback, DivergenceDetector(max_loss_ratio=spec.max_loss_ratio)],
         default_root_dir=str(beacon_dir),
         **trainer_kwargs,
     )
@@ -246,6 +279,9 @@ def run_job(
     directory = Path(job.beacon_dir)
     try:
         metrics = dict(retrain_fn(job))
+    except KeyboardInterrupt as error:
+        # Ctrl-C reaches every process of the terminal: an interruption, not a failure.
+        raise SystemExit(INTERRUPTED_EXIT) from error
     except BaseException as error:
         if _is_rank_zero():
             (directory / ERROR).write_text(
@@ -254,6 +290,32 @@ def run_job(
         raise SystemExit(1) from error
     if _is_rank_zero():
         write_json_atomic(directory / RESULT, {k: float(v) for k, v in metrics.items()})
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this process when the stage that started it dies (even by
+    SIGKILL), so a killed stage leaves no orphan retraining behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no usable libc
+        return
+    if os.getppid() != parent:  # the stage died before the request took effect
+        os._exit(INTERRUPTED_EXIT)
+
+
+def child_main(
+    retrain_fn: Callable[[RetrainJob], Mapping[str, float]],
+    job: RetrainJob,
+    gpu: int | None,
+    threads: int | None,
+    parent: int,
+) -> None:
+    """Entry point of a spawned retraining process."""
+    _die_with_parent(parent)
+    run_job(retrain_fn, job, gpu, threads)
 
 
 def ddp_command(job_file: str | Path) -> list[str]:
@@ -277,6 +339,8 @@ class _Finished:
             run_job(retrain_fn, job)
             self.exitcode = 0
         except SystemExit as stop:
+            if isinstance(stop.__cause__, KeyboardInterrupt):
+                raise stop.__cause__ from None  # Ctrl-C stops the stage itself
             self.exitcode = int(stop.code or 0)
 
     def kill(self) -> None:
@@ -371,6 +435,7 @@ class RetrainingRunner:
             bits=dict(beacon.bits),
             beacon_dir=str(self.store.directory(beacon.id)),
             attempt=beacon.attempts,
+            restart=len(beacon.interruptions),
         )
 
     def _start(self, beacon_id: str, slot: int) -> _Handle:
@@ -387,14 +452,16 @@ class RetrainingRunner:
         threads = None if self.gpus else max(1, (os.cpu_count() or 1) // self.processes)
         context = multiprocessing.get_context("spawn")
         process = context.Process(
-            target=run_job,
-            args=(self.retrain_fn, job, gpu, threads),
+            target=child_main,
+            args=(self.retrain_fn, job, gpu, threads, os.getpid()),
             name=f"mohaq-retrain-{beacon_id}",
         )
         process.start()
         return _Handle(process)
 
     def _finish(self, beacon_id: str, code: int | None, note: str = "") -> Beacon:
+        """Records how a retraining ended: done, failed by itself (the attempt
+        counts) or stopped from outside (interrupted: it does not)."""
         directory = self.store.directory(beacon_id)
         result, error = directory / RESULT, directory / ERROR
         if code == 0 and result.exists():
@@ -403,17 +470,59 @@ class RetrainingRunner:
             message = error.read_text(encoding="utf-8").strip().splitlines()[0]
         elif note:
             message = note
+        elif code == INTERRUPTED_EXIT:
+            return self.store.mark_interrupted(
+                beacon_id, "the retraining process was interrupted (Ctrl-C)"
+            )
         elif code is not None and code < 0:
-            message = f"the retraining process was killed by signal {-code}"
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            if -code in OUTSIDE_SIGNALS:
+                return self.store.mark_interrupted(
+                    beacon_id,
+                    f"the retraining process was stopped by {name} from outside the beacon stage "
+                    "(a user, the job scheduler or the out-of-memory killer)",
+                )
+            message = f"the retraining process crashed ({name})"
         else:
             message = f"the retraining process exited with code {code} without a result"
         return self.store.mark_failed(beacon_id, message)
 
+    def _recover(self) -> None:
+        """Beacons left ``running`` by a stage that was killed: a retraining that
+        finished meanwhile is taken as it ended, any other is interrupted."""
+        for beacon in self.store.beacons():
+            if beacon.status != RUNNING:
+                continue
+            directory = self.store.directory(beacon.id)
+            try:
+                if (directory / RESULT).exists():
+                    metrics = json.loads((directory / RESULT).read_text())
+                    self.store.mark_done(beacon.id, metrics)
+                    continue
+                if (directory / ERROR).exists():
+                    self._finish(beacon.id, 1)
+                    continue
+            except (OSError, ValueError):
+                pass  # half-written by the dying process: retrain it
+            self.store.mark_interrupted(
+                beacon.id, "the beacon stage was killed during the retraining"
+            )
+
     def run(self, beacon_ids: Sequence[str] | None = None) -> dict[str, Beacon]:
-        """Retrains the beacons that need it (all, or those in ``beacon_ids``);
-        finished ones are left alone. Returns id -> final state; never raises
-        for a failed retraining."""
-        self.store.recover_interrupted()
+        """Retrains the beacons that need it (all, or those in ``beacon_ids``):
+        pending, interrupted, and failed ones with attempts left; finished ones
+        are left alone. A failure is retried at once (up to ``max_attempts``);
+        an interruption waits for the next run of the stage. Returns id -> final
+        state; never raises for a failed retraining.
+
+        Raises:
+            KeyboardInterrupt and other errors of the stage itself, after
+            stopping the running retrainings and recording them as interrupted.
+        """
+        self._recover()
         wanted = None if beacon_ids is None else set(beacon_ids)
         queue = [
             b.id
@@ -441,12 +550,15 @@ class RetrainingRunner:
                         continue
                     del running[slot]
                     beacon = self._finish(beacon_id, code, note)
-                    if beacon.status != "done" and beacon.attempts < self.max_attempts:
+                    if beacon.status == FAILED and beacon.attempts < self.max_attempts:
                         queue.append(beacon_id)
-        finally:
-            for beacon_id, handle in running.values():
+        except BaseException as error:
+            for _, handle in running.values():
                 handle.kill()
-                self.store.mark_failed(beacon_id, "interrupted: the search process stopped")
+            self.store.recover_interrupted(
+                f"the beacon stage stopped ({type(error).__name__}) during the retraining"
+            )
+            raise
         every = {b.id: b for b in self.store.beacons()}
         return {i: every[i] for i in every if wanted is None or i in wanted}
 

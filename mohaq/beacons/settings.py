@@ -13,6 +13,10 @@ from typing import Any
 
 from mohaq.beacons.selection import BeaconConfigError
 
+#: The divergence bound of retrainings (mohaq.callbacks.divergence's default,
+#: repeated so that reading the settings does not import Lightning).
+DEFAULT_MAX_LOSS_RATIO = 100.0
+
 #: MOHAQ's distance threshold was 5 or 6 precision levels.
 DEFAULT_DISTANCE_THRESHOLD = 5.0
 #: Default QAT epochs per beacon: 3 keeps the quickstart short (MOHAQ used 20).
@@ -42,6 +46,9 @@ class BeaconSettings:
         retrain_timeout_s: kill a retraining after this many seconds (recorded as failed).
         retrain_trainer_kwargs: extra Trainer arguments of the retrainings.
         retrain_in_process: retrain in the search process, one after another (debugging).
+        retrain_max_loss_ratio: a retraining whose training loss exceeds this multiple of
+            its start has diverged and fails (non-finite losses and gradients always do);
+            null: only non-finite values.
     """
 
     num_beacons: int = 4
@@ -60,6 +67,7 @@ class BeaconSettings:
     retrain_timeout_s: float | None = None
     retrain_trainer_kwargs: dict[str, Any] = field(default_factory=dict)
     retrain_in_process: bool = False
+    retrain_max_loss_ratio: float | None = DEFAULT_MAX_LOSS_RATIO
 
     def __post_init__(self) -> None:
         checks = {
@@ -74,6 +82,8 @@ class BeaconSettings:
             "retrain_lr": self.retrain_lr is None or self.retrain_lr > 0,
             "devices": self.devices is None or self.devices >= 1,
             "retrain_timeout_s": self.retrain_timeout_s is None or self.retrain_timeout_s > 0,
+            "retrain_max_loss_ratio": self.retrain_max_loss_ratio is None
+            or self.retrain_max_loss_ratio > 1,
         }
         allowed = {
             "num_beacons": ">= 0",
@@ -87,6 +97,7 @@ class BeaconSettings:
             "retrain_lr": "> 0 or null",
             "devices": ">= 1 or null",
             "retrain_timeout_s": "> 0 or null",
+            "retrain_max_loss_ratio": "> 1 or null",
         }
         for name, ok in checks.items():
             if not ok:

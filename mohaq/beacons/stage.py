@@ -12,10 +12,19 @@
    choices) is the stored search's; a contradicting value is refused.
 4. Report both fronts: ``fronts.png`` and ``beacon_summary.md`` in ``run_dir``.
 
-Restarting with ``resume=True`` reuses finished beacons, retries failed ones
-(up to ``max_attempts``) and resumes the beacon-aware search from its log. A
-beacon whose retraining keeps failing is recorded and skipped: candidates near
-it keep their inference-only error.
+Restarting with ``resume=True`` reuses finished beacons, retrains interrupted
+ones (stopped from outside: they used no attempt), retries failed ones (up to
+``max_attempts``) and resumes the beacon-aware search from its log. A beacon
+whose retraining keeps failing is recorded and skipped: candidates near it
+keep their inference-only error. Every beacon that is not retrained in the end
+is listed in :attr:`BeaconSearchResult.failed_beacons`, logged as a warning,
+and marked in ``beacon_summary.md``, ``fronts.png`` and the beacon-aware
+search's own ``summary.md`` and ``pareto.png``;
+:meth:`BeaconSearchResult.raise_for_failures` (``mohaq beacons --strict
+true``) turns that into :class:`BeaconsFailedError`.
+
+The stage holds the run directory's lock (:class:`~mohaq.search.lock.RunLock`)
+while it runs: a search resumed in the same directory meanwhile is refused.
 
 The knobs are :class:`~mohaq.beacons.settings.BeaconSettings`.
 """
@@ -23,13 +32,19 @@ The knobs are :class:`~mohaq.beacons.settings.BeaconSettings`.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mohaq.beacons.evaluator import BeaconAwareEvaluator, BeaconWeightsPTQ, bits_key
-from mohaq.beacons.report import FrontComparison, compare_fronts, write_beacon_report
+from mohaq.beacons.report import (
+    FrontComparison,
+    beacon_problems,
+    compare_fronts,
+    write_beacon_report,
+)
 from mohaq.beacons.retraining import RetrainingRunner, RetrainJob, RetrainSpec, retrain_beacon
 from mohaq.beacons.selection import (
     BeaconConfigError,
@@ -38,21 +53,43 @@ from mohaq.beacons.selection import (
     weight_point_names,
 )
 from mohaq.beacons.settings import BeaconSettings
-from mohaq.beacons.store import Beacon, BeaconStore
+from mohaq.beacons.store import DONE, Beacon, BeaconStore
 from mohaq.hardware.base import CostModel
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
-from mohaq.search.callbacks import SearchCallback
+from mohaq.search.callbacks import SearchCallback, SearchInfo
 from mohaq.search.evaluators import Evaluator, PTQEvaluator, init_arguments
 from mohaq.search.executors import InProcess
+from mohaq.search.lock import RunLock
 from mohaq.search.objectives import metric_totals, parse_constraints
-from mohaq.search.records import EvaluationLog, EvaluationRecord, ResumeError, StoredRun
+from mohaq.search.records import (
+    EVALUATIONS,
+    DamagedLogError,
+    EvaluationLog,
+    EvaluationRecord,
+    ResumeError,
+    StoredRun,
+)
 from mohaq.search.report import front_of
-from mohaq.search.run import SearchResult, resolve_cost_model, run_search
+from mohaq.search.run import SearchResult, default_callbacks, resolve_cost_model, run_search
 from mohaq.search.settings import SearchSettings, continue_settings
 from mohaq.search.space import SearchSpace
 
 BEACON_SEARCH_DIR = "beacon_search"
+
+log = logging.getLogger(__name__)
+
+
+class BeaconsFailedError(RuntimeError):
+    """Beacons that were not retrained (failed or interrupted), when that is an error.
+
+    Attributes:
+        beacons: the beacons that are not done.
+    """
+
+    def __init__(self, message: str, beacons: Sequence[Beacon]) -> None:
+        super().__init__(message)
+        self.beacons = list(beacons)
 
 
 @dataclass
@@ -72,6 +109,47 @@ class BeaconSearchResult:
     beacons: list[Beacon]
     comparison: FrontComparison
     files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def failed_beacons(self) -> list[Beacon]:
+        """Beacons not retrained in the end (failed for good, or interrupted)."""
+        return [b for b in self.beacons if b.status != DONE]
+
+    def raise_for_failures(self) -> None:
+        """Raises :class:`BeaconsFailedError` if any beacon was not retrained."""
+        failed = self.failed_beacons
+        if failed:
+            lines = "; ".join(beacon_problems(failed))
+            raise BeaconsFailedError(
+                f"{len(failed)} of {len(self.beacons)} beacons were not retrained: {lines}. "
+                f"The report in {self.run_dir} is complete without them (nearby candidates kept "
+                "their inference-only error); resume the stage (--resume true) to retrain "
+                "interrupted ones",
+                failed,
+            )
+
+
+class _ResumedDecisions(SearchCallback):
+    """On resume, tells the evaluator which beacon scored each logged record."""
+
+    def __init__(self, evaluator: BeaconAwareEvaluator) -> None:
+        self.evaluator = evaluator
+
+    def on_search_start(self, info: SearchInfo) -> None:
+        for record in info.resumed:
+            self.evaluator.remember(record)
+
+
+class _BeaconWarnings(SearchCallback):
+    """Puts the beacons that were not retrained into the beacon-aware search's
+    result, so its summary and Pareto plot mark them."""
+
+    def __init__(self, store: BeaconStore) -> None:
+        self.store = store
+
+    def on_search_end(self, result: SearchResult) -> None:
+        failed = [b for b in self.store.beacons() if b.status != DONE]
+        result.warnings.extend(f"beacon {line}" for line in beacon_problems(failed))
 
 
 @dataclass
@@ -175,6 +253,7 @@ def run_beacon_stage(
     resume: bool = False,
     parts: BeaconParts | None = None,
     callbacks: Sequence[SearchCallback] | None = None,
+    truncate_damaged: bool = False,
 ) -> BeaconSearchResult:
     """Beacon-based search after an inference-only search in ``run_dir``.
 
@@ -191,6 +270,9 @@ def run_beacon_stage(
         resume: continue an interrupted beacon stage.
         parts: parts given instead of built from the model.
         callbacks: what sees the continued search (None: progress, TensorBoard, reports).
+        truncate_damaged: on resume, move a damaged part of the beacon-aware
+            search's log aside and evaluate it again (see
+            :meth:`~mohaq.search.records.EvaluationLog.load`).
 
     Returns:
         The :class:`BeaconSearchResult`.
@@ -199,10 +281,62 @@ def run_beacon_stage(
         BeaconConfigError: invalid beacon settings, no inference-only run, or a
             checkpoint other than the search's.
         SearchConfigError: a problem setting that contradicts the stored search.
-        ObjectiveError, ResumeError: as :func:`~mohaq.search.run.run_search`.
+        ObjectiveError, ResumeError: as :func:`~mohaq.search.run.run_search`;
+            RunDirectoryInUseError when another process runs in ``run_dir``,
+            DamagedLogError for a damaged log.
     """
     run_dir = Path(run_dir)
-    inference = EvaluationLog(run_dir).load()
+    with RunLock(run_dir, "mohaq beacons"):
+        return _run_stage(
+            run_dir, beacon, search_overrides=search_overrides, system=system,
+            datamodule=datamodule, checkpoint=checkpoint, resume=resume, parts=parts,
+            callbacks=callbacks, truncate_damaged=truncate_damaged,
+        )  # fmt: skip
+
+
+def _inference_log(run_dir: Path) -> list[EvaluationRecord]:
+    """The inference-only search's records; its damage is repaired by that search."""
+    try:
+        return EvaluationLog(run_dir).load()
+    except DamagedLogError as error:
+        raise DamagedLogError(
+            f"the inference-only search's log {error.path} is damaged at line {error.line}; the "
+            "beacon stage only reads it. Repair it by resuming that search with "
+            f"`mohaq search --run_dir {run_dir} --resume true --truncate_damaged true` (the "
+            "damaged part is evaluated again), then run the beacon stage. Detail: "
+            f"{error}",
+            path=error.path,
+            line=error.line,
+            offset=error.offset,
+            intact=error.intact,
+        ) from error
+
+
+def _refuse_fresh_start(run_dir: Path, store: BeaconStore) -> None:
+    beacons = store.beacons()
+    log_path = run_dir / BEACON_SEARCH_DIR / EVALUATIONS
+    if beacons or (log_path.exists() and log_path.stat().st_size > 0):
+        raise ResumeError(
+            f"{run_dir} already holds a beacon stage ({len(beacons)} beacons in "
+            f"{store.root}); resume it (--resume true), or delete {store.root} and "
+            f"{run_dir / BEACON_SEARCH_DIR} to start it over"
+        )
+
+
+def _run_stage(
+    run_dir: Path,
+    beacon: BeaconSettings,
+    *,
+    search_overrides: Mapping[str, Any] | None,
+    system: Any,
+    datamodule: Any,
+    checkpoint: str | Path | None,
+    resume: bool,
+    parts: BeaconParts | None,
+    callbacks: Sequence[SearchCallback] | None,
+    truncate_damaged: bool,
+) -> BeaconSearchResult:
+    inference = _inference_log(run_dir)
     if not inference:
         raise BeaconConfigError(
             f"{run_dir} holds no evaluations: run the inference-only search (mohaq search) first"
@@ -239,6 +373,8 @@ def run_beacon_stage(
 
     # -- beacons: select (once) and retrain -----------------------------------------------
     store = BeaconStore(run_dir)
+    if not resume:
+        _refuse_fresh_start(run_dir, store)
     if not any(b.origin == "selected" for b in store.beacons()):
         chosen = select_beacons(
             inference,
@@ -270,6 +406,7 @@ def run_beacon_stage(
             learning_rate=beacon.retrain_lr,
             accelerator=beacon.accelerator,
             trainer_kwargs=dict(beacon.retrain_trainer_kwargs),
+            max_loss_ratio=beacon.retrain_max_loss_ratio,
         )
     runner = RetrainingRunner(
         store,
@@ -315,9 +452,14 @@ def run_beacon_stage(
         evaluator=evaluator,
         cost_model=cost_model,
         resume=resume,
-        callbacks=callbacks,
+        callbacks=[
+            _ResumedDecisions(evaluator),
+            _BeaconWarnings(store),  # before the reporters: they show its warnings
+            *(default_callbacks() if callbacks is None else callbacks),
+        ],
         seeds=[BitAssignment.from_dict(r.bits) for r in front],
         checkpoint=None if checkpoint is None else str(checkpoint),
+        truncate_damaged=truncate_damaged,
     )
 
     # -- report ---------------------------------------------------------------------------
@@ -343,12 +485,19 @@ def run_beacon_stage(
         f"{beacon.max_attempts} attempts at most",
     }
     files = write_beacon_report(
-        run_dir, comparison, settings=report_settings, files=dict(search.files)
+        run_dir,
+        comparison,
+        settings=report_settings,
+        files=dict(search.files),
+        records=[*inference, *search.records],
     )
+    beacons = store.beacons()
+    for line in beacon_problems([b for b in beacons if b.status != DONE]):
+        log.warning("beacon %s", line)
     return BeaconSearchResult(
         run_dir=run_dir,
         search=search,
-        beacons=store.beacons(),
+        beacons=beacons,
         comparison=comparison,
         files=files,
     )

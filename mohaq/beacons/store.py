@@ -10,10 +10,17 @@
 
 ``beacon.json`` is written only by the search process, always atomically
 (temporary file + rename), so a crash leaves either the old or the new
-state. Status moves ``pending -> running -> done | failed``; a ``running``
-beacon found when a store is opened again belongs to a process that died and
-is recorded as failed (the attempt counts). A finished beacon is reused after a
-restart; a failed one is retried while ``attempts < max_attempts``.
+state. Status moves ``pending -> running -> done | failed | interrupted``.
+
+A retraining that failed by itself (it raised, diverged, crashed, timed out)
+is ``failed`` and its attempt counts: it is retried while ``attempts <
+max_attempts``. One that was stopped from outside (the beacon stage was killed
+or stopped while it ran, or the retraining process got SIGKILL/SIGTERM/SIGINT)
+is ``interrupted``: the attempt does not count, the stop is recorded in
+``interruptions``, and the next run of the stage (``--resume``) retrains it.
+A ``running`` beacon found when the stage starts belongs to a stage that was
+killed: see :meth:`~mohaq.beacons.retraining.RetrainingRunner.run`. A finished
+beacon is reused after a restart.
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ WEIGHTS = "weights.ckpt"
 TENSORBOARD = "tensorboard"
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
-STATUSES = (PENDING, RUNNING, DONE, FAILED)
-INTERRUPTED = "interrupted: the retraining process ended without reporting (killed or crashed)"
+INTERRUPTED = "interrupted"
+STATUSES = (PENDING, RUNNING, DONE, FAILED, INTERRUPTED)
 
 
 class BeaconStoreError(RuntimeError):
@@ -52,9 +59,11 @@ class Beacon:
             ``"new"`` (created during the beacon-aware search).
         source_index: the evaluation it came from (-1 if none).
         source_error: that evaluation's inference-only error.
-        status: ``pending``, ``running``, ``done`` or ``failed``.
-        attempts: retraining attempts started.
+        status: ``pending``, ``running``, ``done``, ``failed`` or ``interrupted``.
+        attempts: retraining attempts that count (the running one included;
+            interrupted ones do not count).
         errors: one message per failed attempt.
+        interruptions: one message per retraining stopped from outside.
         metrics: what the finished retraining reported (validation PER, seconds, ...).
         updated: time of the last change (seconds since the epoch).
     """
@@ -68,8 +77,16 @@ class Beacon:
     status: str = PENDING
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
+    interruptions: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     updated: float = 0.0
+
+    @property
+    def last_problem(self) -> str:
+        """Why it is not done: the last error or interruption ("" when none)."""
+        if self.status == INTERRUPTED and self.interruptions:
+            return self.interruptions[-1]
+        return self.errors[-1] if self.errors else ""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Beacon:
@@ -133,8 +150,16 @@ class BeaconStore:
         if beacon.status not in STATUSES:
             raise BeaconStoreError(f"status must be one of {STATUSES}, got {beacon.status!r}")
         beacon.updated = time.time()
-        self.directory(beacon.id).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.directory(beacon.id) / BEACON_JSON, asdict(beacon))
+        path = self.directory(beacon.id) / BEACON_JSON
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, asdict(beacon))
+        except OSError as error:
+            raise BeaconStoreError(
+                f"cannot write beacon state {path}: {error.strerror or error} (errno "
+                f"{error.errno}); make room or fix the disk, then resume the beacon stage "
+                "(--resume true): finished beacons are kept"
+            ) from error
         return beacon
 
     def add(
@@ -184,19 +209,31 @@ class BeaconStore:
         beacon.errors.append(str(message))
         return self.save(beacon)
 
-    def recover_interrupted(self) -> list[str]:
-        """Records beacons left ``running`` by a dead process as failed; returns their ids."""
+    def mark_interrupted(self, beacon_id: str, message: str) -> Beacon:
+        """A retraining stopped from outside: recorded, and its attempt does not count."""
+        beacon = self.get(beacon_id)
+        if beacon.status == RUNNING:
+            beacon.attempts = max(0, beacon.attempts - 1)
+        beacon.status = INTERRUPTED
+        beacon.interruptions.append(str(message))
+        return self.save(beacon)
+
+    def recover_interrupted(
+        self, message: str = "the beacon stage was killed during the retraining"
+    ) -> list[str]:
+        """Records beacons left ``running`` by a dead stage as interrupted; returns their ids."""
         recovered = []
         for beacon in self.beacons():
             if beacon.status == RUNNING:
-                self.mark_failed(beacon.id, INTERRUPTED)
+                self.mark_interrupted(beacon.id, message)
                 recovered.append(beacon.id)
         return recovered
 
     def needs_training(self, max_attempts: int) -> list[Beacon]:
-        """Pending beacons and failed ones with attempts left."""
+        """Pending and interrupted beacons, and failed ones with attempts left."""
         return [
             b
             for b in self.beacons()
-            if b.status == PENDING or (b.status == FAILED and b.attempts < max_attempts)
+            if b.status in (PENDING, INTERRUPTED)
+            or (b.status == FAILED and b.attempts < max_attempts)
         ]

@@ -13,6 +13,7 @@ from mohaq.search.evaluators import (
     PTQEvaluatorSpec,
 )
 from mohaq.search.executors import ExecutorError, InProcess, ProcessPool, Submitit
+from mohaq.search.lock import RunDirectoryInUseError, RunLock, RunLockError
 from mohaq.search.objectives import ObjectiveError, parse_constraints
 from mohaq.search.pareto import ParetoArchive, dominates, hypervolume, non_dominated_sort
 from mohaq.search.problem import SearchProblem
@@ -26,7 +27,13 @@ from mohaq.search.proposers import (
 from mohaq.search.proposers.nevergrad_family import Nevergrad
 from mohaq.search.proposers.nsga2 import NSGA2
 from mohaq.search.proposers.random_search import RandomSearch
-from mohaq.search.records import EvaluationLog, EvaluationRecord, ResumeError
+from mohaq.search.records import (
+    DamagedLogError,
+    EvaluationLog,
+    EvaluationRecord,
+    ResumeError,
+    RunStorageError,
+)
 from mohaq.search.report import compare_hypervolumes, front_of
 from mohaq.search.run import SearchResult, run_search, search_model
 from mohaq.search.settings import DEFAULT_ALGORITHM, SearchConfigError, SearchSettings
@@ -39,6 +46,7 @@ __all__ = [
     "AlgorithmOptions",
     "AnalyticEvaluator",
     "BuiltEvaluator",
+    "DamagedLogError",
     "EvaluationLog",
     "EvaluationRecord",
     "EvaluationResult",
@@ -54,6 +62,10 @@ __all__ = [
     "Proposer",
     "RandomSearch",
     "ResumeError",
+    "RunDirectoryInUseError",
+    "RunLock",
+    "RunLockError",
+    "RunStorageError",
     "SearchCallback",
     "SearchConfigError",
     "SearchInfo",

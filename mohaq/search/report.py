@@ -72,9 +72,11 @@ def pareto_figure(
     records: Sequence[EvaluationRecord],
     front: Sequence[EvaluationRecord],
     objectives: Sequence[str],
+    warnings: Sequence[str] = (),
 ) -> Any:
     """Error against each cost objective: all evaluations faint, infeasible
-    crossed, the front highlighted, the uniform baselines labelled."""
+    crossed, the front highlighted, the uniform baselines labelled; the
+    search's warnings as a red title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,6 +136,14 @@ def pareto_figure(
         axis.set_ylabel("error on the optimization set (%)")
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
+    if warnings:
+        figure.suptitle(
+            f"warning: {warnings[0]}"
+            + (f" (+{len(warnings) - 1} more)" if len(warnings) > 1 else ""),
+            color="tab:red",
+            fontsize=9,
+            wrap=True,
+        )
     figure.tight_layout()
     return figure
 
@@ -163,9 +173,11 @@ def write_summary(path: Path, result: Any) -> None:
     )
     algorithm = settings.algorithm_options.to_dict()
     options = ", ".join(f"{k}={v}" for k, v in algorithm.items())
+    warnings = [f"- **{w}**" for w in result.warnings]
     lines = [
         "# MOHAQ search summary",
         "",
+        *(["## Warnings", "", *warnings, ""] if warnings else []),
         "## Settings",
         "",
         f"- platform: {problem['platform']}",
@@ -262,7 +274,7 @@ class ReportWriter(SearchCallback):
             result.objectives,
             result.test_errors,
         )
-        figure = pareto_figure(result.records, result.front, result.objectives)
+        figure = pareto_figure(result.records, result.front, result.objectives, result.warnings)
         figure.savefig(files["pareto_png"], dpi=120)
         plt.close(figure)
         write_summary(files["summary"], result)
@@ -285,7 +297,7 @@ def compare_hypervolumes(
     ref = list(reference) if reference is not None else stored[0].problem["reference"]
     out: dict[str, Any] = {"reference": ref, "objectives": objectives[0]}
     for key, run, setting in (("a", run_a, stored[0]), ("b", run_b, stored[1])):
-        records = EvaluationLog(run).load()
+        records = EvaluationLog(run).read()  # a reader: never cuts a running search's log
         front = front_of(records)
         out[key] = {
             "run_dir": str(run),

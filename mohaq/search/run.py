@@ -12,6 +12,7 @@ re-scored on the test set, and the callbacks write the reports.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from mohaq.quant.points import Workload
 from mohaq.search.callbacks import CallbackList, SearchCallback, SearchInfo
 from mohaq.search.evaluators import TEST, Evaluator, PTQEvaluator, PTQEvaluatorSpec, Racing
 from mohaq.search.executors import EvaluationExecutor, EvaluatorFactory, InProcess, open_executor
+from mohaq.search.lock import RunLock
 from mohaq.search.loop import CHECKPOINT_INTERVAL_S, SearchLoop
 from mohaq.search.pareto import hypervolume
 from mohaq.search.problem import SearchProblem
@@ -34,10 +36,13 @@ from mohaq.search.records import (
     ProposerCheckpoint,
     ResumeError,
     StoredRun,
+    storage_error,
     store_run,
     write_json_atomic,
 )
 from mohaq.search.settings import RESUMABLE_FIELDS, SearchConfigError, SearchSettings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,6 +57,8 @@ class SearchResult:
         hypervolume: hypervolume of the front against ``info.reference``.
         stopped_early: why the search stopped before the budget, or None.
         files: name -> path of the outputs callbacks wrote.
+        warnings: what a reader of the report must know (callbacks may add to it
+            in ``on_search_end``; the summary and the plot show them).
     """
 
     info: SearchInfo
@@ -61,6 +68,7 @@ class SearchResult:
     hypervolume: float
     stopped_early: str | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -122,20 +130,34 @@ def default_callbacks(*, progress: bool = True, tensorboard: Any = None) -> list
     return callbacks
 
 
+def _stored_test_errors(path: Path) -> dict[int, float]:
+    """The cached test errors; a damaged cache is scored again (with a warning)."""
+    if not path.exists():
+        return {}
+    try:
+        return {int(k): float(v) for k, v in json.loads(path.read_text()).items()}
+    except (ValueError, TypeError, AttributeError) as error:
+        logger.warning("%s is damaged (%s): the front is scored on the test set again", path, error)
+        return {}
+
+
 def _test_errors(
     run_dir: Path, front: Sequence[EvaluationRecord], executor: EvaluationExecutor
 ) -> dict[int, float]:
     """Test-set error of each front solution, cached in ``test_errors.json``."""
     path = run_dir / TEST_ERRORS
-    stored = (
-        {int(k): float(v) for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
-    )
+    stored = _stored_test_errors(path)
     wanted = [r for r in front if r.index not in stored]
     if wanted:
         futures = {r.index: executor.submit(r.bits, TEST) for r in wanted}
         for index, future in futures.items():
             stored[index] = float(future.result()[0].error)
-        write_json_atomic(path, {str(k): v for k, v in sorted(stored.items())})
+        try:
+            write_json_atomic(path, {str(k): v for k, v in sorted(stored.items())})
+        except OSError as error:
+            raise storage_error(
+                "write", path, error, "the evaluation log is safe: resume (--resume true)"
+            ) from error
     return {r.index: stored[r.index] for r in front}
 
 
@@ -150,6 +172,7 @@ def run_search(
     callbacks: Sequence[SearchCallback] | None = None,
     seeds: Sequence[BitAssignment] = (),
     checkpoint: str | None = None,
+    truncate_damaged: bool = False,
 ) -> SearchResult:
     """Searches per-point precisions for the Pareto front of error and hardware cost.
 
@@ -165,6 +188,8 @@ def run_search(
         seeds: assignments evaluated right after the baselines and told to the
             algorithm (a previous stage's front, for a continued search).
         checkpoint: the float checkpoint the evaluator scores (stored with the run).
+        truncate_damaged: on resume, move a damaged part of the evaluation log
+            aside and evaluate it again, instead of stopping with DamagedLogError.
 
     Returns:
         The :class:`SearchResult`.
@@ -172,7 +197,9 @@ def run_search(
     Raises:
         SearchConfigError, ObjectiveError, SearchSpaceError, AlgorithmError,
         ExecutorError: invalid settings, before any evaluation.
-        ResumeError: a run directory that does not match.
+        ResumeError: a run directory that does not match; subclasses:
+            RunDirectoryInUseError (another process runs in it), DamagedLogError
+            (a damaged evaluation log), RunStorageError (a failed write).
     """
     if (evaluator is None) == (evaluator_factory is None):
         raise SearchConfigError("give exactly one of evaluator and evaluator_factory")
@@ -207,12 +234,33 @@ def run_search(
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ResumeError(f"cannot create the run directory {run_dir}: {error}") from error
+    # Held until the search ends: a second process on this directory would
+    # interleave its records with ours.
+    with RunLock(run_dir, "mohaq search"):
+        return _run_locked(
+            settings, stored, problem, seed_genes, evaluator, evaluator_factory, resume,
+            truncate_damaged, callbacks,
+        )  # fmt: skip
+
+
+def _run_locked(
+    settings: SearchSettings,
+    stored: StoredRun,
+    problem: SearchProblem,
+    seed_genes: list[Any],
+    evaluator: Evaluator | None,
+    evaluator_factory: EvaluatorFactory | None,
+    resume: bool,
+    truncate_damaged: bool,
+    callbacks: Sequence[SearchCallback] | None,
+) -> SearchResult:
+    run_dir = Path(settings.run_dir)
     store_run(run_dir, stored, resume=resume, resumable=RESUMABLE_FIELDS)
     proposer_checkpoint = ProposerCheckpoint(run_dir)
     if not resume:
         proposer_checkpoint.path.unlink(missing_ok=True)
     log = EvaluationLog(run_dir)
-    logged = log.load() if resume else []
+    logged = log.load(truncate_damaged=truncate_damaged) if resume else []
     if [r.index for r in logged] != list(range(len(logged))):
         raise ResumeError(f"{log.path} does not hold evaluations 0, 1, 2, ... in order")
     proposer = build_proposer(
@@ -280,6 +328,7 @@ def search_model(
     checkpoint: str,
     resume: bool = False,
     callbacks: Sequence[SearchCallback] | None = None,
+    truncate_damaged: bool = False,
 ) -> SearchResult:
     """MOHAQ's inference-only stage: post-training quantization of a trained model.
 
@@ -290,6 +339,7 @@ def search_model(
         checkpoint: the float checkpoint (worker processes load it themselves).
         resume: continue the run in ``settings.run_dir``.
         callbacks: what sees the search (None: :func:`default_callbacks`).
+        truncate_damaged: see :func:`run_search`.
     """
     factory: EvaluatorFactory
     if isinstance(settings.executor_options, InProcess):
@@ -310,6 +360,7 @@ def search_model(
         resume=resume,
         callbacks=callbacks,
         checkpoint=checkpoint,
+        truncate_damaged=truncate_damaged,
     )
 
 

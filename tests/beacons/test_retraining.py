@@ -5,11 +5,21 @@ file and its command line."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+from fault_tools import (
+    fork,
+    pid_alive,
+    retrain_killed_or_crashes,
+    retrain_sleeps,
+    wait,
+    wait_for,
+)
 from tiny_data import TinyDataModule
 
 from mohaq.beacons.retraining import (
@@ -20,7 +30,7 @@ from mohaq.beacons.retraining import (
     ddp_command,
     write_job,
 )
-from mohaq.beacons.store import DONE, FAILED, BeaconStore
+from mohaq.beacons.store import DONE, FAILED, INTERRUPTED, BeaconStore
 from mohaq.quant.assignment import BitAssignment
 from mohaq.system import AcousticSystem
 
@@ -129,13 +139,38 @@ def test_killed_process_is_recorded(tmp_path: Path) -> None:
     assert result[beacon.id].errors == ["timed out after 0.5 s"]
 
 
-def test_interrupted_retraining_is_recorded_as_failed(tmp_path: Path) -> None:
+def writes_weights(job: RetrainJob) -> dict[str, float]:
+    job.weights_path.write_bytes(b"weights")
+    return {"val/per": 0.25, "restart": float(job.restart), "attempt": float(job.attempt)}
+
+
+def test_a_stage_killed_during_retraining_does_not_use_up_an_attempt(tmp_path: Path) -> None:
     store = BeaconStore(tmp_path)
-    beacon = store.add({"l0.weight": 8})
-    store.mark_running(beacon.id)  # the process died here
-    assert store.recover_interrupted() == [beacon.id]
-    state = store.get(beacon.id)
-    assert state.status == FAILED and state.attempts == 1 and "interrupted" in state.errors[0]
+    killed = store.add({"l0.weight": 8})
+    finished = store.add({"l0.weight": 4})
+    crashed = store.add({"l0.weight": 2})
+    for beacon in (killed, finished, crashed):
+        store.mark_running(beacon.id)  # the stage was killed -9 while these ran
+    # One retraining had finished as the stage died, one had failed by itself.
+    store.weights_path(finished.id).write_bytes(b"weights")
+    (store.directory(finished.id) / "last_result.json").write_text('{"val/per": 0.5}')
+    (store.directory(crashed.id) / "last_error.txt").write_text("RuntimeError: boom\n")
+    spec = RetrainSpec("c", "a.B", {}, "a.C")
+    runner = RetrainingRunner(
+        store, spec, max_attempts=1, retrain_fn=writes_weights, in_process=True
+    )
+    result = runner.run()
+    assert (result[finished.id].status, result[finished.id].metrics) == (DONE, {"val/per": 0.5})
+    assert (result[crashed.id].status, result[crashed.id].errors) == (
+        FAILED,
+        ["RuntimeError: boom"],
+    )
+    again = result[killed.id]  # interrupted, then retrained as attempt 1 (max_attempts=1)
+    assert again.status == DONE and again.attempts == 1
+    assert again.interruptions == ["the beacon stage was killed during the retraining"]
+    assert again.metrics["attempt"] == 1.0 and again.metrics["restart"] == 1.0
+    assert RetrainJob(spec, "b000", {}, ".", attempt=1, restart=1).version == "attempt_1_restart_1"
+    assert RetrainJob(spec, "b000", {}, ".", attempt=2).version == "attempt_2"
 
 
 def test_ddp_job_file_and_command_line(tmp_path: Path) -> None:
@@ -181,3 +216,77 @@ def test_spec_drops_lightning_private_hparams() -> None:
     assert spec.system_hparams["hidden_size"] == 16
     assert spec.system_class == "mohaq.system.AcousticSystem"
     assert spec.datamodule_class == "tiny_data.TinyDataModule"
+
+
+def test_killed_from_outside_is_interrupted_but_a_crash_is_a_failure(tmp_path: Path) -> None:
+    store = BeaconStore(tmp_path)
+    killed, crashed = store.add({"l0.weight": 8}), store.add({"l0.weight": 2})
+    runner = RetrainingRunner(
+        store, RetrainSpec("c", "a.B", {}, "a.C"), processes=2, max_attempts=1,
+        retrain_fn=retrain_killed_or_crashes, poll_s=0.05,
+    )  # fmt: skip
+    result = runner.run()
+    state = result[killed.id]
+    # Not retried in this run (the out-of-memory killer would kill it again), no attempt used.
+    assert (state.status, state.attempts, state.errors) == (INTERRUPTED, 0, [])
+    assert "stopped by SIGKILL from outside the beacon stage" in state.interruptions[0]
+    # A crash is the retraining's own failure: its attempt counts.
+    assert result[crashed.id].status == FAILED and result[crashed.id].attempts == 1
+    assert result[crashed.id].errors == ["the retraining process crashed (SIGSEGV)"]
+
+
+def run_stage_with_a_sleeping_retraining(directory: Path) -> None:
+    store = BeaconStore(directory)
+    store.add({"l0.weight": 8})
+    RetrainingRunner(store, RetrainSpec("c", "a.B", {}, "a.C"), retrain_fn=retrain_sleeps).run()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_retraining_dies_with_a_killed_stage(tmp_path: Path) -> None:
+    stage = fork(run_stage_with_a_sleeping_retraining, tmp_path)
+    pid_file = tmp_path / "beacons" / "b000" / "pid"
+    wait_for(pid_file.exists, timeout_s=120)
+    retraining = int(pid_file.read_text())
+    try:
+        assert pid_alive(retraining)
+        os.kill(stage, signal.SIGKILL)
+        wait(stage)
+        wait_for(lambda: not pid_alive(retraining), timeout_s=10)
+    finally:
+        if pid_alive(retraining):  # the test failed: leave no orphan behind
+            os.kill(retraining, signal.SIGKILL)
+
+
+def test_the_divergence_bound_is_one_number_across_settings_spec_and_callback() -> None:
+    from mohaq.beacons.selection import BeaconConfigError
+    from mohaq.beacons.settings import DEFAULT_MAX_LOSS_RATIO, BeaconSettings
+    from mohaq.callbacks import divergence
+
+    assert DEFAULT_MAX_LOSS_RATIO == divergence.DEFAULT_MAX_LOSS_RATIO
+    assert RetrainSpec("c", "a.B", {}, "a.C").max_loss_ratio == DEFAULT_MAX_LOSS_RATIO
+    with pytest.raises(
+        BeaconConfigError, match=r"retrain_max_loss_ratio must be > 1 or null, got 0.5"
+    ):
+        BeaconSettings(retrain_max_loss_ratio=0.5)
+
+
+def presses_ctrl_c(job: RetrainJob) -> dict[str, float]:
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_an_in_process_retraining_stops_the_stage_without_using_an_attempt(
+    tmp_path: Path,
+) -> None:
+    store = BeaconStore(tmp_path)
+    beacon = store.add({"l0.weight": 4})
+    runner = RetrainingRunner(
+        store, RetrainSpec("c", "a.B", {}, "a.C"), retrain_fn=presses_ctrl_c, in_process=True
+    )
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    state = store.get(beacon.id)
+    assert (state.status, state.attempts, state.errors) == (INTERRUPTED, 0, [])
+    assert state.interruptions == [
+        "the beacon stage stopped (KeyboardInterrupt) during the retraining"
+    ]
+    assert not (store.directory(beacon.id) / "last_error.txt").exists()

@@ -10,6 +10,7 @@ import pytest
 from mohaq.beacons.store import (
     DONE,
     FAILED,
+    INTERRUPTED,
     PENDING,
     RUNNING,
     BeaconStore,
@@ -58,7 +59,11 @@ def test_recovery_of_a_dead_process_and_errors(tmp_path: Path) -> None:
     store.mark_running(beacon.id)
     assert BeaconStore(tmp_path).recover_interrupted() == [beacon.id]
     state = store.get(beacon.id)
-    assert state.status == FAILED and state.attempts == 1 and "killed or crashed" in state.errors[0]
+    # Killed from outside: recorded, but the attempt does not count and it is retrained.
+    assert (state.status, state.attempts, state.errors) == (INTERRUPTED, 0, [])
+    assert state.interruptions == ["the beacon stage was killed during the retraining"]
+    assert state.last_problem == state.interruptions[0]
+    assert [b.id for b in store.needs_training(max_attempts=1)] == [beacon.id]
     assert store.recover_interrupted() == []
     with pytest.raises(BeaconStoreError, match="no beacon 'b009'.*known: \\['b000'\\]"):
         store.get("b009")

@@ -83,6 +83,7 @@ def fake_search(
     callbacks=None,
     resume=False,
     seeds=(),
+    truncate_damaged=False,
     **settings,
 ):
     """A search on the fake workload and cost model (analytic evaluator by default);
@@ -104,4 +105,5 @@ def fake_search(
         if callbacks is None
         else callbacks,
         seeds=seeds,
+        truncate_damaged=truncate_damaged,
     )
