@@ -1,0 +1,205 @@
+"""Fixed-point arithmetic of the integer pipeline: multipliers, requantization, saturation.
+
+A real rescaling factor ``M`` (for example ``s_w * s_x / s_y`` when a matrix
+product's accumulator moves to the next tensor's scale) is stored as an
+integer multiplier ``m0`` in Q31 (``2^30 <= m0 < 2^31``) and an exponent
+``shift``, ``M ~= m0 * 2^(shift - 31)`` (Jacob et al., CVPR 2018; gemmlowp;
+TFLite). Two requantizers apply it:
+
+- :func:`multiply_by_quantized_multiplier` for int32 values: gemmlowp's
+  saturating rounding doubling high multiply, then a rounding right shift
+  (the shift rounds half away from zero), as the int32 kernels of a device do.
+- :func:`multiply_by_quantized_multiplier_wide` for int64 values (accumulators
+  whose bound exceeds 32 bits, 16x16-bit element-wise products with
+  headroom): ``round(x * m0 / 2^(31 - shift))`` with one rounding, half away
+  from zero, computed exactly in 64-bit pieces.
+
+Every function takes and returns integer torch tensors (int64 storage; the
+value range is what the name says) and broadcasts ``m0``/``shift`` over
+``x``, so per-channel multipliers work the same way as per-tensor ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+_Q31 = 2**31
+# Left shift of the high-precision sums in :func:`rescale_sum`.
+SUM_PRECISION_BITS = 20
+
+
+class FixedPointError(ValueError):
+    """A rescaling factor or a value range the integer pipeline cannot represent."""
+
+
+@dataclass(frozen=True)
+class QuantizedMultiplier:
+    """``M ~= m0 * 2^(shift - 31)``, element-wise.
+
+    Attributes:
+        m0: int64 tensor of Q31 multipliers in ``[2^30, 2^31)`` (0 for M = 0).
+        shift: int64 tensor of exponents, same shape as ``m0``.
+    """
+
+    m0: Tensor
+    shift: Tensor
+
+    def real(self) -> Tensor:
+        """The factor the pair represents, as float64 (for checks and reports)."""
+        return self.m0.to(torch.float64) * torch.pow(2.0, (self.shift - 31).to(torch.float64))
+
+
+def quantize_multiplier(real: float | Tensor) -> QuantizedMultiplier:
+    """Splits positive factors into a Q31 multiplier and an exponent.
+
+    ``real = m * 2^e`` with ``m`` in [0.5, 1) (``frexp``); ``m0 = round(m * 2^31)``,
+    and when the rounding reaches ``2^31`` the pair becomes ``(2^30, e + 1)``.
+
+    Raises:
+        FixedPointError: on a negative or non-finite factor.
+    """
+    values = torch.as_tensor(real, dtype=torch.float64)
+    if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
+        raise FixedPointError(f"multipliers must be finite and >= 0; got {values.flatten()[:4]}")
+    mantissa, exponent = torch.frexp(values)
+    m0 = torch.round(mantissa * _Q31).to(torch.int64)
+    shift = exponent.to(torch.int64)
+    carry = m0 == _Q31
+    m0 = torch.where(carry, torch.full_like(m0, 2**30), m0)
+    shift = torch.where(carry, shift + 1, shift)
+    zero = values == 0
+    return QuantizedMultiplier(
+        torch.where(zero, torch.zeros_like(m0), m0), torch.where(zero, torch.zeros_like(shift), shift)
+    )
+
+
+def saturate(x: Tensor, bits: int) -> Tensor:
+    """Clamps to the signed ``bits``-bit range ``[-2^(bits-1), 2^(bits-1) - 1]``."""
+    return x.clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+def rounding_doubling_high_mul(a: Tensor, b: Tensor) -> Tensor:
+    """gemmlowp's SaturatingRoundingDoublingHighMul of int32 values.
+
+    ``(a * b + nudge) / 2^31`` truncated toward zero, with ``nudge = 2^30`` for a
+    non-negative product and ``1 - 2^30`` otherwise: ``2ab / 2^32`` rounded to
+    nearest (a positive tie goes up, a negative tie toward zero, as gemmlowp
+    does); the one overflowing case, both at ``-2^31``, saturates to ``2^31 - 1``.
+    """
+    a, b = torch.broadcast_tensors(a.to(torch.int64), b.to(torch.int64))
+    product = a * b
+    nudge = torch.where(product >= 0, 2**30, 1 - 2**30)
+    high = torch.div(product + nudge, _Q31, rounding_mode="trunc")
+    overflow = (a == INT32_MIN) & (b == INT32_MIN)
+    return torch.where(overflow, torch.full_like(high, INT32_MAX), high)
+
+
+def rounding_divide_by_pot(x: Tensor, exponent: Tensor | int) -> Tensor:
+    """gemmlowp's RoundingDivideByPOT: ``x / 2^exponent`` rounded half away from zero.
+
+    Raises:
+        FixedPointError: if an exponent is outside [0, 62].
+    """
+    exponent = torch.as_tensor(exponent, dtype=torch.int64)
+    if bool((exponent < 0).any()) or bool((exponent > 62).any()):
+        raise FixedPointError(f"shift exponents must be in [0, 62]; got {exponent.unique()[:4]}")
+    x = x.to(torch.int64)
+    mask = (torch.ones_like(exponent) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0).to(torch.int64)
+    return (x >> exponent) + (remainder > threshold).to(torch.int64)
+
+
+def multiply_by_quantized_multiplier(x: Tensor, multiplier: QuantizedMultiplier) -> Tensor:
+    """Requantizes int32 values the gemmlowp/TFLite way: ``x * M`` rounded.
+
+    A positive exponent (``M >= 1``) shifts ``x`` left first, saturating to
+    int32; a negative one becomes a rounding right shift after the high
+    multiply.
+
+    Raises:
+        FixedPointError: if ``x`` leaves the int32 range.
+    """
+    x = x.to(torch.int64)
+    if x.numel() and (int(x.min()) < INT32_MIN or int(x.max()) > INT32_MAX):
+        raise FixedPointError("multiply_by_quantized_multiplier takes int32 values; use the wide form")
+    left = multiplier.shift.clamp(min=0)
+    right = (-multiplier.shift).clamp(min=0)
+    shifted = (x << left).clamp(INT32_MIN, INT32_MAX)
+    return rounding_divide_by_pot(rounding_doubling_high_mul(shifted, multiplier.m0), right)
+
+
+def multiply_by_quantized_multiplier_wide(x: Tensor, multiplier: QuantizedMultiplier) -> Tensor:
+    """``round(x * m0 / 2^(31 - shift))`` for int64 ``x``, half away from zero, exact.
+
+    The 94-bit product is never formed: ``|x|`` is split at bit 31 and the
+    pieces are multiplied and shifted separately.
+
+    Raises:
+        FixedPointError: if ``|x| >= 2^62`` or ``M >= 2^30`` (shift above 30).
+    """
+    x = x.to(torch.int64)
+    if bool((multiplier.shift > 30).any()):
+        raise FixedPointError("multipliers of 2^30 and more are not supported")
+    magnitude = x.abs()
+    if magnitude.numel() and int(magnitude.max()) >= 2**62:
+        raise FixedPointError("wide requantization takes |x| < 2^62")
+    m0, shift = multiplier.m0, multiplier.shift
+    total = 31 - shift  # right shift of x * m0, >= 1
+    low_mask = _Q31 - 1
+    low_product = (magnitude & low_mask) * m0  # < 2^62
+    high = (magnitude >> 31) * m0 + (low_product >> 31)  # x * m0 = high * 2^31 + rest
+    rest = low_product & low_mask
+    above = (total - 31).clamp(min=0)  # total > 31: rest only matters through the carry
+    result_above = (high + ((torch.ones_like(above) << above) >> 1)) >> above
+    result_at = high + (rest >= 2**30).to(torch.int64)
+    below = (31 - total).clamp(min=0)  # total < 31
+    half = (torch.ones_like(total) << (total.clamp(min=1) - 1))
+    result_below = (high << below) + ((rest + half) >> total.clamp(max=31))
+    result = torch.where(total > 31, result_above, torch.where(total == 31, result_at, result_below))
+    return torch.where(x < 0, -result, result)
+
+
+def requantize(x: Tensor, multiplier: QuantizedMultiplier, *, wide: bool) -> Tensor:
+    """``x * M`` rounded: the int32 (gemmlowp) or the int64 requantizer."""
+    if wide:
+        return multiply_by_quantized_multiplier_wide(x, multiplier)
+    return multiply_by_quantized_multiplier(x, multiplier)
+
+
+def rescale_sum(terms: list[tuple[Tensor, QuantizedMultiplier]]) -> Tensor:
+    """``round(sum_i x_i * M_i)`` with one final rounding, as a float sum then a quantizer.
+
+    Each term is moved to the output scale with ``SUM_PRECISION_BITS`` extra
+    fraction bits, the terms are added, and the sum is shifted back with
+    rounding half away from zero. Values must stay below ``2^(62 - 20)``.
+    """
+    total: Tensor | None = None
+    for x, multiplier in terms:
+        scaled = multiply_by_quantized_multiplier_wide(x.to(torch.int64) << SUM_PRECISION_BITS, multiplier)
+        total = scaled if total is None else total + scaled
+    if total is None:
+        raise FixedPointError("rescale_sum needs at least one term")
+    return rounding_divide_by_pot(total, SUM_PRECISION_BITS)
+
+
+def matmul_accumulator_bits(weight_bits: int, input_bits: int, depth: int) -> int:
+    """Signed bits a dot product of ``depth`` terms needs: ``b_w + b_x - 1 + ceil(log2 K)``."""
+    return weight_bits + input_bits - 1 + math.ceil(math.log2(max(depth, 1)))
+
+
+def accumulator_bound(weight_bits: int, input_bits: int, depth: int, bias_bound: int = 0) -> int:
+    """Largest ``|acc|`` of ``depth`` products of signed ``b_w``- and ``b_x``-bit values plus
+    a bias of at most ``bias_bound``: ``K * 2^(b_w-1) * 2^(b_x-1) + bias_bound``."""
+    return depth * 2 ** (weight_bits - 1) * 2 ** (input_bits - 1) + bias_bound
+
+
+def needs_wide_accumulator(weight_bits: int, input_bits: int, depth: int, bias_bound: int = 0) -> bool:
+    """Whether the accumulator can leave int32 (then it is kept in int64)."""
+    return accumulator_bound(weight_bits, input_bits, depth, bias_bound) > INT32_MAX
