@@ -117,6 +117,7 @@ def lower_sru(
         "hidden": hidden,
         "matrices": matrices,
         "highway": kind,
+        "alpha": layer.alpha,
         "source": None if source is None else source.name,
         "projection": projection,
         "accumulator": matmul_description(weight_bits, product.bits, layer.product_input),
