@@ -55,7 +55,12 @@ def run_export(
         fixed_bits=fixed_bits,
         recalibrate=recalibrate,
     )
-    source = {"checkpoint": str(checkpoint), "calibration": note, "fixed_bits": fixed_bits, **source}
+    source = {
+        "checkpoint": str(checkpoint),
+        "calibration": note,
+        "fixed_bits": fixed_bits,
+        **source,
+    }
     result = export_model(system, out_dir, onnx=onnx, source=source)
     sizes = result.manifest["sizes"]
     print(f"exported {source['assignment']} to {result.directory.resolve()}")

@@ -81,7 +81,9 @@ def prepare_model(
     calibrated = all(q.has_calibration for q in activation_quantizers(model))
     if recalibrate or not calibrated:
         if calibration_batches is None:
-            raise ValueError("the model has no calibration data and no calibration batches were given")
+            raise ValueError(
+                "the model has no calibration data and no calibration batches were given"
+            )
         apply_bit_assignment(model, BitAssignment())
         count = calibrate_activations(model, calibration_batches(), _forward)
         note = f"calibrated on {count} optimization-set utterances"
@@ -130,5 +132,7 @@ def export_model(
         files={role: path.name for role, path in files.items() if role != "manifest"},
         source=source,
     )
-    files["manifest"].write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    files["manifest"].write_text(
+        json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8"
+    )
     return ExportResult(directory, files, manifest, program)

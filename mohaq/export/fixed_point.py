@@ -75,7 +75,8 @@ def quantize_multiplier(real: float | Tensor) -> QuantizedMultiplier:
     shift = torch.where(carry, shift + 1, shift)
     zero = values == 0
     return QuantizedMultiplier(
-        torch.where(zero, torch.zeros_like(m0), m0), torch.where(zero, torch.zeros_like(shift), shift)
+        torch.where(zero, torch.zeros_like(m0), m0),
+        torch.where(zero, torch.zeros_like(shift), shift),
     )
 
 
@@ -128,7 +129,9 @@ def multiply_by_quantized_multiplier(x: Tensor, multiplier: QuantizedMultiplier)
     """
     x = x.to(torch.int64)
     if x.numel() and (int(x.min()) < INT32_MIN or int(x.max()) > INT32_MAX):
-        raise FixedPointError("multiply_by_quantized_multiplier takes int32 values; use the wide form")
+        raise FixedPointError(
+            "multiply_by_quantized_multiplier takes int32 values; use the wide form"
+        )
     left = multiplier.shift.clamp(min=0)
     right = (-multiplier.shift).clamp(min=0)
     shifted = (x << left).clamp(INT32_MIN, INT32_MAX)
@@ -160,9 +163,11 @@ def multiply_by_quantized_multiplier_wide(x: Tensor, multiplier: QuantizedMultip
     result_above = (high + ((torch.ones_like(above) << above) >> 1)) >> above
     result_at = high + (rest >= 2**30).to(torch.int64)
     below = (31 - total).clamp(min=0)  # total < 31
-    half = (torch.ones_like(total) << (total.clamp(min=1) - 1))
+    half = torch.ones_like(total) << (total.clamp(min=1) - 1)
     result_below = (high << below) + ((rest + half) >> total.clamp(max=31))
-    result = torch.where(total > 31, result_above, torch.where(total == 31, result_at, result_below))
+    result = torch.where(
+        total > 31, result_above, torch.where(total == 31, result_at, result_below)
+    )
     return torch.where(x < 0, -result, result)
 
 
@@ -182,7 +187,9 @@ def rescale_sum(terms: list[tuple[Tensor, QuantizedMultiplier]]) -> Tensor:
     """
     total: Tensor | None = None
     for x, multiplier in terms:
-        scaled = multiply_by_quantized_multiplier_wide(x.to(torch.int64) << SUM_PRECISION_BITS, multiplier)
+        scaled = multiply_by_quantized_multiplier_wide(
+            x.to(torch.int64) << SUM_PRECISION_BITS, multiplier
+        )
         total = scaled if total is None else total + scaled
     if total is None:
         raise FixedPointError("rescale_sum needs at least one term")
@@ -200,6 +207,8 @@ def accumulator_bound(weight_bits: int, input_bits: int, depth: int, bias_bound:
     return depth * 2 ** (weight_bits - 1) * 2 ** (input_bits - 1) + bias_bound
 
 
-def needs_wide_accumulator(weight_bits: int, input_bits: int, depth: int, bias_bound: int = 0) -> bool:
+def needs_wide_accumulator(
+    weight_bits: int, input_bits: int, depth: int, bias_bound: int = 0
+) -> bool:
     """Whether the accumulator can leave int32 (then it is kept in int64)."""
     return accumulator_bound(weight_bits, input_bits, depth, bias_bound) > INT32_MAX

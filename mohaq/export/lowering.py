@@ -41,8 +41,10 @@ def check_exportable(model: AcousticModel) -> None:
             "Give a complete assignment (--bits with every point, or --uniform_bits)."
         )
     if any(q.bits is None for q in fixed_quantizers(model)):
-        raise ExportError("the fixed-precision extras (biases, recurrent vectors, states) are float; "
-                          "apply the assignment with fixed_bits set (MOHAQ: 16)")
+        raise ExportError(
+            "the fixed-precision extras (biases, recurrent vectors, states) are float; "
+            "apply the assignment with fixed_bits set (MOHAQ: 16)"
+        )
 
 
 def _first_quantizer(model: AcousticModel, index: int) -> FakeQuantizer:
@@ -76,7 +78,9 @@ def lower_model(model: AcousticModel) -> IntegerProgram:
     for index, layer in enumerate(model.layers):
         projection = model.projections[str(index)] if str(index) in model.projections else None
         if isinstance(layer, SRULayer):
-            threshold = calibrated_threshold(_first_quantizer(model, index), CARRY_BITS, f"{layer.layer}.h")
+            threshold = calibrated_threshold(
+                _first_quantizer(model, index), CARRY_BITS, f"{layer.layer}.h"
+            )
             description, domain = lower_sru(layer, program, domain, threshold)
         elif isinstance(layer, GRULayer):
             description, domain = lower_gru(layer, program, domain, projection)
@@ -94,5 +98,7 @@ def unwrap(module: nn.Module) -> AcousticModel:
     """The AcousticModel of an AcousticSystem (or the model itself)."""
     inner = getattr(module, "model", module)
     if not isinstance(inner, AcousticModel):
-        raise ExportError(f"expected an AcousticSystem or AcousticModel; got {type(module).__name__}")
+        raise ExportError(
+            f"expected an AcousticSystem or AcousticModel; got {type(module).__name__}"
+        )
     return inner

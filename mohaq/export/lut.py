@@ -91,13 +91,17 @@ def build_lookup_table(
             f"{2**segments_log2} segments over [-2^{range_log2}, 2^{range_log2}] are finer than "
             f"the input step 2^-{input_frac_bits}"
         )
-    grid = torch.linspace(-(2.0**range_log2), 2.0**range_log2, 2**segments_log2 + 1, dtype=torch.float64)
+    grid = torch.linspace(
+        -(2.0**range_log2), 2.0**range_log2, 2**segments_log2 + 1, dtype=torch.float64
+    )
     top = 2**OUTPUT_FRAC_BITS
     values = torch.round(FUNCTIONS[function](grid) * top).clamp(-top, top - 1).to(torch.int64)
     return LookupTable(function, values, input_frac_bits, range_log2, segments_log2)
 
 
-def table_from_values(function: str, values: Tensor, *, input_frac_bits: int, range_log2: int) -> LookupTable:
+def table_from_values(
+    function: str, values: Tensor, *, input_frac_bits: int, range_log2: int
+) -> LookupTable:
     """A table read back from a file (the segment count follows from its length).
 
     Raises:
@@ -107,5 +111,9 @@ def table_from_values(function: str, values: Tensor, *, input_frac_bits: int, ra
     if segments < 1 or segments & (segments - 1):
         raise ValueError(f"a {function} table must have 2^k + 1 entries; got {values.numel()}")
     return LookupTable(
-        function, values.to(torch.int64).flatten(), input_frac_bits, range_log2, segments.bit_length() - 1
+        function,
+        values.to(torch.int64).flatten(),
+        input_frac_bits,
+        range_log2,
+        segments.bit_length() - 1,
     )

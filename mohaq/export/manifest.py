@@ -28,7 +28,10 @@ def _nbytes(tensor: Tensor) -> int:
 
 
 def size_report(
-    program: IntegerProgram, stored: dict[str, Tensor], workload: Workload, file_bytes: int | None = None
+    program: IntegerProgram,
+    stored: dict[str, Tensor],
+    workload: Workload,
+    file_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Byte counts of the stored tensors against the cost models' memory.
 
@@ -67,7 +70,9 @@ def size_report(
     }
     if file_bytes is not None:
         report["file_bytes"] = file_bytes
-        report["overhead_bytes"]["header_and_description"] = file_bytes - payload - sum(groups.values())
+        report["overhead_bytes"]["header_and_description"] = (
+            file_bytes - payload - sum(groups.values())
+        )
     return report
 
 
@@ -94,15 +99,27 @@ def build_manifest(
     points = []
     for point in workload.points:
         entry = quantizers.get(point.name, {})
-        item: dict[str, Any] = {"name": point.name, "kind": point.kind, "layer": point.layer, "bits": entry.get("bits")}
+        item: dict[str, Any] = {
+            "name": point.name,
+            "kind": point.kind,
+            "layer": point.layer,
+            "bits": entry.get("bits"),
+        }
         if point.name in stored:
-            item.update(shape=entry["shape"], params=point.params, stored_bytes=_nbytes(stored[point.name]))
+            item.update(
+                shape=entry["shape"], params=point.params, stored_bytes=_nbytes(stored[point.name])
+            )
         scale = program.tensors.get(f"{point.name}.scale")
         if scale is not None and scale.numel() == 1:
             item["scale"] = float(scale)
         points.append(item)
     extras = [
-        {"name": name, "role": entry["role"], "bits": entry["bits"], **({"shape": entry["shape"]} if "shape" in entry else {})}
+        {
+            "name": name,
+            "role": entry["role"],
+            "bits": entry["bits"],
+            **({"shape": entry["shape"]} if "shape" in entry else {}),
+        }
         for name, entry in quantizers.items()
         if not entry["point"]
     ]
@@ -123,7 +140,10 @@ def build_manifest(
         "requantization": "M = m0 * 2^(shift - 31), m0 int32 in [2^30, 2^31); int32 accumulators: "
         "gemmlowp rounding doubling high multiply + rounding right shift; int64: exact, half away from zero",
         "lookup_tables": program.config.get("luts", {}),
-        "float_steps": ["feature input quantization round(x / s_x)", "output scores acc * s_w * s_x"],
+        "float_steps": [
+            "feature input quantization round(x / s_x)",
+            "output scores acc * s_w * s_x",
+        ],
         "layers": program.config["layers"],
         "sizes": size_report(program, stored, workload, file_bytes),
     }

@@ -32,11 +32,15 @@ OPSET = 21
 class _Graph:
     """Nodes of one (sub)graph; constants live in the shared outer initializer list."""
 
-    def __init__(self, program: IntegerProgram, prefix: str, shared: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, program: IntegerProgram, prefix: str, shared: dict[str, Any] | None = None
+    ) -> None:
         self.program = program
         self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
-        self.shared = shared if shared is not None else {"initializers": [], "count": 0, "cache": {}}
+        self.shared = (
+            shared if shared is not None else {"initializers": [], "count": 0, "cache": {}}
+        )
 
     def subgraph(self, prefix: str) -> _Graph:
         return _Graph(self.program, prefix, self.shared)
@@ -77,16 +81,27 @@ class _Graph:
         if scale.numel() != 1:
             raise ExportError(f"run-time tensor {name!r} needs one scale")
         dtype = self._integer_type(bits)
-        s = self.const(f"{name}.scale", np.array(float(scale), dtype=np.float32), key=f"scale:{name}")
+        s = self.const(
+            f"{name}.scale", np.array(float(scale), dtype=np.float32), key=f"scale:{name}"
+        )
         zero = self.const("zero", np.array(0, dtype=dtype), key=f"zero:{dtype.__name__}")
         q = self.op("QuantizeLinear", x, s, zero)
         if bits not in (8, 16):
             low = self.const("qmin", np.array(-(2 ** (bits - 1)), dtype=dtype), key=f"qmin:{bits}")
-            high = self.const("qmax", np.array(2 ** (bits - 1) - 1, dtype=dtype), key=f"qmax:{bits}")
+            high = self.const(
+                "qmax", np.array(2 ** (bits - 1) - 1, dtype=dtype), key=f"qmax:{bits}"
+            )
             q = self.op("Clip", q, low, high)
         return self.op("DequantizeLinear", q, s, zero)
 
-    def dequantized(self, name: str, rows: slice | None = None, *, transpose: bool = False, view: tuple[int, ...] | None = None) -> str:
+    def dequantized(
+        self,
+        name: str,
+        rows: slice | None = None,
+        *,
+        transpose: bool = False,
+        view: tuple[int, ...] | None = None,
+    ) -> str:
         """A stored integer tensor behind DequantizeLinear (rows selected, optionally transposed)."""
         values = self.program.values(name)
         scale = self.program.scale(name)
@@ -128,8 +143,13 @@ def _value_info(name: str) -> onnx.ValueInfoProto:
 
 
 def _scan(
-    g: _Graph, body: _Graph, states: list[tuple[str, str, str]], scans: list[tuple[str, str, str]],
-    outputs: list[str], reverse: bool, hint: str,
+    g: _Graph,
+    body: _Graph,
+    states: list[tuple[str, str, str]],
+    scans: list[tuple[str, str, str]],
+    outputs: list[str],
+    reverse: bool,
+    hint: str,
 ) -> list[str]:
     """A Scan over time. ``states``: (outer initial, body input, body output); ``scans``:
     (outer sequence, body input, dtype); ``outputs``: body scan outputs."""
@@ -137,7 +157,9 @@ def _scan(
     for _, body_name, kind in scans:
         element = TensorProto.BOOL if kind == "bool" else TensorProto.FLOAT
         inputs.append(helper.make_tensor_value_info(body_name, element, None))
-    graph_outputs = [_value_info(out) for _, _, out in states] + [_value_info(out) for out in outputs]
+    graph_outputs = [_value_info(out) for _, _, out in states] + [
+        _value_info(out) for out in outputs
+    ]
     graph = helper.make_graph(body.nodes, f"{hint}_body", inputs, graph_outputs)
     results = g.op(
         "Scan", *[s for s, _, _ in states], *[s for s, _, _ in scans], outputs=len(states) + len(outputs),
@@ -151,7 +173,9 @@ def _zeros_state(g: _Graph, like_time_major: str, hidden: int) -> str:
     """A (B, H) float zero state, B taken from a (T, B, ...) tensor."""
     batch = g.op("Slice", g.op("Shape", like_time_major), g.ints([1]), g.ints([2]))
     shape = g.op("Concat", batch, g.ints([hidden]), axis=0)
-    return g.op("ConstantOfShape", shape, value=numpy_helper.from_array(np.array([0.0], dtype=np.float32)))
+    return g.op(
+        "ConstantOfShape", shape, value=numpy_helper.from_array(np.array([0.0], dtype=np.float32))
+    )
 
 
 def _lerp(g: _Graph, start: str, end: str, weight: str) -> str:
@@ -178,16 +202,32 @@ def _sru(g: _Graph, d: dict[str, Any], x: str, masks: dict[str, str]) -> str:
             highway = parts[3]
         else:
             source = product_q if d["highway"] == "product_input" else _time_major(g, x)
-            highway = _split_last(g, source, [hidden] * directions)[direction] if directions > 1 else source
+            highway = (
+                _split_last(g, source, [hidden] * directions)[direction]
+                if directions > 1
+                else source
+            )
         highway = g.op("Mul", highway, alpha)
-        vectors = {v: g.dequantized(f"{name}.{v}", slice(direction, direction + 1)) for v in ("v_forget", "v_reset", "b_forget", "b_reset")}
+        vectors = {
+            v: g.dequantized(f"{name}.{v}", slice(direction, direction + 1))
+            for v in ("v_forget", "v_reset", "b_forget", "b_reset")
+        }
         forget = g.op("Add", parts[1], vectors["b_forget"])
         body = g.subgraph(f"{name}_d{direction}_")
-        c, cand, fin, rin, hw, m = (body.fresh(n) for n in ("c", "cand", "forget", "reset", "hw", "mask"))
+        c, cand, fin, rin, hw, m = (
+            body.fresh(n) for n in ("c", "cand", "forget", "reset", "hw", "mask")
+        )
         f = body.op("Sigmoid", body.op("Add", fin, body.op("Mul", vectors["v_forget"], c)))
         c_new = body.qdq(_lerp(body, cand, c, f), f"{name}.c")
         c_new = body.op("Where", m, c_new, c)
-        r = body.op("Sigmoid", body.op("Add", body.op("Add", rin, vectors["b_reset"]), body.op("Mul", vectors["v_reset"], c)))
+        r = body.op(
+            "Sigmoid",
+            body.op(
+                "Add",
+                body.op("Add", rin, vectors["b_reset"]),
+                body.op("Mul", vectors["v_reset"], c),
+            ),
+        )
         h = _lerp(body, hw, c_new, r)
         c_out = body.op("Identity", c_new)
         (_, out) = _scan(
@@ -221,7 +261,11 @@ def _stepwise(g: _Graph, d: dict[str, Any], x: str, masks: dict[str, str]) -> st
     per_direction = []
     for direction in range(directions):
         rows = slice(direction * rows_per_direction, (direction + 1) * rows_per_direction)
-        ih = g.op("Add", g.op("MatMul", xq, weight("w_ih", direction)), g.dequantized(f"{name}.bias_ih", rows))
+        ih = g.op(
+            "Add",
+            g.op("MatMul", xq, weight("w_ih", direction)),
+            g.dequantized(f"{name}.bias_ih", rows),
+        )
         ih = op(g, "ih", ih)
         w_hh = weight("w_hh", direction)
         b_hh = g.dequantized(f"{name}.bias_hh", rows)
@@ -246,12 +290,17 @@ def _stepwise(g: _Graph, d: dict[str, Any], x: str, masks: dict[str, str]) -> st
             f = op(body, "f", body.op("Sigmoid", pre[1]))
             gg = op(body, "g", body.op("Tanh", pre[2]))
             o = op(body, "o", body.op("Sigmoid", pre[3]))
-            c_sum = body.op("Add", op(body, "fc", body.op("Mul", f, c)), op(body, "ig", body.op("Mul", i, gg)))
+            c_sum = body.op(
+                "Add", op(body, "fc", body.op("Mul", f, c)), op(body, "ig", body.op("Mul", i, gg))
+            )
             c_new = body.qdq(c_sum, f"{name}.c")
             h_new = op(body, "oc", body.op("Mul", o, op(body, "tanh_c", body.op("Tanh", c_new))))
             new_states = [(h, h_new), (c, c_new)]
         keep = body.op("Sub", body.scalar(1.0), m)
-        carried = [body.op("Add", body.op("Mul", m, new), body.op("Mul", keep, old)) for old, new in new_states]
+        carried = [
+            body.op("Add", body.op("Mul", m, new), body.op("Mul", keep, old))
+            for old, new in new_states
+        ]
         out = body.op("Mul", m, carried[0])
         state_outputs = [body.op("Identity", value) for value in carried]
         zero = _zeros_state(g, xq, hidden)
@@ -282,7 +331,9 @@ def _masks(g: _Graph) -> dict[str, str]:
     steps = g.op("Slice", g.op("Shape", "features"), g.ints([1]), g.ints([2]))
     positions = g.op("Range", g.const("zero_i", np.array(0, dtype=np.int64)), g.op("Squeeze", steps, g.ints([0])),
                      g.const("one_i", np.array(1, dtype=np.int64)))  # fmt: skip
-    valid = g.op("Less", g.op("Unsqueeze", positions, g.ints([0])), g.op("Unsqueeze", "lengths", g.ints([1])))
+    valid = g.op(
+        "Less", g.op("Unsqueeze", positions, g.ints([0])), g.op("Unsqueeze", "lengths", g.ints([1]))
+    )
     time_major = g.op("Unsqueeze", g.op("Transpose", valid, perm=[1, 0]), g.ints([2]))  # (T, B, 1)
     batch_major = g.op("Unsqueeze", valid, g.ints([2]))
     return {
@@ -316,13 +367,21 @@ def build_onnx(program: IntegerProgram) -> onnx.ModelProto:
         g.nodes,
         "mohaq_qdq",
         [
-            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", "time", model_config["num_features"]]),
+            helper.make_tensor_value_info(
+                "features", TensorProto.FLOAT, ["batch", "time", model_config["num_features"]]
+            ),
             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
         ],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "time", model_config["num_classes"]])],
+        [
+            helper.make_tensor_value_info(
+                "scores", TensorProto.FLOAT, ["batch", "time", model_config["num_classes"]]
+            )
+        ],
         initializer=g.shared["initializers"],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mohaq")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mohaq"
+    )
     model.ir_version = 10
     onnx.checker.check_model(model)
     return model

@@ -20,8 +20,14 @@ MIN_PACK_BITS, MAX_PACK_BITS = 2, 16
 
 
 def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_PACK_BITS <= bits <= MAX_PACK_BITS:
-        raise ValueError(f"bits must be an integer from {MIN_PACK_BITS} to {MAX_PACK_BITS}; got {bits!r}")
+    if (
+        isinstance(bits, bool)
+        or not isinstance(bits, int)
+        or not MIN_PACK_BITS <= bits <= MAX_PACK_BITS
+    ):
+        raise ValueError(
+            f"bits must be an integer from {MIN_PACK_BITS} to {MAX_PACK_BITS}; got {bits!r}"
+        )
 
 
 def packed_size(count: int, bits: int) -> int:
@@ -67,6 +73,8 @@ def unpack(packed: Tensor, bits: int, count: int) -> Tensor:
             f"({packed_size(count, bits)} bytes needed)"
         )
     stream = np.unpackbits(packed.cpu().numpy(), bitorder="little")[: count * bits]
-    fields = (stream.reshape(count, bits).astype(np.int64) << np.arange(bits, dtype=np.int64)).sum(axis=1)
+    fields = (stream.reshape(count, bits).astype(np.int64) << np.arange(bits, dtype=np.int64)).sum(
+        axis=1
+    )
     signed = np.where(fields >= 2 ** (bits - 1), fields - 2**bits, fields)
     return torch.from_numpy(signed.astype(np.int64))

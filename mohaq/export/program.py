@@ -53,7 +53,9 @@ class IntegerProgram:
         tensors: name -> tensor.
     """
 
-    def __init__(self, config: dict[str, Any] | None = None, tensors: dict[str, Tensor] | None = None):
+    def __init__(
+        self, config: dict[str, Any] | None = None, tensors: dict[str, Tensor] | None = None
+    ):
         self.config: dict[str, Any] = config if config is not None else {"format": FORMAT}
         self.config.setdefault("quantizers", {})
         self.config.setdefault("layers", [])
@@ -68,15 +70,21 @@ class IntegerProgram:
         self.config["quantizers"][name]["shape"] = list(values.shape)
         self.tensors[name] = values.to(torch.int64)
 
-    def add_scale(self, name: str, bits: int, scale: float | Tensor, *, role: TensorRole, point: bool) -> None:
+    def add_scale(
+        self, name: str, bits: int, scale: float | Tensor, *, role: TensorRole, point: bool
+    ) -> None:
         """A run-time tensor's quantization: its bits and scale, no stored values."""
         self._add_entry(name, bits, torch.as_tensor(scale), role=role, point=point)
 
-    def _add_entry(self, name: str, bits: int, scale: Tensor, *, role: TensorRole, point: bool) -> None:
+    def _add_entry(
+        self, name: str, bits: int, scale: Tensor, *, role: TensorRole, point: bool
+    ) -> None:
         if name in self.config["quantizers"]:
             raise ExportError(f"tensor {name!r} is registered twice")
         self.config["quantizers"][name] = {"bits": int(bits), "role": role, "point": bool(point)}
-        self.tensors[f"{name}.scale"] = scale.detach().to(torch.float64).reshape(-1 if scale.numel() > 1 else ())
+        self.tensors[f"{name}.scale"] = (
+            scale.detach().to(torch.float64).reshape(-1 if scale.numel() > 1 else ())
+        )
 
     def add_multiplier(self, name: str, real: float | Tensor) -> None:
         """Stores ``real`` as a Q31 multiplier and exponent; equal entries collapse to one."""
@@ -124,7 +132,8 @@ class IntegerProgram:
 
     def multiplier(self, name: str) -> QuantizedMultiplier:
         return QuantizedMultiplier(
-            self._require(f"{name}.m0").to(torch.int64), self._require(f"{name}.shift").to(torch.int64)
+            self._require(f"{name}.m0").to(torch.int64),
+            self._require(f"{name}.shift").to(torch.int64),
         )
 
     def lookup_table(self, function: str) -> LookupTable:

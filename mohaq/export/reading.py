@@ -24,7 +24,9 @@ def _label(quantizer: FakeQuantizer, name: str) -> str:
     return quantizer.point_name or name
 
 
-def integer_tensor(quantizer: FakeQuantizer, tensor: Tensor, name: str) -> tuple[Tensor, Tensor, int]:
+def integer_tensor(
+    quantizer: FakeQuantizer, tensor: Tensor, name: str
+) -> tuple[Tensor, Tensor, int]:
     """The integers, scale and bits that ``quantizer`` turns ``tensor`` into.
 
     Returns:
@@ -58,7 +60,9 @@ def integer_tensor(quantizer: FakeQuantizer, tensor: Tensor, name: str) -> tuple
         levels = quantized / broadcast
         integers = torch.round(levels)
     if levels.numel() and float((levels - integers).abs().max()) > _INTEGER_TOLERANCE:
-        raise ExportError(f"{_label(quantizer, name)!r}: the quantizer's output is not scale x integer")
+        raise ExportError(
+            f"{_label(quantizer, name)!r}: the quantizer's output is not scale x integer"
+        )
     low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     integers = integers.to(torch.int64)
     if integers.numel() and (int(integers.min()) < low or int(integers.max()) > high):
@@ -74,7 +78,9 @@ def runtime_quantization(quantizer: FakeQuantizer, name: str) -> tuple[float, in
     """
     label = _label(quantizer, name)
     if quantizer.bits is None:
-        raise ExportError(f"{label!r} is not quantized (float); integer export needs bits for every tensor")
+        raise ExportError(
+            f"{label!r} is not quantized (float); integer export needs bits for every tensor"
+        )
     if not quantizer.has_calibration:
         raise ExportError(
             f"{label!r} has no calibration data; calibrate the activations on the optimization "

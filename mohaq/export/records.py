@@ -30,7 +30,9 @@ def read_search_record(run_dir: str | Path, index: int) -> dict[str, Any]:
     """
     path = Path(run_dir) / EVALUATIONS
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} does not exist; --run_dir must be a search run directory")
+        raise FileNotFoundError(
+            f"{str(path)!r} does not exist; --run_dir must be a search run directory"
+        )
     indices = []
     with open(path, encoding="utf-8") as stream:
         for line in stream:
@@ -92,7 +94,11 @@ def resolve_assignment(
                 "assignment": "search record",
                 "run_dir": str(run_dir),
                 "index": index,
-                **{key: record[key] for key in ("label", "error", "objectives", "evaluator") if key in record},
+                **{
+                    key: record[key]
+                    for key in ("label", "error", "objectives", "evaluator")
+                    if key in record
+                },
             }
         assignment.validate_for(workload)
     except BitAssignmentError as error:

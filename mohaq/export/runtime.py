@@ -45,7 +45,9 @@ class IntegerAcousticModel(nn.Module):
         for description in descriptions[:-1]:
             runner = RUNNERS.get(description["kind"])
             if runner is None:
-                raise ExportError(f"unknown layer kind {description['kind']!r}; known: {', '.join(RUNNERS)}")
+                raise ExportError(
+                    f"unknown layer kind {description['kind']!r}; known: {', '.join(RUNNERS)}"
+                )
             self.recurrent.append(runner(program, description))
         self.output = IntegerLinear(program, descriptions[-1])
         self.num_classes = int(program.config["model"]["num_classes"])

@@ -56,7 +56,9 @@ def _resolve(path: str | Path, engine: str) -> Path:
     if path.is_dir():
         path = path / (INTEGER_FILE if engine == "integer" else ONNX_FILE)
     if not path.is_file():
-        raise FileNotFoundError(f"no exported {engine} model at {str(path)!r}; run `mohaq export` first")
+        raise FileNotFoundError(
+            f"no exported {engine} model at {str(path)!r}; run `mohaq export` first"
+        )
     return path
 
 
@@ -109,7 +111,9 @@ class SplitAsTest(pl.LightningDataModule):
             return self.inner.val_dataloader()
         if self.split == "train":
             return self.inner.train_dataloader()
-        return self.inner.optimization_dataloader(batch_size=getattr(self.inner, "batch_size", None))
+        return self.inner.optimization_dataloader(
+            batch_size=getattr(self.inner, "batch_size", None)
+        )
 
 
 def prepare_test(
@@ -134,7 +138,9 @@ def prepare_test(
     """
     if exported is not None:
         if ckpt_path is not None:
-            raise ValueError("an exported model carries its own weights: give --exported or --ckpt_path, not both")
+            raise ValueError(
+                "an exported model carries its own weights: give --exported or --ckpt_path, not both"
+            )
         from mohaq.callbacks.qat import QuantizationAwareTraining
 
         if any(isinstance(callback, QuantizationAwareTraining) for callback in callbacks or []):

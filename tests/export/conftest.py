@@ -38,7 +38,9 @@ def make_model(
     generator = torch.Generator().manual_seed(seed + 1)
     batches = []
     for length in torch.randint(6, 15, (10,), generator=generator).tolist():
-        batches.append((torch.randn(1, length, FEATURES, generator=generator), torch.tensor([length])))
+        batches.append(
+            (torch.randn(1, length, FEATURES, generator=generator), torch.tensor([length]))
+        )
     calibrate_activations(model, batches, lambda m, b: m(b[0], b[1]))
     names = model.workload().names
     chosen = {name: bits if isinstance(bits, int) else bits(name) for name in names}

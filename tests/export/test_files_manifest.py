@@ -22,12 +22,17 @@ def test_the_file_rebuilds_the_same_integer_model(tmp_path: Path) -> None:
     program = lower_model(model)
     stored = write_program(program, tmp_path / "model.safetensors")
     assert stored["gru0.w_ih"].dtype == torch.uint8
-    assert stored["gru0.w_ih"].numel() == program.values("gru0.w_ih").numel() // 2  # two 4-bit values a byte
+    assert (
+        stored["gru0.w_ih"].numel() == program.values("gru0.w_ih").numel() // 2
+    )  # two 4-bit values a byte
     loaded = read_program(tmp_path / "model.safetensors")
     for name in program.quantized_names(stored=True):
         assert torch.equal(loaded.values(name), program.values(name)), name
     features, lengths = example_batch()
-    assert torch.equal(IntegerAcousticModel(loaded)(features, lengths), IntegerAcousticModel(program)(features, lengths))
+    assert torch.equal(
+        IntegerAcousticModel(loaded)(features, lengths),
+        IntegerAcousticModel(program)(features, lengths),
+    )
 
 
 def test_foreign_files_are_refused(tmp_path: Path) -> None:
@@ -41,7 +46,9 @@ def test_foreign_files_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "bits", [8, lambda name: {0: 2, 1: 4, 2: 8}[len(name) % 3] if name.endswith("weight") else 8]
 )
-def test_exported_size_equals_the_cost_model_memory_plus_stated_padding(tmp_path: Path, bits) -> None:
+def test_exported_size_equals_the_cost_model_memory_plus_stated_padding(
+    tmp_path: Path, bits
+) -> None:
     # Hidden 7: tensor sizes that are not whole bytes at 2 and 4 bits.
     model = make_model("sru", "layer", bits, hidden=7)
     result = export_model(model, tmp_path, onnx=False, source={"assignment": "test"})
@@ -56,9 +63,9 @@ def test_exported_size_equals_the_cost_model_memory_plus_stated_padding(tmp_path
         assert sizes["padding_bytes"] == 0
     # The file is the payload plus the overhead the manifest lists.
     overhead = sizes["overhead_bytes"]
-    assert (tmp_path / "model.safetensors").stat().st_size == sizes["payload_bytes"] + overhead["total"] + overhead[
-        "header_and_description"
-    ]
+    assert (tmp_path / "model.safetensors").stat().st_size == sizes["payload_bytes"] + overhead[
+        "total"
+    ] + overhead["header_and_description"]
     weights = [p for p in manifest["points"] if p["kind"] == "weight"]
     assert all(p["stored_bytes"] == (p["params"] * p["bits"] + 7) // 8 for p in weights)
     assert {p["name"] for p in manifest["points"]} == set(model.workload().names)

@@ -38,8 +38,14 @@ def test_multipliers_are_q31_mantissas_with_exponents() -> None:
 def test_gemmlowp_high_multiply_and_rounding_shift_by_hand() -> None:
     half = 2**30  # 0.5 in Q31
     # 2 * 5 * 2^30 / 2^32 = 2.5 -> 3; -2.5 -> -2 (a negative tie goes toward zero).
-    assert rounding_doubling_high_mul(torch.tensor([5, -5, 7]), torch.tensor(half)).tolist() == [3, -2, 4]
-    assert int(rounding_doubling_high_mul(torch.tensor(-(2**31)), torch.tensor(-(2**31)))) == 2**31 - 1
+    assert rounding_doubling_high_mul(torch.tensor([5, -5, 7]), torch.tensor(half)).tolist() == [
+        3,
+        -2,
+        4,
+    ]
+    assert (
+        int(rounding_doubling_high_mul(torch.tensor(-(2**31)), torch.tensor(-(2**31)))) == 2**31 - 1
+    )
     # x / 2^2 rounded half away from zero.
     assert rounding_divide_by_pot(torch.tensor([5, 6, -6, -5, 7]), 2).tolist() == [1, 2, -2, -1, 2]
 
@@ -87,7 +93,10 @@ def test_rescale_sum_rounds_once() -> None:
     quarter = quantize_multiplier(0.25)
     # 0.25 + 0.25 = 0.5 -> 1 with one rounding (two separate roundings give 0).
     assert int(rescale_sum([(torch.tensor(1), quarter), (torch.tensor(1), quarter)])) == 1
-    assert int(rescale_sum([(torch.tensor(3), quantize_multiplier(0.5)), (torch.tensor(1), quarter)])) == 2
+    assert (
+        int(rescale_sum([(torch.tensor(3), quantize_multiplier(0.5)), (torch.tensor(1), quarter)]))
+        == 2
+    )
     assert int(rescale_sum([(torch.tensor(-3), quantize_multiplier(0.5))])) == -2
 
 

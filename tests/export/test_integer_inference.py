@@ -12,7 +12,13 @@ from mohaq.export.layers.linear import IntegerLinear
 from mohaq.quant import BitAssignment, apply_bit_assignment
 from mohaq.quant.apply import quantizers
 
-CASES = [("sru", "layer"), ("gru", "layer"), ("gru", "operator"), ("lstm", "layer"), ("lstm", "operator")]
+CASES = [
+    ("sru", "layer"),
+    ("gru", "layer"),
+    ("gru", "operator"),
+    ("lstm", "layer"),
+    ("lstm", "operator"),
+]
 
 
 def _compare(model: torch.nn.Module) -> tuple[float, float]:
@@ -34,10 +40,14 @@ def test_16_bit_integer_scores_match_fake_quantization(cell: str, granularity: s
 
 
 @pytest.mark.parametrize(("cell", "granularity"), CASES)
-def test_8_bit_and_mixed_integer_scores_match_fake_quantization(cell: str, granularity: str) -> None:
+def test_8_bit_and_mixed_integer_scores_match_fake_quantization(
+    cell: str, granularity: str
+) -> None:
     difference, agreement = _compare(make_model(cell, granularity, 8))
     assert difference < 0.03 and agreement >= 0.99
-    mixed = make_model(cell, granularity, lambda name: 4 if name.endswith(("weight", "w_ih", "w_hh")) else 8)
+    mixed = make_model(
+        cell, granularity, lambda name: 4 if name.endswith(("weight", "w_ih", "w_hh")) else 8
+    )
     difference, agreement = _compare(mixed)
     assert difference < 0.1 and agreement >= 0.9
 
@@ -46,7 +56,7 @@ def test_sru_without_projection_and_per_channel_weights() -> None:
     difference, agreement = _compare(make_model("sru", "layer", 8, projection=None))
     assert difference < 0.03 and agreement >= 0.99
     model = make_model("gru", "layer", 8)
-    for name, quantizer in quantizers(model).items():
+    for quantizer in quantizers(model).values():
         if quantizer.role == "weight":
             quantizer.per_channel = True  # one scale per output row
     program = lower_model(model)
@@ -57,14 +67,29 @@ def test_sru_without_projection_and_per_channel_weights() -> None:
 
 def test_a_linear_layer_on_hand_computed_integers() -> None:
     program = IntegerProgram({"model": {"num_classes": 2}})
-    program.add_quantized("out.weight", torch.tensor([[1, 2], [-3, 1]]), 4, torch.tensor(0.1), role="weight", point=True)
+    program.add_quantized(
+        "out.weight",
+        torch.tensor([[1, 2], [-3, 1]]),
+        4,
+        torch.tensor(0.1),
+        role="weight",
+        point=True,
+    )
     program.add_scale("out.input", 8, 0.25, role="activation", point=True)
-    program.add_quantized("out.bias", torch.tensor([100, -50]), 16, torch.tensor(0.001), role="fixed", point=False)
+    program.add_quantized(
+        "out.bias", torch.tensor([100, -50]), 16, torch.tensor(0.001), role="fixed", point=False
+    )
     program.add_multiplier("out.rq.bias", 0.001 / (0.1 * 0.25))  # bias -> accumulator: [4, -2]
     program.add_multiplier("out.rq.input", 0.5 / 0.25)  # previous domain s = 0.5 -> input s = 0.25
     program.add_scale("next", 8, 0.05, role="activation", point=True)
     program.add_multiplier("out.rq.output", 0.1 * 0.25 / 0.05)
-    description = {"name": "out", "source": "prev", "target": "next", "bias": True, "accumulator": {"dtype": "int32"}}
+    description = {
+        "name": "out",
+        "source": "prev",
+        "target": "next",
+        "bias": True,
+        "accumulator": {"dtype": "int32"},
+    }
     layer = IntegerLinear(program, description)
     # x_q = [6, -10] and [6, -8]; W x_q = [-14, -28] and [-10, -26]; + [4, -2]; x 0.5.
     assert layer(torch.tensor([[3, -5], [3, -4]])).tolist() == [[-5, -15], [-3, -14]]

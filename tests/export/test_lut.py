@@ -17,7 +17,14 @@ def test_a_small_sigmoid_table_by_hand() -> None:
     assert table.segment_shift == 1
     # x = 0.5 (integer 1): midway between 16384 and 23955: 16384 + (7571 + 1) >> 1.
     # x = -1.5 (-3): 3906 + (4907 + 1) >> 1. x = 2 and beyond: the last entry.
-    assert table(torch.tensor([1, -3, 0, 4, 100, -100])).tolist() == [20170, 6360, 16384, 28862, 28862, 3906]
+    assert table(torch.tensor([1, -3, 0, 4, 100, -100])).tolist() == [
+        20170,
+        6360,
+        16384,
+        28862,
+        28862,
+        3906,
+    ]
 
 
 def test_default_tables_stay_within_two_q15_steps_of_the_functions() -> None:
@@ -33,7 +40,9 @@ def test_default_tables_stay_within_two_q15_steps_of_the_functions() -> None:
 def test_tables_read_back_and_bad_arguments() -> None:
     table = build_lookup_table("tanh")
     again = table_from_values("tanh", table.values, input_frac_bits=12, range_log2=3)
-    assert torch.equal(again(torch.arange(-40000, 40000, 37)), table(torch.arange(-40000, 40000, 37)))
+    assert torch.equal(
+        again(torch.arange(-40000, 40000, 37)), table(torch.arange(-40000, 40000, 37))
+    )
     with pytest.raises(ValueError, match="2\\^k \\+ 1"):
         table_from_values("tanh", torch.zeros(6), input_frac_bits=12, range_log2=3)
     with pytest.raises(ValueError, match="sigmoid, tanh"):

@@ -30,12 +30,18 @@ def _ops(graph: onnx.GraphProto) -> list[str]:
     ("cell", "granularity", "bits"),
     [("sru", "layer", 8), ("gru", "operator", 4), ("lstm", "layer", 16), ("lstm", "operator", 8)],
 )
-def test_onnxruntime_matches_the_fake_quantized_model(cell: str, granularity: str, bits: int) -> None:
-    model = make_model(cell, granularity, lambda name: 2 if name.endswith("weight") and bits == 4 else bits)
+def test_onnxruntime_matches_the_fake_quantized_model(
+    cell: str, granularity: str, bits: int
+) -> None:
+    model = make_model(
+        cell, granularity, lambda name: 2 if name.endswith("weight") and bits == 4 else bits
+    )
     program = lower_model(model)
     onnx_model = build_onnx(program)
     features, lengths = example_batch()
-    session = onnxruntime.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     (scores,) = session.run(["scores"], {"features": features.numpy(), "lengths": lengths.numpy()})
     with torch.no_grad():
         reference = model(features, lengths)
@@ -44,9 +50,15 @@ def test_onnxruntime_matches_the_fake_quantized_model(cell: str, granularity: st
     assert float(difference) <= TOLERANCE * float(reference.abs()[valid].max())
     # Every quantized run-time tensor has a QuantizeLinear, every stored one a DequantizeLinear.
     ops = _ops(onnx_model.graph)
-    runtime_points = [n for n, e in program.config["quantizers"].items() if e["role"] != "carry" and n not in program.tensors]
+    runtime_points = [
+        n
+        for n, e in program.config["quantizers"].items()
+        if e["role"] != "carry" and n not in program.tensors
+    ]
     assert ops.count("QuantizeLinear") >= len(runtime_points)
-    assert ops.count("DequantizeLinear") >= len(program.quantized_names(stored=True)) + ops.count("QuantizeLinear")
+    assert ops.count("DequantizeLinear") >= len(program.quantized_names(stored=True)) + ops.count(
+        "QuantizeLinear"
+    )
     assert "Scan" in ops
 
 

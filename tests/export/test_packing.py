@@ -24,7 +24,10 @@ def test_round_trip_at_every_width(bits: int) -> None:
     generator = torch.Generator().manual_seed(bits)
     values = torch.randint(-(2 ** (bits - 1)), 2 ** (bits - 1), (37,), generator=generator)
     packed = pack(values, bits)
-    assert packed.dtype == torch.uint8 and packed.numel() == packed_size(37, bits) == (37 * bits + 7) // 8
+    assert (
+        packed.dtype == torch.uint8
+        and packed.numel() == packed_size(37, bits) == (37 * bits + 7) // 8
+    )
     assert torch.equal(unpack(packed, bits, 37), values)
 
 

@@ -22,7 +22,14 @@ WORKLOAD = Workload(
 
 def _run_dir(tmp_path: Path) -> Path:
     lines = [
-        json.dumps({"index": 0, "bits": {"l0.input": 8, "l0.weight": 8}, "label": "uniform-8", "error": 0.2}),
+        json.dumps(
+            {
+                "index": 0,
+                "bits": {"l0.input": 8, "l0.weight": 8},
+                "label": "uniform-8",
+                "error": 0.2,
+            }
+        ),
         json.dumps({"index": 1, "bits": {"l0.input": 8, "l0.weight": 4}, "error": 0.25}),
         '{"index": 2, "bits": {"l0.in',  # torn by a crash
     ]
@@ -42,7 +49,10 @@ def test_a_record_by_index(tmp_path: Path) -> None:
 
 
 def test_exactly_one_complete_source(tmp_path: Path) -> None:
-    assert resolve_assignment(WORKLOAD, uniform_bits=4)[0].to_dict() == {"l0.input": 4, "l0.weight": 4}
+    assert resolve_assignment(WORKLOAD, uniform_bits=4)[0].to_dict() == {
+        "l0.input": 4,
+        "l0.weight": 4,
+    }
     with pytest.raises(ExportError, match="exactly one"):
         resolve_assignment(WORKLOAD, uniform_bits=4, bits={"l0.input": 8})
     with pytest.raises(ExportError, match="exactly one"):

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import Tensor
 
-from mohaq.export.fixed_point import rescale_sum, requantize, saturate
+from mohaq.export.fixed_point import requantize, rescale_sum, saturate
 from mohaq.export.layers.stepwise import (
     CARRY_BITS,
     CARRY_FRAC_BITS,
@@ -83,7 +83,11 @@ class IntegerGRU(IntegerStepwise):
         if self.operator:
             keys += ["ih", "hh", "r", "z", "n", "rhn_pre", "zn_n", "zn_zn", "zh"]
         self.rq = {key: self.multiplier(key) for key in keys}
-        self.op_bits = {op: self.bits(op) for op in ("ih", "hh", "r", "z", "n", "rhn", "zh", "zn")} if self.operator else {}
+        self.op_bits = (
+            {op: self.bits(op) for op in ("ih", "hh", "r", "z", "n", "rhn", "zh", "zn")}
+            if self.operator
+            else {}
+        )
 
     def prepare(self, ih_all: Tensor) -> Tensor:
         if not self.operator:
@@ -95,9 +99,9 @@ class IntegerGRU(IntegerStepwise):
         hidden = self.hidden
         window = slice(index * hidden, (index + 1) * hidden)
         wide_ih, wide_hh = (True, True) if self.operator else (self.wide_ih, self.wide_hh)
-        return requantize(ih[..., window], gate(self.rq["ih_pre"], index, hidden), wide=wide_ih) + requantize(
-            hh[..., window], gate(self.rq["hh_pre"], index, hidden), wide=wide_hh
-        )
+        return requantize(
+            ih[..., window], gate(self.rq["ih_pre"], index, hidden), wide=wide_ih
+        ) + requantize(hh[..., window], gate(self.rq["hh_pre"], index, hidden), wide=wide_hh)
 
     def step(self, ih: Tensor, states: list[Tensor]) -> list[Tensor]:
         (h,) = states
@@ -108,9 +112,13 @@ class IntegerGRU(IntegerStepwise):
             r = self.sigmoid(self._pre(ih, hh, 0))
             z = self.sigmoid(self._pre(ih, hh, 1))
             rhn = rq(r * hh[..., 2 * hidden :], self.rq["rhn"])
-            n_pre = requantize(ih[..., 2 * hidden :], gate(self.rq["ih_pre"], 2, hidden), wide=self.wide_ih)
+            n_pre = requantize(
+                ih[..., 2 * hidden :], gate(self.rq["ih_pre"], 2, hidden), wide=self.wide_ih
+            )
             n = self.tanh(n_pre + rhn)
-            h_new = rescale_sum([((ONE - z) * n, self.rq["zn_carry"]), (z * h_in, self.rq["zh_carry"])])
+            h_new = rescale_sum(
+                [((ONE - z) * n, self.rq["zn_carry"]), (z * h_in, self.rq["zh_carry"])]
+            )
             return [saturate(h_new, CARRY_BITS)]
         b = self.op_bits
         hh = saturate(requantize(hh, self.rq["hh"], wide=self.wide_hh), b["hh"])
@@ -123,4 +131,3 @@ class IntegerGRU(IntegerStepwise):
         zh = saturate(rq(z * h_in, self.rq["zh"]), b["zh"])
         h_new = rescale_sum([(zn, self.rq["zn_carry"]), (zh, self.rq["zh_carry"])])
         return [saturate(h_new, CARRY_BITS)]
-

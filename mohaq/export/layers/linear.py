@@ -31,14 +31,18 @@ from mohaq.export.reading import integer_tensor, runtime_quantization
 from mohaq.models.quant_linear import QuantLinear
 
 
-def register_input(program: IntegerProgram, quantizer: Any, name: str, *, point: bool = True) -> Domain:
+def register_input(
+    program: IntegerProgram, quantizer: Any, name: str, *, point: bool = True
+) -> Domain:
     """Registers an activation point's scale and returns its domain."""
     scale, bits = runtime_quantization(quantizer, name)
     program.add_scale(name, bits, scale, role="activation", point=point)
     return program.domain(name)
 
 
-def matmul_description(weight_bits: int, input_bits: int, depth: int, bias_bound: int = 0) -> dict[str, Any]:
+def matmul_description(
+    weight_bits: int, input_bits: int, depth: int, bias_bound: int = 0
+) -> dict[str, Any]:
     """The accumulator of a product: bound in bits (INTEGER.md) and the integer type used."""
     wide = needs_wide_accumulator(weight_bits, input_bits, depth, bias_bound)
     return {
@@ -47,7 +51,8 @@ def matmul_description(weight_bits: int, input_bits: int, depth: int, bias_bound
         "depth": depth,
         "bound_bits": max(
             matmul_accumulator_bits(weight_bits, input_bits, depth),
-            math.ceil(math.log2(accumulator_bound(weight_bits, input_bits, depth, bias_bound) + 1)) + 1,
+            math.ceil(math.log2(accumulator_bound(weight_bits, input_bits, depth, bias_bound) + 1))
+            + 1,
         ),
         "dtype": "int64" if wide else "int32",
     }
@@ -72,14 +77,20 @@ def lower_linear(
         target: the point the output is requantized to (None: dequantized scores).
     """
     name = module.layer
-    weight, weight_scale, weight_bits = integer_tensor(module.weight_quant, module.weight, f"{name}.weight")
-    program.add_quantized(f"{name}.weight", weight, weight_bits, weight_scale, role="weight", point=True)
+    weight, weight_scale, weight_bits = integer_tensor(
+        module.weight_quant, module.weight, f"{name}.weight"
+    )
+    program.add_quantized(
+        f"{name}.weight", weight, weight_bits, weight_scale, role="weight", point=True
+    )
     domain = register_input(program, module.input_quant, f"{name}.input")
     accumulator_scale = weight_scale * domain.scale
     bound = 0
     if module.bias is not None:
         bias, bias_scale, bias_bits = integer_tensor(module.bias_quant, module.bias, f"{name}.bias")
-        program.add_quantized(f"{name}.bias", bias, bias_bits, bias_scale, role="fixed", point=False)
+        program.add_quantized(
+            f"{name}.bias", bias, bias_bits, bias_scale, role="fixed", point=False
+        )
         program.add_multiplier(f"{name}.rq.bias", bias_scale / accumulator_scale)
         bound = bias_bound(bias, bias_scale / accumulator_scale)
     if source is not None:
@@ -87,7 +98,9 @@ def lower_linear(
     if target is not None:
         program.add_multiplier(f"{name}.rq.output", accumulator_scale / target.scale)
     else:
-        program.tensors[f"{name}.output.scale"] = torch.as_tensor(accumulator_scale, dtype=torch.float64)
+        program.tensors[f"{name}.output.scale"] = torch.as_tensor(
+            accumulator_scale, dtype=torch.float64
+        )
     return {
         "kind": "linear",
         "name": name,
@@ -96,6 +109,32 @@ def lower_linear(
         "bias": module.bias is not None,
         "accumulator": matmul_description(weight_bits, domain.bits, module.in_features, bound),
     }
+
+
+class InputPoint:
+    """Brings a layer's input to its input point's integers.
+
+    From the previous layer's integer domain by a requantization, or, for the
+    model's first layer, from float features by ``round(x / s_x)`` (the
+    documented float step on the input side).
+
+    Args:
+        program: the integer model.
+        point: the input point's name.
+        multiplier: the requantization from the previous domain; None for features.
+    """
+
+    def __init__(self, program: IntegerProgram, point: str, multiplier: str | None) -> None:
+        self.bits = program.bits(point)
+        self.multiplier = program.multiplier(multiplier) if multiplier is not None else None
+        self.feature_scale = float(program.scale(point)) if multiplier is None else None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.multiplier is None:
+            assert self.feature_scale is not None
+            levels = torch.round(x.to(torch.float32) / self.feature_scale).to(torch.int64)
+            return saturate(levels, self.bits)
+        return saturate(requantize(x, self.multiplier, wide=False), self.bits)
 
 
 class IntegerLinear:
@@ -112,12 +151,10 @@ class IntegerLinear:
         self.wide = description["accumulator"]["dtype"] == "int64"
         dtype = torch.int64 if self.wide else torch.int32
         self.weight_t = program.values(f"{name}.weight").t().contiguous().to(dtype)
-        self.input_bits = program.bits(f"{name}.input")
-        self.input_multiplier = (
-            program.multiplier(f"{name}.rq.input") if description["source"] is not None else None
+        source = description["source"]
+        self.quantize_input = InputPoint(
+            program, f"{name}.input", f"{name}.rq.input" if source is not None else None
         )
-        # The only float the input side keeps: quantizing float features (first layer).
-        self.input_scale = float(program.scale(f"{name}.input")) if description["source"] is None else None
         self.bias = None
         if description["bias"]:
             self.bias = multiply_by_quantized_multiplier_wide(
@@ -128,15 +165,10 @@ class IntegerLinear:
             program.multiplier(f"{name}.rq.output") if description["target"] is not None else None
         )
         self.output_scale = (
-            program.scale(f"{name}.output").to(torch.float32) if description["target"] is None else None
+            program.scale(f"{name}.output").to(torch.float32)
+            if description["target"] is None
+            else None
         )
-
-    def quantize_input(self, x: Tensor) -> Tensor:
-        """The input point's integers from the previous domain (or float features)."""
-        if self.input_multiplier is None:
-            assert self.input_scale is not None
-            return saturate(torch.round(x.to(torch.float32) / self.input_scale).to(torch.int64), self.input_bits)
-        return saturate(requantize(x, self.input_multiplier, wide=False), self.input_bits)
 
     def accumulate(self, x_q: Tensor) -> Tensor:
         """``W x_q + b`` in the accumulator's integer type, returned as int64."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import Tensor
 
-from mohaq.export.fixed_point import rescale_sum, requantize, saturate
+from mohaq.export.fixed_point import requantize, rescale_sum, saturate
 from mohaq.export.layers.stepwise import (
     CARRY_BITS,
     CARRY_FRAC_BITS,
@@ -104,7 +104,9 @@ class IntegerLSTM(IntegerStepwise):
         for index, op in enumerate(GATES):
             window = slice(index * hidden, (index + 1) * hidden)
             pre = requantize(ih[..., window], gate(self.rq["ih_pre"], index, hidden), wide=wide_ih)
-            pre = pre + requantize(hh[..., window], gate(self.rq["hh_pre"], index, hidden), wide=wide_hh)
+            pre = pre + requantize(
+                hh[..., window], gate(self.rq["hh_pre"], index, hidden), wide=wide_hh
+            )
             out.append(self.tanh(pre) if op == "g" else self.sigmoid(pre))
         return out
 
@@ -114,18 +116,25 @@ class IntegerLSTM(IntegerStepwise):
         hh = self.recurrent_product(h_in)
         if not self.operator:
             i, f, g, o = self._gates(ih, hh)
-            c_new = saturate(rescale_sum([(f * c, self.rq["fc"]), (i * g, self.rq["ig"])]), self.cell_bits)
+            c_new = saturate(
+                rescale_sum([(f * c, self.rq["fc"]), (i * g, self.rq["ig"])]), self.cell_bits
+            )
             tanh_c = self.tanh(rq(c_new, self.rq["c_pre"]))
             h_new = saturate(rq(o * tanh_c, self.rq["h_carry"]), CARRY_BITS)
             return [h_new, c_new]
         b = self.op_bits
         hh = saturate(requantize(hh, self.rq["hh"], wide=self.wide_hh), b["hh"])
         i, f, g, o = (
-            saturate(rq(value, self.rq[op]), b[op]) for op, value in zip(GATES, self._gates(ih, hh), strict=True)
+            saturate(rq(value, self.rq[op]), b[op])
+            for op, value in zip(GATES, self._gates(ih, hh), strict=True)
         )
         fc = saturate(rq(f * c, self.rq["fc"]), b["fc"])
         ig = saturate(rq(i * g, self.rq["ig"]), b["ig"])
-        c_new = saturate(rescale_sum([(fc, self.rq["fc_c"]), (ig, self.rq["ig_c"])]), self.cell_bits)
-        tanh_c = saturate(rq(self.tanh(rq(c_new, self.rq["c_pre"])), self.rq["tanh_c"]), b["tanh_c"])
+        c_new = saturate(
+            rescale_sum([(fc, self.rq["fc_c"]), (ig, self.rq["ig_c"])]), self.cell_bits
+        )
+        tanh_c = saturate(
+            rq(self.tanh(rq(c_new, self.rq["c_pre"])), self.rq["tanh_c"]), b["tanh_c"]
+        )
         oc = saturate(rq(o * tanh_c, self.rq["oc"]), b["oc"])
         return [oc, c_new]

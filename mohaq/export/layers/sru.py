@@ -29,12 +29,18 @@ from torch import Tensor
 from mohaq.export.fixed_point import (
     QuantizedMultiplier,
     multiply_by_quantized_multiplier_wide,
-    rescale_sum,
     requantize,
+    rescale_sum,
     rounding_divide_by_pot,
     saturate,
 )
-from mohaq.export.layers.linear import IntegerLinear, lower_linear, matmul_description, register_input
+from mohaq.export.layers.linear import (
+    InputPoint,
+    IntegerLinear,
+    lower_linear,
+    matmul_description,
+    register_input,
+)
 from mohaq.export.lut import OUTPUT_FRAC_BITS, PREACTIVATION_FRAC_BITS
 from mohaq.export.program import Domain, IntegerProgram
 from mohaq.export.reading import integer_tensor, runtime_quantization
@@ -80,8 +86,12 @@ def lower_sru(
         product = register_input(program, layer.input_quant, f"{name}.input")
         if source is not None:
             program.add_multiplier(f"{name}.rq.input", source.scale / product.scale)
-    weight, weight_scale, weight_bits = integer_tensor(layer.weight_quant, layer.weight, f"{name}.weight")
-    program.add_quantized(f"{name}.weight", weight, weight_bits, weight_scale, role="weight", point=True)
+    weight, weight_scale, weight_bits = integer_tensor(
+        layer.weight_quant, layer.weight, f"{name}.weight"
+    )
+    program.add_quantized(
+        f"{name}.weight", weight, weight_bits, weight_scale, role="weight", point=True
+    )
     rows = weight_scale.expand(weight.shape[0]).reshape(directions, matrices, hidden)
     accumulator = rows * product.scale  # (D, M, H)
     state_scale, state_bits = runtime_quantization(layer.state_quant, f"{name}.c")
@@ -90,7 +100,9 @@ def lower_sru(
     program.add_scale(f"{name}.h", CARRY_BITS, carry_scale, role="carry", point=False)
     scales = {}
     for vector in VECTORS:
-        values, scale, bits = integer_tensor(layer.vector_quant, getattr(layer, vector), f"{name}.{vector}")
+        values, scale, bits = integer_tensor(
+            layer.vector_quant, getattr(layer, vector), f"{name}.{vector}"
+        )
         program.add_quantized(f"{name}.{vector}", values, bits, scale, role="fixed", point=False)
         scales[vector] = scale
     program.add_multiplier(f"{name}.rq.candidate", accumulator[:, 0] / state_scale)
@@ -145,17 +157,23 @@ class IntegerSRU:
         self.wide = description["accumulator"]["dtype"] == "int64"
         dtype = torch.int64 if self.wide else torch.int32
         weight = program.values(f"{name}.weight")
-        self.weight_t = weight.view(self.directions, -1, weight.shape[1]).transpose(1, 2).contiguous().to(dtype)
-        self.projection = IntegerLinear(program, description["projection"]) if description["projection"] else None
-        self.input_bits = program.bits(f"{name}.input")
-        self.first = description["source"] is None
-        self.input_scale = float(program.scale(f"{name}.input")) if self.first else None
-        self.input_multiplier = (
-            program.multiplier(f"{name}.rq.input") if self.projection is None and not self.first else None
+        self.weight_t = (
+            weight.view(self.directions, -1, weight.shape[1]).transpose(1, 2).contiguous().to(dtype)
+        )
+        self.projection = (
+            IntegerLinear(program, description["projection"]) if description["projection"] else None
+        )
+        first = description["source"] is None
+        self.input_point_quantizer = (
+            None
+            if self.projection is not None
+            else InputPoint(program, f"{name}.input", None if first else f"{name}.rq.input")
         )
         self.state_bits = program.bits(f"{name}.c")
         vector_shape = (self.directions, 1, self.hidden)  # broadcast over the batch
-        self.v = {g: program.values(f"{name}.v_{g}").view(vector_shape) for g in ("forget", "reset")}
+        self.v = {
+            g: program.values(f"{name}.v_{g}").view(vector_shape) for g in ("forget", "reset")
+        }
         self.bias = {
             g: multiply_by_quantized_multiplier_wide(
                 program.values(f"{name}.b_{g}"), program.multiplier(f"{name}.rq.b_{g}")
@@ -164,7 +182,16 @@ class IntegerSRU:
         }
         self.rq = {
             key: program.multiplier(f"{name}.rq.{key}")
-            for key in ("candidate", "forget", "reset", "v_forget", "v_reset", "highway", "state_out", "highway_out")
+            for key in (
+                "candidate",
+                "forget",
+                "reset",
+                "v_forget",
+                "v_reset",
+                "highway",
+                "state_out",
+                "highway_out",
+            )
         }
         self.sigmoid = program.lookup_table("sigmoid")
 
@@ -178,10 +205,8 @@ class IntegerSRU:
     def _product_input(self, x: Tensor) -> Tensor:
         if self.projection is not None:
             return self.projection(x)
-        if self.first:
-            assert self.input_scale is not None
-            return saturate(torch.round(x.to(torch.float32) / self.input_scale).to(torch.int64), self.input_bits)
-        return saturate(requantize(x, self.input_multiplier, wide=False), self.input_bits)
+        assert self.input_point_quantizer is not None
+        return self.input_point_quantizer(x)
 
     def __call__(self, x: Tensor, lengths: Tensor) -> Tensor:
         """``(B, T, input)`` integers (features for the first layer) -> ``(B, T, D*H)`` carry integers."""
@@ -190,18 +215,26 @@ class IntegerSRU:
         time_major = x.transpose(0, 1)
         product_input = self._product_input(time_major)
         stacked = _by_direction(product_input, directions)
-        acc = torch.bmm(stacked.reshape(directions, steps * batch, -1).to(self.weight_t.dtype), self.weight_t)
+        acc = torch.bmm(
+            stacked.reshape(directions, steps * batch, -1).to(self.weight_t.dtype), self.weight_t
+        )
         acc = acc.to(torch.int64).view(directions, steps, batch, self.matrices, hidden)
         limit = HEADROOM_LIMIT
-        candidate = requantize(acc[..., 0, :], self._per_row("candidate"), wide=self.wide).clamp(-limit, limit)
+        candidate = requantize(acc[..., 0, :], self._per_row("candidate"), wide=self.wide).clamp(
+            -limit, limit
+        )
         forget_in = requantize(acc[..., 1, :], self._per_row("forget"), wide=self.wide)
         reset_in = requantize(acc[..., 2, :], self._per_row("reset"), wide=self.wide)
         if self.highway == "matrix":
             highway = requantize(acc[..., 3, :], self._per_row("highway"), wide=self.wide)
         elif self.highway == "product_input":
-            highway = requantize(_by_direction(product_input, directions, split=True), self.rq["highway"], wide=False)
+            highway = requantize(
+                _by_direction(product_input, directions, split=True), self.rq["highway"], wide=False
+            )
         else:
-            highway = requantize(_by_direction(time_major, directions, split=True), self.rq["highway"], wide=False)
+            highway = requantize(
+                _by_direction(time_major, directions, split=True), self.rq["highway"], wide=False
+            )
         highway = highway.clamp(-limit, limit)
         valid = step_mask(lengths, steps, torch.bool).t()  # (T, B)
         mask = _by_direction(valid, directions).unsqueeze(-1)  # (D, T, B, 1)
@@ -209,14 +242,23 @@ class IntegerSRU:
         outputs = []
         for t in range(steps):
             forget_pre = forget_in[:, t] + self.bias["forget"]
-            forget_pre = forget_pre + multiply_by_quantized_multiplier_wide(self.v["forget"] * c, self.rq["v_forget"])
+            forget_pre = forget_pre + multiply_by_quantized_multiplier_wide(
+                self.v["forget"] * c, self.rq["v_forget"]
+            )
             f = self.sigmoid(forget_pre)
             update = rounding_divide_by_pot(f * c + (ONE - f) * candidate[:, t], OUTPUT_FRAC_BITS)
             c_new = torch.where(mask[:, t], saturate(update, self.state_bits), c)
             reset_pre = reset_in[:, t] + self.bias["reset"]
-            reset_pre = reset_pre + multiply_by_quantized_multiplier_wide(self.v["reset"] * c, self.rq["v_reset"])
+            reset_pre = reset_pre + multiply_by_quantized_multiplier_wide(
+                self.v["reset"] * c, self.rq["v_reset"]
+            )
             r = self.sigmoid(reset_pre)
-            h = rescale_sum([(r * c_new, self.rq["state_out"]), ((ONE - r) * highway[:, t], self.rq["highway_out"])])
+            h = rescale_sum(
+                [
+                    (r * c_new, self.rq["state_out"]),
+                    ((ONE - r) * highway[:, t], self.rq["highway_out"]),
+                ]
+            )
             outputs.append(saturate(h, CARRY_BITS))
             c = c_new
         h = torch.stack(outputs, dim=1)  # (D, T, B, H)

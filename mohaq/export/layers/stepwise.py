@@ -20,10 +20,9 @@ from torch import Tensor
 from mohaq.export.fixed_point import (
     QuantizedMultiplier,
     multiply_by_quantized_multiplier_wide,
-    requantize,
-    saturate,
 )
 from mohaq.export.layers.linear import (
+    InputPoint,
     IntegerLinear,
     bias_bound,
     lower_linear,
@@ -98,7 +97,9 @@ def lower_stepwise(
     hh = (weight_scales[1].expand(rows) * hidden_scale).reshape(shape)
     bounds = []
     for suffix, accumulator in (("ih", ih), ("hh", hh)):
-        bias, scale, bits = integer_tensor(layer.bias_quant, getattr(layer, f"bias_{suffix}"), f"{name}.bias_{suffix}")
+        bias, scale, bits = integer_tensor(
+            layer.bias_quant, getattr(layer, f"bias_{suffix}"), f"{name}.bias_{suffix}"
+        )
         program.add_quantized(f"{name}.bias_{suffix}", bias, bits, scale, role="fixed", point=False)
         multiplier = scale / accumulator.reshape(-1)
         program.add_multiplier(f"{name}.rq.bias_{suffix}", multiplier)
@@ -113,7 +114,9 @@ def lower_stepwise(
         input_point=input_name,
         source=None if source is None else source.name,
         accumulator=matmul_description(weight_bits[0], product.bits, layer.input_size, bounds[0]),
-        recurrent_accumulator=matmul_description(weight_bits[1], hidden_bits, layer.hidden_size, bounds[1]),
+        recurrent_accumulator=matmul_description(
+            weight_bits[1], hidden_bits, layer.hidden_size, bounds[1]
+        ),
     )
     return description, StepwiseScales(ih, hh, hidden_scale, operator)
 
@@ -162,17 +165,27 @@ class IntegerStepwise:
         self.wide_hh = description["recurrent_accumulator"]["dtype"] == "int64"
         self.w_ih_t = w_ih.t().contiguous().to(torch.int64 if self.wide_ih else torch.int32)
         per_direction = w_hh.view(self.directions, self.gates * self.hidden, self.hidden)
-        self.w_hh_t = per_direction.transpose(1, 2).contiguous().to(torch.int64 if self.wide_hh else torch.int32)
+        self.w_hh_t = (
+            per_direction.transpose(1, 2)
+            .contiguous()
+            .to(torch.int64 if self.wide_hh else torch.int32)
+        )
         shape = (self.directions, self.gates * self.hidden)
-        self.bias_ih = rq(program.values(f"{name}.bias_ih"), program.multiplier(f"{name}.rq.bias_ih")).view(shape)
-        self.bias_hh = rq(program.values(f"{name}.bias_hh"), program.multiplier(f"{name}.rq.bias_hh")).view(shape)
-        self.projection = IntegerLinear(program, description["projection"]) if description["projection"] else None
+        self.bias_ih = rq(
+            program.values(f"{name}.bias_ih"), program.multiplier(f"{name}.rq.bias_ih")
+        ).view(shape)
+        self.bias_hh = rq(
+            program.values(f"{name}.bias_hh"), program.multiplier(f"{name}.rq.bias_hh")
+        ).view(shape)
+        self.projection = (
+            IntegerLinear(program, description["projection"]) if description["projection"] else None
+        )
         self.input_point = description["input_point"]
-        self.input_bits = program.bits(self.input_point)
-        self.first = description["source"] is None
-        self.input_scale = float(program.scale(self.input_point)) if self.first else None
-        self.input_multiplier = (
-            program.multiplier(f"{name}.rq.input") if self.projection is None and not self.first else None
+        first = description["source"] is None
+        self.input_point_quantizer = (
+            None
+            if self.projection is not None
+            else InputPoint(program, self.input_point, None if first else f"{name}.rq.input")
         )
         self.hidden_bits = program.bits(f"{name}.h")
         self.sigmoid = program.lookup_table("sigmoid")
@@ -187,10 +200,8 @@ class IntegerStepwise:
     def _product_input(self, x: Tensor) -> Tensor:
         if self.projection is not None:
             return self.projection(x)
-        if self.first:
-            assert self.input_scale is not None
-            return saturate(torch.round(x.to(torch.float32) / self.input_scale).to(torch.int64), self.input_bits)
-        return saturate(requantize(x, self.input_multiplier, wide=False), self.input_bits)
+        assert self.input_point_quantizer is not None
+        return self.input_point_quantizer(x)
 
     def input_products(self, x: Tensor, lengths: Tensor) -> Tensor:
         """All steps' ``W_ih x + b_ih`` in accumulator units, ``(T, B, D, G*H)``, direction 1 reversed."""
@@ -216,7 +227,10 @@ class IntegerStepwise:
         batch, steps = x.shape[:2]
         ih_all = self.prepare(self.input_products(x, lengths))
         masks = step_mask(lengths, steps, torch.bool).t()[:, :, None, None]  # (T, B, 1, 1)
-        states = [torch.zeros(batch, self.directions, self.hidden, dtype=torch.int64) for _ in range(self.states)]
+        states = [
+            torch.zeros(batch, self.directions, self.hidden, dtype=torch.int64)
+            for _ in range(self.states)
+        ]
         outputs = []
         for t in range(steps):
             new = self.step(ih_all[t], states)
