@@ -21,11 +21,17 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 
 from mohaq.export.packing import pack, unpack
 from mohaq.export.program import FORMAT, ExportError, IntegerProgram
+
+try:
+    from safetensors.torch import load_file, safe_open, save_file
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "safetensors is needed to export or score exported models: pip install 'mohaq[export]'"
+    ) from error
 
 PROGRAM_KEY = "mohaq_program"
 FORMAT_KEY = "format"

@@ -21,10 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from mohaq.export.program import ExportError, IntegerProgram
+
+try:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "onnx is needed to export or score exported models: pip install 'mohaq[export]'"
+    ) from error
 
 OPSET = 21
 
