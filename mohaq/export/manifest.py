@@ -139,6 +139,8 @@ def build_manifest(
         },
         "requantization": "M = m0 * 2^(shift - 31), m0 int32 in [2^30, 2^31); int32 accumulators: "
         "gemmlowp rounding doubling high multiply + rounding right shift; int64: exact, half away from zero",
+        "biases": "stored at their fixed bits (as the cost models count them) and moved to the "
+        "accumulator scale s_w * s_x (int32/int64) by their <layer>.rq.bias_* multipliers when loaded",
         "lookup_tables": program.config.get("luts", {}),
         "float_steps": [
             "feature input quantization round(x / s_x)",
