@@ -104,18 +104,19 @@ class _Graph:
         self,
         name: str,
         rows: slice | None = None,
+        columns: slice | None = None,
         *,
         transpose: bool = False,
-        view: tuple[int, ...] | None = None,
     ) -> str:
-        """A stored integer tensor behind DequantizeLinear (rows selected, optionally transposed)."""
+        """A stored integer tensor (rows/columns selected, optionally transposed) behind
+        DequantizeLinear; per-row scales follow the rows."""
         values = self.program.values(name)
         scale = self.program.scale(name)
-        if view is not None:
-            values = values.reshape(view)
         if rows is not None:
             values = values[rows]
             scale = scale[rows] if scale.numel() > 1 else scale
+        if columns is not None:
+            values = values[:, columns]
         dtype = self._integer_type(self.program.bits(name))
         array = values.numpy().astype(dtype)
         axis = 0
@@ -259,7 +260,7 @@ def _stepwise(g: _Graph, d: dict[str, Any], x: str, masks: dict[str, str]) -> st
         if operator:
             return g.dequantized(f"{name}.{part}", rows, transpose=True)
         columns = slice(0, input_size) if part == "w_ih" else slice(input_size, None)
-        return _columns(g, f"{name}.weight", rows, columns)
+        return g.dequantized(f"{name}.weight", rows, columns, transpose=True)
 
     def op(body: _Graph, point: str, value: str) -> str:
         return body.qdq(value, f"{name}.{point}") if operator else value
@@ -317,19 +318,6 @@ def _stepwise(g: _Graph, d: dict[str, Any], x: str, masks: dict[str, str]) -> st
         )  # fmt: skip
         per_direction.append(results[-1])
     return _finish(g, per_direction, masks["batch_float"])
-
-
-def _columns(g: _Graph, name: str, rows: slice, columns: slice) -> str:
-    """Rows and columns of a stored weight (a split of one per-row-scaled point), transposed."""
-    values = g.program.values(name)[rows, columns]
-    scale = g.program.scale(name)
-    scale = scale[rows] if scale.numel() > 1 else scale
-    dtype = g._integer_type(g.program.bits(name))
-    q = g.const(name, np.ascontiguousarray(values.numpy().astype(dtype).T))
-    s = g.const(f"{name}.scale", scale.numpy().astype(np.float32))
-    zero = g.const(f"{name}.zero", np.zeros(scale.shape, dtype=dtype))
-    attributes = {"axis": 1} if scale.numel() > 1 else {}
-    return g.op("DequantizeLinear", q, s, zero, **attributes)
 
 
 def _masks(g: _Graph) -> dict[str, str]:
