@@ -1,7 +1,8 @@
 """Integer-only inference and the ONNX QDQ export against fake quantization on a trained model.
 
 For each assignment (uniform 8 and 16 bits, W4A8: every weight at 4 bits and
-every activation at 8, and a per-layer 4/8 mix) the model is calibrated on
+every activation at 8, and a per-layer 4/8 mix; uniform 8 once more with
+gemmlowp's double rounding instead of single rounding) the model is calibrated on
 the optimization set (as the search does), exported to disk with `mohaq
 export`'s code, read back, and scored on the test split three ways: the
 fake-quantized model, the integer-only reference inference run from
@@ -44,7 +45,8 @@ from mohaq.system import AcousticSystem
 IGNORE_INDEX = -100
 
 
-def _assignments(system: AcousticSystem) -> dict[str, BitAssignment]:
+def _runs(system: AcousticSystem) -> dict[str, tuple[BitAssignment, str]]:
+    """label -> (assignment, rounding of int32 requantization)."""
     points = system.workload().points
     names = [p.name for p in points]
     layers = list(dict.fromkeys(p.layer for p in points))
@@ -52,11 +54,13 @@ def _assignments(system: AcousticSystem) -> dict[str, BitAssignment]:
     alternating = {
         p.name: 4 if layers.index(p.layer) % 2 == 0 and p.layer != "output" else 8 for p in points
     }
+    uniform8 = BitAssignment.uniform(names, 8)
     return {
-        "uniform-16": BitAssignment.uniform(names, 16),
-        "uniform-8": BitAssignment.uniform(names, 8),
-        "w4a8": BitAssignment({p.name: 4 if p.kind == "weight" else 8 for p in points}),
-        "layers-4/8": BitAssignment(alternating),
+        "uniform-16": (BitAssignment.uniform(names, 16), "single"),
+        "uniform-8": (uniform8, "single"),
+        "w4a8": (BitAssignment({p.name: 4 if p.kind == "weight" else 8 for p in points}), "single"),
+        "layers-4/8": (BitAssignment(alternating), "single"),
+        "uniform-8, gemmlowp rounding": (uniform8, "gemmlowp"),
     }
 
 
@@ -130,14 +134,16 @@ def main() -> None:
     calibration_seconds = time.perf_counter() - start
     float_per = None
     results: dict[str, Any] = {}
-    for label, assignment in _assignments(system).items():
+    for label, (assignment, rounding) in _runs(system).items():
         if args.only and label not in args.only:
             continue
         prepare_model(system, assignment, None)  # calibration kept; assignment applied
         fake_per, fake_scores, fake_seconds = _score(system, batches, scoring_map)
         with tempfile.TemporaryDirectory() as directory:
             start = time.perf_counter()
-            exported = export_model(system, directory, onnx=True, source={"assignment": label})
+            exported = export_model(
+                system, directory, onnx=True, source={"assignment": label}, rounding=rounding
+            )
             export_seconds = time.perf_counter() - start
             integer = IntegerAcousticModel(read_program(Path(directory) / "model.safetensors"))
             integer_per, integer_scores, integer_seconds = _score(integer, batches, scoring_map)
@@ -147,6 +153,7 @@ def main() -> None:
         sizes = exported.manifest["sizes"]
         results[label] = {
             "bits": assignment.to_dict(),
+            "rounding": rounding,
             "per_fake_quant": fake_per,
             "per_integer": integer_per,
             "per_onnx": onnx_per,

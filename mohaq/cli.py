@@ -246,6 +246,7 @@ class MohaqTrainer(pl.Trainer):
         fixed_bits: int = 16,
         recalibrate: bool = False,
         onnx: bool = True,
+        rounding: Literal["single", "gemmlowp"] = "single",
     ) -> Any:
         """Write a checkpoint at a bit assignment as an integer model (safetensors, manifest, ONNX QDQ).
 
@@ -261,13 +262,15 @@ class MohaqTrainer(pl.Trainer):
             fixed_bits: precision of biases, recurrent vectors and states (MOHAQ: 16).
             recalibrate: calibrate even when the checkpoint carries calibration.
             onnx: also write the ONNX QDQ model.
+            rounding: int32 requantization: "single" (one rounding, as the fake
+                quantizer) or "gemmlowp" (high multiply then shift, two roundings).
         """
         from mohaq.export.command import run_export
 
         return run_export(
             model, datamodule, checkpoint=checkpoint, out_dir=out_dir, bits=bits,
             uniform_bits=uniform_bits, run_dir=run_dir, index=index, fixed_bits=fixed_bits,
-            recalibrate=recalibrate, onnx=onnx,
+            recalibrate=recalibrate, onnx=onnx, rounding=rounding,
         )  # fmt: skip
 
     def test(

@@ -31,6 +31,7 @@ def run_export(
     fixed_bits: int = 16,
     recalibrate: bool = False,
     onnx: bool = True,
+    rounding: str = "single",
 ) -> ExportResult:
     """Loads ``checkpoint`` into ``system``, applies the assignment and writes the export.
 
@@ -40,6 +41,10 @@ def run_export(
         CheckpointMismatchError: if the checkpoint does not fit the config.
     """
     from mohaq.checkpoints import load_model_weights
+    from mohaq.export.fixed_point import ROUNDINGS
+
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}; got {rounding!r}")
 
     assignment, source = resolve_assignment(
         system.workload(), bits=bits, uniform_bits=uniform_bits, run_dir=run_dir, index=index
@@ -61,7 +66,7 @@ def run_export(
         "fixed_bits": fixed_bits,
         **source,
     }
-    result = export_model(system, out_dir, onnx=onnx, source=source)
+    result = export_model(system, out_dir, onnx=onnx, source=source, rounding=rounding)
     sizes = result.manifest["sizes"]
     print(f"exported {source['assignment']} to {result.directory.resolve()}")
     for role, path in result.files.items():

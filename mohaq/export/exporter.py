@@ -99,6 +99,7 @@ def export_model(
     *,
     onnx: bool = True,
     source: dict[str, Any] | None = None,
+    rounding: str = "single",
 ) -> ExportResult:
     """Writes the integer model, its manifest and (optionally) the ONNX QDQ model.
 
@@ -107,6 +108,7 @@ def export_model(
         directory: created if needed; existing export files are replaced.
         onnx: also write ``model.onnx``.
         source: provenance recorded in the manifest (checkpoint, run, index).
+        rounding: requantization of int32 values, ``"single"`` or ``"gemmlowp"``.
 
     Raises:
         ExportError: if the model is not fully quantized and calibrated.
@@ -114,7 +116,7 @@ def export_model(
     model = unwrap(module)
     model.eval()
     with torch.no_grad():
-        program = lower_model(model)
+        program = lower_model(model, rounding=rounding)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     files = {"integer": directory / INTEGER_FILE, "manifest": directory / MANIFEST_FILE}

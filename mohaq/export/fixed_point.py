@@ -6,13 +6,14 @@ integer multiplier ``m0`` in Q31 (``2^30 <= m0 < 2^31``) and an exponent
 ``shift``, ``M ~= m0 * 2^(shift - 31)`` (Jacob et al., CVPR 2018; gemmlowp;
 TFLite). Two requantizers apply it:
 
+- :func:`multiply_by_quantized_multiplier_wide`: ``round(x * m0 / 2^(31 - shift))``
+  with one rounding, half away from zero, computed exactly in 64-bit pieces
+  for any int64 ``x`` (int32 values; accumulators whose bound exceeds 32 bits;
+  16x16-bit element-wise products). The default everywhere: the fake
+  quantizer rounds a float once, and so does this.
 - :func:`multiply_by_quantized_multiplier` for int32 values: gemmlowp's
-  saturating rounding doubling high multiply, then a rounding right shift
-  (the shift rounds half away from zero), as the int32 kernels of a device do.
-- :func:`multiply_by_quantized_multiplier_wide` for int64 values (accumulators
-  whose bound exceeds 32 bits, 16x16-bit element-wise products with
-  headroom): ``round(x * m0 / 2^(31 - shift))`` with one rounding, half away
-  from zero, computed exactly in 64-bit pieces.
+  saturating rounding doubling high multiply, then a rounding right shift,
+  two roundings as gemmlowp's int32 kernels do (``rounding="gemmlowp"``).
 
 Every function takes and returns integer torch tensors (int64 storage; the
 value range is what the name says) and broadcasts ``m0``/``shift`` over
@@ -30,6 +31,7 @@ from torch import Tensor
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 _Q31 = 2**31
+ROUNDINGS: tuple[str, ...] = ("single", "gemmlowp")
 # Left shift of the high-precision sums in :func:`rescale_sum`.
 SUM_PRECISION_BITS = 20
 
@@ -171,9 +173,28 @@ def multiply_by_quantized_multiplier_wide(x: Tensor, multiplier: QuantizedMultip
     return torch.where(x < 0, -result, result)
 
 
-def requantize(x: Tensor, multiplier: QuantizedMultiplier, *, wide: bool) -> Tensor:
-    """``x * M`` rounded: the int32 (gemmlowp) or the int64 requantizer."""
-    if wide:
+def requantize(
+    x: Tensor, multiplier: QuantizedMultiplier, *, wide: bool, rounding: str = "single"
+) -> Tensor:
+    """``x * M`` rounded.
+
+    Args:
+        x: int32 values, or int64 ones with ``wide``.
+        multiplier: the Q31 multiplier and exponent.
+        wide: the values are int64 (always rounded once).
+        rounding: for int32 values, ``"single"``: ``x * m0`` in 64 bits and one
+            rounding shift (as TFLite's single-rounding kernels), which is what
+            the fake quantizer's one rounding of a float gives; ``"gemmlowp"``:
+            the high multiply and the rounding shift, two roundings, as
+            gemmlowp's kernels (1% of 8-bit outputs of a quickstart projection
+            move by one step against the fake-quantized model).
+
+    Raises:
+        ValueError: on an unknown rounding.
+    """
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}; got {rounding!r}")
+    if wide or rounding == "single":
         return multiply_by_quantized_multiplier_wide(x, multiplier)
     return multiply_by_quantized_multiplier(x, multiplier)
 

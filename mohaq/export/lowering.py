@@ -15,7 +15,7 @@ from torch import nn
 from mohaq.export.layers.gru import lower_gru
 from mohaq.export.layers.linear import lower_linear
 from mohaq.export.layers.lstm import lower_lstm
-from mohaq.export.layers.sru import CARRY_BITS, lower_sru
+from mohaq.export.layers.sru import THRESHOLD_BITS, lower_sru
 from mohaq.export.lut import build_lookup_table
 from mohaq.export.program import FORMAT, Domain, ExportError, IntegerProgram
 from mohaq.export.reading import calibrated_threshold
@@ -60,16 +60,23 @@ def _first_quantizer(model: AcousticModel, index: int) -> FakeQuantizer:
     return layer.input_quant
 
 
-def lower_model(model: AcousticModel) -> IntegerProgram:
+def lower_model(model: AcousticModel, *, rounding: str = "single") -> IntegerProgram:
     """The integer program of ``model`` at its current assignment and calibration.
 
+    Args:
+        model: calibrated, with a complete assignment applied.
+        rounding: requantization of int32 values, ``"single"`` or ``"gemmlowp"``
+            (see :func:`mohaq.export.fixed_point.requantize`).
+
     Raises:
-        ExportError: if the model is not fully quantized and calibrated.
+        ExportError: if the model is not fully quantized and calibrated, or on
+            an unknown rounding.
     """
     if not isinstance(model, AcousticModel):
         raise ExportError(f"lower_model takes an AcousticModel; got {type(model).__name__}")
     check_exportable(model)
-    program = IntegerProgram({"format": FORMAT, "model": dict(model.hparams)})
+    program = IntegerProgram({"format": FORMAT, "model": dict(model.hparams), "rounding": rounding})
+    program.rounding  # noqa: B018 - validates the rounding before any work
     program.config["bits"] = current_bit_assignment(model).to_dict()
     for function in ("sigmoid", "tanh"):
         program.add_lookup_table(build_lookup_table(function))
@@ -79,7 +86,7 @@ def lower_model(model: AcousticModel) -> IntegerProgram:
         projection = model.projections[str(index)] if str(index) in model.projections else None
         if isinstance(layer, SRULayer):
             threshold = calibrated_threshold(
-                _first_quantizer(model, index), CARRY_BITS, f"{layer.layer}.h"
+                _first_quantizer(model, index), THRESHOLD_BITS, f"{layer.layer}.h"
             )
             description, domain = lower_sru(layer, program, domain, threshold)
         elif isinstance(layer, GRULayer):

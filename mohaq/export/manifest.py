@@ -137,8 +137,12 @@ def build_manifest(
             "bytes_per_tensor": "ceil(count * bits / 8)",
             "example": "4 bits: byte j = value 2j (low nibble) | value 2j+1 (high nibble)",
         },
-        "requantization": "M = m0 * 2^(shift - 31), m0 int32 in [2^30, 2^31); int32 accumulators: "
-        "gemmlowp rounding doubling high multiply + rounding right shift; int64: exact, half away from zero",
+        "requantization": {
+            "multiplier": "M = m0 * 2^(shift - 31), m0 int32 in [2^30, 2^31), shift int8",
+            "rounding": program.rounding,
+            "single": "round(x * m0 / 2^(31 - shift)) in 64 bits, half away from zero",
+            "gemmlowp": "rounding doubling high multiply, then rounding right shift (int32 only)",
+        },
         "biases": "stored at their fixed bits (as the cost models count them) and moved to the "
         "accumulator scale s_w * s_x (int32/int64) by their <layer>.rq.bias_* multipliers when loaded",
         "lookup_tables": program.config.get("luts", {}),

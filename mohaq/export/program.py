@@ -6,7 +6,7 @@ runtime reads. It holds
 - quantized tensors (weights, biases, recurrent vectors) as integers with
   their bits and scale; ``config["quantizers"]`` lists them, and the
   run-time tensors that have only a scale (activations, states, operator
-  outputs, the 16-bit carries between layers);
+  outputs, the carries between layers and steps);
 - requantization constants: for each rescaling ``M`` a Q31 multiplier
   ``<name>.m0`` and an exponent ``<name>.shift``;
 - the lookup tables ``lut.sigmoid`` and ``lut.tanh``;
@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from mohaq.export.fixed_point import QuantizedMultiplier, quantize_multiplier
+from mohaq.export.fixed_point import ROUNDINGS, QuantizedMultiplier, quantize_multiplier
 from mohaq.export.lut import LookupTable, table_from_values
 
 FORMAT = "mohaq-integer-model/1"
@@ -103,6 +103,15 @@ class IntegerProgram:
             "segments": int(table.values.numel() - 1),
             "output_frac_bits": 15,
         }
+
+    @property
+    def rounding(self) -> str:
+        """How int32 values are requantized: ``"single"`` or ``"gemmlowp"``
+        (see :func:`mohaq.export.fixed_point.requantize`)."""
+        rounding = self.config.get("rounding", "single")
+        if rounding not in ROUNDINGS:
+            raise ExportError(f"rounding must be one of {', '.join(ROUNDINGS)}; got {rounding!r}")
+        return rounding
 
     def domain(self, name: str) -> Domain:
         """The per-tensor domain of a registered run-time tensor."""

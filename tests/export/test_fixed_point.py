@@ -17,6 +17,7 @@ from mohaq.export.fixed_point import (
     needs_wide_accumulator,
     quantize_multiplier,
     rescale_sum,
+    requantize,
     rounding_divide_by_pot,
     rounding_doubling_high_mul,
     saturate,
@@ -112,3 +113,14 @@ def test_accumulator_bounds_follow_the_bit_formula() -> None:
 
 def test_saturation_clamps_to_the_signed_range() -> None:
     assert saturate(torch.tensor([-200, -8, 7, 200]), 4).tolist() == [-8, -8, 7, 7]
+
+
+def test_single_rounding_is_the_default_and_gemmlowp_an_option() -> None:
+    quarter = quantize_multiplier(0.25)
+    x = torch.tensor([5, -5, 6])
+    # 1.25, -1.25, 1.5: one rounding -> 1, -1, 2; gemmlowp's two -> 2, -1, 2.
+    assert requantize(x, quarter, wide=False).tolist() == [1, -1, 2]
+    assert requantize(x, quarter, wide=False, rounding="gemmlowp").tolist() == [2, -1, 2]
+    assert requantize(x, quarter, wide=True, rounding="gemmlowp").tolist() == [1, -1, 2]
+    with pytest.raises(ValueError, match="single, gemmlowp"):
+        requantize(x, quarter, wide=False, rounding="nearest")

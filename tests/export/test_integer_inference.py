@@ -21,12 +21,12 @@ CASES = [
 ]
 
 
-def _compare(model: torch.nn.Module) -> tuple[float, float]:
+def _compare(model: torch.nn.Module, rounding: str = "single") -> tuple[float, float]:
     """(max |score difference| / max |score|, argmax agreement) over valid frames."""
     features, lengths = example_batch()
     with torch.no_grad():
         reference = model(features, lengths)
-    scores = IntegerAcousticModel(lower_model(model))(features, lengths)
+    scores = IntegerAcousticModel(lower_model(model, rounding=rounding))(features, lengths)
     valid = valid_frames(lengths, features.shape[1])
     difference = (reference - scores).abs()[valid].max() / reference.abs()[valid].max()
     agreement = (reference.argmax(-1) == scores.argmax(-1))[valid].float().mean()
@@ -49,7 +49,15 @@ def test_8_bit_and_mixed_integer_scores_match_fake_quantization(
         cell, granularity, lambda name: 4 if name.endswith(("weight", "w_ih", "w_hh")) else 8
     )
     difference, agreement = _compare(mixed)
-    assert difference < 0.1 and agreement >= 0.9
+    assert difference < 0.05 and agreement >= 0.95
+
+
+def test_gemmlowp_rounding_runs_and_stays_close() -> None:
+    model = make_model("gru", "operator", 8)
+    difference, agreement = _compare(model, rounding="gemmlowp")
+    assert difference < 0.05 and agreement >= 0.95
+    with pytest.raises(ExportError, match="single, gemmlowp"):
+        lower_model(model, rounding="nearest")
 
 
 def test_sru_without_projection_and_per_channel_weights() -> None:

@@ -4,7 +4,7 @@ Layer granularity (MOHAQ): the products stay in their accumulators; gate
 pre-activations are requantized to 12 fraction bits and go through the
 sigmoid/tanh tables (Q15); ``r * (W_hn h + b_hn)`` is a Q15 x accumulator
 product requantized to the pre-activation format; the new hidden state
-``(1 - z) n + z h_in`` is summed at the Q14 carry with one rounding;
+``(1 - z) n + z h_in`` is summed at the 28-fraction-bit carry with one rounding;
 ``h_in`` is the carry requantized to the 16-bit hidden-state point.
 
 Operator granularity (Miccini et al.): every operand and result named in
@@ -12,7 +12,7 @@ Operator granularity (Miccini et al.): every operand and result named in
 ``ih`` and ``hh`` are requantized from the accumulators; gate tables run in
 Q15 and are requantized to ``r``, ``z``, ``n``; ``rhn``, ``zh`` and
 ``zn = n - z n`` are integer products requantized (one rounding each) to their
-points; ``zn + zh`` is summed at the Q14 carry, then requantized to ``h``.
+points; ``zn + zh`` is summed at the 28-fraction-bit carry, then requantized to ``h``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ ONE = 2**OUTPUT_FRAC_BITS
 def lower_gru(
     layer: GRULayer, program: IntegerProgram, source: Domain | None, projection: QuantLinear | None
 ) -> tuple[dict[str, Any], Domain]:
-    """Registers a GRU layer; returns its description and the output (Q14 carry) domain."""
+    """Registers a GRU layer; returns its description and the output (28-fraction-bit carry) domain."""
     name = layer.layer
     description, scales = lower_stepwise(layer, program, source, projection, "gru")
     frac, carry = 2.0**PREACTIVATION_FRAC_BITS, 2.0**CARRY_FRAC_BITS
@@ -92,7 +92,10 @@ class IntegerGRU(IntegerStepwise):
     def prepare(self, ih_all: Tensor) -> Tensor:
         if not self.operator:
             return ih_all
-        return saturate(requantize(ih_all, self.rq["ih"], wide=self.wide_ih), self.op_bits["ih"])
+        return saturate(
+            requantize(ih_all, self.rq["ih"], wide=self.wide_ih, rounding=self.rounding),
+            self.op_bits["ih"],
+        )
 
     def _pre(self, ih: Tensor, hh: Tensor, index: int) -> Tensor:
         """Gate ``index``'s pre-activation (12 fraction bits) from the ih and hh parts."""
@@ -100,20 +103,33 @@ class IntegerGRU(IntegerStepwise):
         window = slice(index * hidden, (index + 1) * hidden)
         wide_ih, wide_hh = (True, True) if self.operator else (self.wide_ih, self.wide_hh)
         return requantize(
-            ih[..., window], gate(self.rq["ih_pre"], index, hidden), wide=wide_ih
-        ) + requantize(hh[..., window], gate(self.rq["hh_pre"], index, hidden), wide=wide_hh)
+            ih[..., window],
+            gate(self.rq["ih_pre"], index, hidden),
+            wide=wide_ih,
+            rounding=self.rounding,
+        ) + requantize(
+            hh[..., window],
+            gate(self.rq["hh_pre"], index, hidden),
+            wide=wide_hh,
+            rounding=self.rounding,
+        )
 
     def step(self, ih: Tensor, states: list[Tensor]) -> list[Tensor]:
         (h,) = states
         hidden = self.hidden
-        h_in = saturate(requantize(h, self.rq["h_in"], wide=False), self.hidden_bits)
+        h_in = saturate(
+            requantize(h, self.rq["h_in"], wide=False, rounding=self.rounding), self.hidden_bits
+        )
         hh = self.recurrent_product(h_in)
         if not self.operator:
             r = self.sigmoid(self._pre(ih, hh, 0))
             z = self.sigmoid(self._pre(ih, hh, 1))
             rhn = rq(r * hh[..., 2 * hidden :], self.rq["rhn"])
             n_pre = requantize(
-                ih[..., 2 * hidden :], gate(self.rq["ih_pre"], 2, hidden), wide=self.wide_ih
+                ih[..., 2 * hidden :],
+                gate(self.rq["ih_pre"], 2, hidden),
+                wide=self.wide_ih,
+                rounding=self.rounding,
             )
             n = self.tanh(n_pre + rhn)
             h_new = rescale_sum(
@@ -121,7 +137,9 @@ class IntegerGRU(IntegerStepwise):
             )
             return [saturate(h_new, CARRY_BITS)]
         b = self.op_bits
-        hh = saturate(requantize(hh, self.rq["hh"], wide=self.wide_hh), b["hh"])
+        hh = saturate(
+            requantize(hh, self.rq["hh"], wide=self.wide_hh, rounding=self.rounding), b["hh"]
+        )
         r = saturate(rq(self.sigmoid(self._pre(ih, hh, 0)), self.rq["r"]), b["r"])
         z = saturate(rq(self.sigmoid(self._pre(ih, hh, 1)), self.rq["z"]), b["z"])
         rhn = saturate(rq(r * hh[..., 2 * hidden :], self.rq["rhn"]), b["rhn"])

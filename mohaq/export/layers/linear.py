@@ -125,6 +125,7 @@ class InputPoint:
     """
 
     def __init__(self, program: IntegerProgram, point: str, multiplier: str | None) -> None:
+        self.rounding = program.rounding
         self.bits = program.bits(point)
         self.multiplier = program.multiplier(multiplier) if multiplier is not None else None
         self.feature_scale = float(program.scale(point)) if multiplier is None else None
@@ -134,7 +135,9 @@ class InputPoint:
             assert self.feature_scale is not None
             levels = torch.round(x.to(torch.float32) / self.feature_scale).to(torch.int64)
             return saturate(levels, self.bits)
-        return saturate(requantize(x, self.multiplier, wide=False), self.bits)
+        return saturate(
+            requantize(x, self.multiplier, wide=False, rounding=self.rounding), self.bits
+        )
 
 
 class IntegerLinear:
@@ -148,6 +151,7 @@ class IntegerLinear:
     def __init__(self, program: IntegerProgram, description: dict[str, Any]) -> None:
         name = description["name"]
         self.name = name
+        self.rounding = program.rounding
         self.wide = description["accumulator"]["dtype"] == "int64"
         dtype = torch.int64 if self.wide else torch.int32
         self.weight_t = program.values(f"{name}.weight").t().contiguous().to(dtype)
@@ -182,4 +186,7 @@ class IntegerLinear:
             assert self.output_scale is not None
             return acc.to(torch.float64).mul(self.output_scale.to(torch.float64)).to(torch.float32)
         assert self.target_bits is not None
-        return saturate(requantize(acc, self.output_multiplier, wide=self.wide), self.target_bits)
+        return saturate(
+            requantize(acc, self.output_multiplier, wide=self.wide, rounding=self.rounding),
+            self.target_bits,
+        )

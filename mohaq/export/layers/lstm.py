@@ -3,7 +3,7 @@
 Layer granularity: gate pre-activations (12 fraction bits) from the two
 accumulators, sigmoid/tanh tables in Q15, the cell state ``f c + i g`` summed
 at the 16-bit cell-state point's scale with one rounding, ``tanh(c)`` from the
-table, and ``h = o tanh(c)`` at the Q14 carry (requantized to the 16-bit
+table, and ``h = o tanh(c)`` at the 28-fraction-bit carry (requantized to the 16-bit
 hidden-state point when fed back).
 
 Operator granularity: ``ih``, ``hh``, the gates ``i f g o``, the products
@@ -95,7 +95,10 @@ class IntegerLSTM(IntegerStepwise):
     def prepare(self, ih_all: Tensor) -> Tensor:
         if not self.operator:
             return ih_all
-        return saturate(requantize(ih_all, self.rq["ih"], wide=self.wide_ih), self.op_bits["ih"])
+        return saturate(
+            requantize(ih_all, self.rq["ih"], wide=self.wide_ih, rounding=self.rounding),
+            self.op_bits["ih"],
+        )
 
     def _gates(self, ih: Tensor, hh: Tensor) -> list[Tensor]:
         """The four gates in Q15 (tables applied)."""
@@ -103,16 +106,26 @@ class IntegerLSTM(IntegerStepwise):
         wide_ih, wide_hh = (True, True) if self.operator else (self.wide_ih, self.wide_hh)
         for index, op in enumerate(GATES):
             window = slice(index * hidden, (index + 1) * hidden)
-            pre = requantize(ih[..., window], gate(self.rq["ih_pre"], index, hidden), wide=wide_ih)
+            pre = requantize(
+                ih[..., window],
+                gate(self.rq["ih_pre"], index, hidden),
+                wide=wide_ih,
+                rounding=self.rounding,
+            )
             pre = pre + requantize(
-                hh[..., window], gate(self.rq["hh_pre"], index, hidden), wide=wide_hh
+                hh[..., window],
+                gate(self.rq["hh_pre"], index, hidden),
+                wide=wide_hh,
+                rounding=self.rounding,
             )
             out.append(self.tanh(pre) if op == "g" else self.sigmoid(pre))
         return out
 
     def step(self, ih: Tensor, states: list[Tensor]) -> list[Tensor]:
         h, c = states
-        h_in = saturate(requantize(h, self.rq["h_in"], wide=False), self.hidden_bits)
+        h_in = saturate(
+            requantize(h, self.rq["h_in"], wide=False, rounding=self.rounding), self.hidden_bits
+        )
         hh = self.recurrent_product(h_in)
         if not self.operator:
             i, f, g, o = self._gates(ih, hh)
@@ -123,7 +136,9 @@ class IntegerLSTM(IntegerStepwise):
             h_new = saturate(rq(o * tanh_c, self.rq["h_carry"]), CARRY_BITS)
             return [h_new, c_new]
         b = self.op_bits
-        hh = saturate(requantize(hh, self.rq["hh"], wide=self.wide_hh), b["hh"])
+        hh = saturate(
+            requantize(hh, self.rq["hh"], wide=self.wide_hh, rounding=self.rounding), b["hh"]
+        )
         i, f, g, o = (
             saturate(rq(value, self.rq[op]), b[op])
             for op, value in zip(GATES, self._gates(ih, hh), strict=True)

@@ -5,7 +5,7 @@ Per direction, with ``U = W x_q`` from one integer product over all steps::
     f_t = sigmoid(U_f + v_f c_{t-1} + b_f)        Q15, from the sigmoid table
     c_t = f_t c_{t-1} + (1 - f_t) U_c            16-bit state at its calibrated scale
     r_t = sigmoid(U_r + v_r c_{t-1} + b_r)        Q15
-    h_t = r_t c_t + (1 - r_t) highway_t           16-bit output carry
+    h_t = r_t c_t + (1 - r_t) highway_t           24-bit output carry
 
 Fixed-point formats: gate pre-activations carry 12 fraction bits (the table
 input); ``U_c`` is requantized to the state's scale and ``U_f``, ``U_r`` to the
@@ -13,10 +13,11 @@ pre-activation format; ``v c`` is a 16x16-bit product requantized to the
 pre-activation format; the state update ``(f c + (2^15 - f) U_c) / 2^15`` is
 one rounding shift, as the fake quantizer rounds the float update once. The
 highway term (``alpha`` times the 4th product, the quantized product input or
-the layer's own 16-bit input) and ``h`` share the output carry's scale: the
-16-bit scale of the next layer's input, from its calibrated threshold with a
-factor 2 of headroom (in float the SRU output is not quantized; its consumer
-is). Element-wise products are formed in int64 and requantized exactly.
+the layer's own input) and ``h`` share the output carry's scale: 24 bits over
+the next layer's calibrated input threshold with a factor 2 of headroom (in
+float the SRU output is not quantized; its consumer is, and a 24-bit carry
+keeps that consumer's rounding a single one in effect). Element-wise
+products are formed in int64 and requantized exactly.
 """
 
 from __future__ import annotations
@@ -47,12 +48,19 @@ from mohaq.export.reading import integer_tensor, runtime_quantization
 from mohaq.models.sequence import step_mask
 from mohaq.models.sru import SRULayer
 
-CARRY_BITS = 16
-# The output carry's threshold: the next input's 16-bit calibrated threshold x this.
+# The output travels as a 24-bit integer (in int32): its consumers (the next
+# input point, 2 to 16 bits, and the next highway) round it once more, and at
+# 16 bits that second rounding would flip about 1% of 8-bit inputs, which the
+# float output of the fake-quantized layer never does.
+CARRY_BITS = 24
+# The carry's threshold: the consumer's calibrated 16-bit threshold x this headroom.
+THRESHOLD_BITS = 16
 CARRY_HEADROOM = 2.0
-# Highway and candidate terms are clamped here (2^8 x the 16-bit range) so
-# every element-wise product stays inside int64 with room for rescale_sum.
-HEADROOM_LIMIT = 2**23
+# Clamps that keep every element-wise product inside int64 with room for
+# rescale_sum's 20 extra bits: the candidate at 2^8 x the 16-bit state range,
+# the highway at 4 x the carry range.
+CANDIDATE_LIMIT = 2**23
+HIGHWAY_LIMIT = 2 ** (CARRY_BITS + 1)
 VECTORS = ("v_forget", "v_reset", "b_forget", "b_reset")
 ONE = 2**OUTPUT_FRAC_BITS
 
@@ -152,6 +160,7 @@ class IntegerSRU:
 
     def __init__(self, program: IntegerProgram, description: dict[str, Any]) -> None:
         name = self.name = description["name"]
+        self.rounding = program.rounding
         self.directions, self.hidden = description["directions"], description["hidden"]
         self.matrices, self.highway = description["matrices"], description["highway"]
         self.wide = description["accumulator"]["dtype"] == "int64"
@@ -219,23 +228,35 @@ class IntegerSRU:
             stacked.reshape(directions, steps * batch, -1).to(self.weight_t.dtype), self.weight_t
         )
         acc = acc.to(torch.int64).view(directions, steps, batch, self.matrices, hidden)
-        limit = HEADROOM_LIMIT
-        candidate = requantize(acc[..., 0, :], self._per_row("candidate"), wide=self.wide).clamp(
-            -limit, limit
+        limit = CANDIDATE_LIMIT
+        candidate = requantize(
+            acc[..., 0, :], self._per_row("candidate"), wide=self.wide, rounding=self.rounding
+        ).clamp(-limit, limit)
+        forget_in = requantize(
+            acc[..., 1, :], self._per_row("forget"), wide=self.wide, rounding=self.rounding
         )
-        forget_in = requantize(acc[..., 1, :], self._per_row("forget"), wide=self.wide)
-        reset_in = requantize(acc[..., 2, :], self._per_row("reset"), wide=self.wide)
+        reset_in = requantize(
+            acc[..., 2, :], self._per_row("reset"), wide=self.wide, rounding=self.rounding
+        )
         if self.highway == "matrix":
-            highway = requantize(acc[..., 3, :], self._per_row("highway"), wide=self.wide)
+            highway = requantize(
+                acc[..., 3, :], self._per_row("highway"), wide=self.wide, rounding=self.rounding
+            )
         elif self.highway == "product_input":
             highway = requantize(
-                _by_direction(product_input, directions, split=True), self.rq["highway"], wide=False
+                _by_direction(product_input, directions, split=True),
+                self.rq["highway"],
+                wide=False,
+                rounding=self.rounding,
             )
         else:
             highway = requantize(
-                _by_direction(time_major, directions, split=True), self.rq["highway"], wide=False
+                _by_direction(time_major, directions, split=True),
+                self.rq["highway"],
+                wide=False,
+                rounding=self.rounding,
             )
-        highway = highway.clamp(-limit, limit)
+        highway = highway.clamp(-HIGHWAY_LIMIT, HIGHWAY_LIMIT)
         valid = step_mask(lengths, steps, torch.bool).t()  # (T, B)
         mask = _by_direction(valid, directions).unsqueeze(-1)  # (D, T, B, 1)
         c = torch.zeros(directions, batch, hidden, dtype=torch.int64)

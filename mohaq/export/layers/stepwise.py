@@ -35,10 +35,13 @@ from mohaq.models.quant_linear import QuantLinear
 from mohaq.models.recurrent_base import StepwiseRecurrentLayer
 from mohaq.models.sequence import reverse_within_lengths, step_mask
 
-# GRU and LSTM outputs lie in (-1, 1); between steps and layers they travel
-# as 16-bit Q14 (a 2^-14 step, room up to 2 for rounding of summed terms).
-CARRY_FRAC_BITS = 14
-CARRY_BITS = 16
+# GRU and LSTM hidden states lie in (-1, 1); between steps and layers they
+# travel as int32 with 28 fraction bits (room up to 8). Their consumers (the
+# 16-bit hidden-state point, the next layer's input point) round them once
+# more; a coarser carry would make that a double rounding (a 2^-14 carry is
+# coarser than the 16-bit hidden-state point itself).
+CARRY_FRAC_BITS = 28
+CARRY_BITS = 32
 
 
 @dataclass
@@ -153,6 +156,7 @@ class IntegerStepwise:
     def __init__(self, program: IntegerProgram, description: dict[str, Any]) -> None:
         name = self.name = description["name"]
         self.program = program
+        self.rounding = program.rounding
         self.directions, self.hidden = description["directions"], description["hidden"]
         self.gates = description["gates"]
         self.operator = description["granularity"] == "operator"
