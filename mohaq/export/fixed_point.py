@@ -143,20 +143,25 @@ def multiply_by_quantized_multiplier(x: Tensor, multiplier: QuantizedMultiplier)
 def multiply_by_quantized_multiplier_wide(x: Tensor, multiplier: QuantizedMultiplier) -> Tensor:
     """``round(x * m0 / 2^(31 - shift))`` for int64 ``x``, half away from zero, exact.
 
-    The 94-bit product is never formed: ``|x|`` is split at bit 31 and the
-    pieces are multiplied and shifted separately.
+    For ``|x| < 2^31`` the product ``|x| * m0`` fits 63 bits and is shifted
+    once; otherwise ``|x|`` is split at bit 31 and the pieces are multiplied
+    and shifted separately, so the 94-bit product is never formed.
 
     Raises:
-        FixedPointError: if ``|x| >= 2^62`` or ``M >= 2^30`` (shift above 30).
+        FixedPointError: if ``|x| >= 2^62``, or ``M`` is not in ``[2^-62, 2^30)``.
     """
     x = x.to(torch.int64)
-    if bool((multiplier.shift > 30).any()):
-        raise FixedPointError("multipliers of 2^30 and more are not supported")
+    if bool((multiplier.shift > 30).any()) or bool((multiplier.shift < -62).any()):
+        raise FixedPointError("multipliers must lie in [2^-62, 2^30)")
     magnitude = x.abs()
-    if magnitude.numel() and int(magnitude.max()) >= 2**62:
+    largest = int(magnitude.max()) if magnitude.numel() else 0
+    if largest >= 2**62:
         raise FixedPointError("wide requantization takes |x| < 2^62")
     m0, shift = multiplier.m0, multiplier.shift
     total = 31 - shift  # right shift of x * m0, >= 1
+    if largest < _Q31 and int(total.max()) <= 62:
+        result = (magnitude * m0 + ((torch.ones_like(total) << total) >> 1)) >> total
+        return torch.where(x < 0, -result, result)
     low_mask = _Q31 - 1
     low_product = (magnitude & low_mask) * m0  # < 2^62
     high = (magnitude >> 31) * m0 + (low_product >> 31)  # x * m0 = high * 2^31 + rest

@@ -74,8 +74,9 @@ def test_wide_requantization_is_exact_rounding_half_away_from_zero() -> None:
         1, -2, 2,
     ]  # fmt: skip
     rng = random.Random(0)
-    for _ in range(300):
-        x = rng.randint(-(2**46), 2**46)
+    for i in range(300):
+        # Both paths: one 64-bit product below 2^31, the split product above.
+        x = rng.randint(-(2**46), 2**46) if i % 2 else rng.randint(-(2**31) + 1, 2**31 - 1)
         multiplier = quantize_multiplier(10 ** rng.uniform(-9, 3))
         expected = _exact(x, int(multiplier.m0), int(multiplier.shift))
         assert int(multiply_by_quantized_multiplier_wide(torch.tensor(x), multiplier)) == expected
