@@ -7,7 +7,7 @@ Tensor names in the file:
 - ``<name>.scale``: float32 scale of every quantized and run-time tensor;
 - ``<rescaling>.m0`` (int32, Q31) and ``<rescaling>.shift`` (int8): the
   requantization constants;
-- ``lut.sigmoid``, ``lut.tanh``: int16 Q15 tables;
+- ``lut.sigmoid``, ``lut.tanh``: int32 tables (fraction bits in the description);
 - ``<layer>.output.scale``: the float32 dequantization of the output scores.
 
 The program's description (layers, quantizers with bits and shapes, tables)
@@ -38,7 +38,7 @@ FORMAT_KEY = "format"
 
 
 def file_tensors(program: IntegerProgram) -> dict[str, Tensor]:
-    """The tensors as stored: packed integers, float32 scales, int32/int8 constants, int16 tables."""
+    """The tensors as stored: packed integers, float32 scales, int32/int8 constants, int32 tables."""
     stored = set(program.quantized_names(stored=True))
     out: dict[str, Tensor] = {}
     for name, tensor in program.tensors.items():
@@ -49,7 +49,7 @@ def file_tensors(program: IntegerProgram) -> dict[str, Tensor]:
         elif name.endswith(".shift"):
             out[name] = tensor.to(torch.int8)
         elif name.startswith("lut."):
-            out[name] = tensor.to(torch.int16)
+            out[name] = tensor.to(torch.int32)
         elif tensor.is_floating_point():
             out[name] = tensor.to(torch.float32)
         else:

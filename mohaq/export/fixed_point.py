@@ -145,23 +145,39 @@ def multiply_by_quantized_multiplier_wide(x: Tensor, multiplier: QuantizedMultip
 
     For ``|x| < 2^31`` the product ``|x| * m0`` fits 63 bits and is shifted
     once; otherwise ``|x|`` is split at bit 31 and the pieces are multiplied
-    and shifted separately, so the 94-bit product is never formed.
+    and shifted separately, so the 94-bit product is never formed. An
+    exponent above 30 (``M >= 2^30``) is an exact left shift.
 
     Raises:
-        FixedPointError: if ``|x| >= 2^62``, or ``M`` is not in ``[2^-62, 2^30)``.
+        FixedPointError: if ``|x| >= 2^62``, ``M < 2^-62``, or the result leaves int64.
     """
     x = x.to(torch.int64)
-    if bool((multiplier.shift > 30).any()) or bool((multiplier.shift < -62).any()):
-        raise FixedPointError("multipliers must lie in [2^-62, 2^30)")
+    if bool((multiplier.shift < -62).any()):
+        raise FixedPointError("multipliers below 2^-62 are not supported")
     magnitude = x.abs()
     largest = int(magnitude.max()) if magnitude.numel() else 0
     if largest >= 2**62:
         raise FixedPointError("wide requantization takes |x| < 2^62")
     m0, shift = multiplier.m0, multiplier.shift
-    total = 31 - shift  # right shift of x * m0, >= 1
-    if largest < _Q31 and int(total.max()) <= 62:
-        result = (magnitude * m0 + ((torch.ones_like(total) << total) >> 1)) >> total
+    total = 31 - shift  # right shift of x * m0
+    if bool((total < 1).any()):
+        left = (-total).clamp(min=0)
+        bits = torch.log2(magnitude.to(torch.float64) + 1).ceil() + 31 + left
+        if bool(((total < 1) & (bits > 62)).any()):
+            raise FixedPointError("the requantized value leaves int64")
+        result = (magnitude * m0) << torch.where(total < 1, left, torch.zeros_like(left))
+        result = torch.where(
+            total < 1, result, _right_shift_rounded(magnitude, m0, total.clamp(min=1))
+        )
         return torch.where(x < 0, -result, result)
+    result = _right_shift_rounded(magnitude, m0, total)
+    return torch.where(x < 0, -result, result)
+
+
+def _right_shift_rounded(magnitude: Tensor, m0: Tensor, total: Tensor) -> Tensor:
+    """``round(magnitude * m0 / 2^total)`` for non-negative values, ``total >= 1``."""
+    if int(magnitude.max()) < _Q31 and int(total.max()) <= 62 if magnitude.numel() else True:
+        return (magnitude * m0 + ((torch.ones_like(total) << total) >> 1)) >> total
     low_mask = _Q31 - 1
     low_product = (magnitude & low_mask) * m0  # < 2^62
     high = (magnitude >> 31) * m0 + (low_product >> 31)  # x * m0 = high * 2^31 + rest
@@ -172,10 +188,7 @@ def multiply_by_quantized_multiplier_wide(x: Tensor, multiplier: QuantizedMultip
     below = (31 - total).clamp(min=0)  # total < 31
     half = torch.ones_like(total) << (total.clamp(min=1) - 1)
     result_below = (high << below) + ((rest + half) >> total.clamp(max=31))
-    result = torch.where(
-        total > 31, result_above, torch.where(total == 31, result_at, result_below)
-    )
-    return torch.where(x < 0, -result, result)
+    return torch.where(total > 31, result_above, torch.where(total == 31, result_at, result_below))
 
 
 def requantize(
@@ -208,14 +221,14 @@ def rescale_sum(terms: list[tuple[Tensor, QuantizedMultiplier]]) -> Tensor:
     """``round(sum_i x_i * M_i)`` with one final rounding, as a float sum then a quantizer.
 
     Each term is moved to the output scale with ``SUM_PRECISION_BITS`` extra
-    fraction bits, the terms are added, and the sum is shifted back with
-    rounding half away from zero. Values must stay below ``2^(62 - 20)``.
+    fraction bits (its multiplier's exponent raised by that much), the terms
+    are added, and the sum is shifted back with rounding half away from zero.
+    The sum must stay below ``2^(62 - 20)`` output steps.
     """
     total: Tensor | None = None
     for x, multiplier in terms:
-        scaled = multiply_by_quantized_multiplier_wide(
-            x.to(torch.int64) << SUM_PRECISION_BITS, multiplier
-        )
+        finer = QuantizedMultiplier(multiplier.m0, multiplier.shift + SUM_PRECISION_BITS)
+        scaled = multiply_by_quantized_multiplier_wide(x, finer)
         total = scaled if total is None else total + scaled
     if total is None:
         raise FixedPointError("rescale_sum needs at least one term")

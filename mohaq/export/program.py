@@ -101,7 +101,7 @@ class IntegerProgram:
             "input_frac_bits": table.input_frac_bits,
             "range_log2": table.range_log2,
             "segments": int(table.values.numel() - 1),
-            "output_frac_bits": 15,
+            "output_frac_bits": table.output_frac_bits,
         }
 
     @property
@@ -154,6 +154,7 @@ class IntegerProgram:
             self._require(f"lut.{function}"),
             input_frac_bits=int(spec["input_frac_bits"]),
             range_log2=int(spec["range_log2"]),
+            output_frac_bits=int(spec["output_frac_bits"]),
         )
 
     def quantized_names(self, *, stored: bool) -> list[str]:

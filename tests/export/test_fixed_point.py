@@ -16,8 +16,8 @@ from mohaq.export.fixed_point import (
     multiply_by_quantized_multiplier_wide,
     needs_wide_accumulator,
     quantize_multiplier,
-    rescale_sum,
     requantize,
+    rescale_sum,
     rounding_divide_by_pot,
     rounding_doubling_high_mul,
     saturate,
@@ -80,6 +80,15 @@ def test_wide_requantization_is_exact_rounding_half_away_from_zero() -> None:
         multiplier = quantize_multiplier(10 ** rng.uniform(-9, 3))
         expected = _exact(x, int(multiplier.m0), int(multiplier.shift))
         assert int(multiply_by_quantized_multiplier_wide(torch.tensor(x), multiplier)) == expected
+
+
+def test_wide_requantization_shifts_left_for_large_multipliers() -> None:
+    huge = quantize_multiplier(torch.tensor([2.0**40, 3e9]))
+    assert multiply_by_quantized_multiplier_wide(torch.tensor([3, -7]), huge).tolist() == [
+        3 * 2**40, -21_000_000_000,
+    ]  # fmt: skip
+    with pytest.raises(FixedPointError, match="leaves int64"):
+        multiply_by_quantized_multiplier_wide(torch.tensor(2**40), quantize_multiplier(2.0**30))
 
 
 def test_int32_requantization_is_within_one_step_of_exact() -> None:

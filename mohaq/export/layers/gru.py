@@ -1,16 +1,17 @@
 """Integer GRU layer (the equations of :mod:`mohaq.models.gru`), both granularities.
 
 Layer granularity (MOHAQ): the products stay in their accumulators; gate
-pre-activations are requantized to 12 fraction bits and go through the
-sigmoid/tanh tables (Q15); ``r * (W_hn h + b_hn)`` is a Q15 x accumulator
-product requantized to the pre-activation format; the new hidden state
+pre-activations are requantized to 24 fraction bits and go through the
+sigmoid/tanh tables (gates with 24 fraction bits, see :mod:`mohaq.export.lut`);
+``r * (W_hn h + b_hn)`` multiplies the gate by the product part in the
+pre-activation format; the new hidden state
 ``(1 - z) n + z h_in`` is summed at the 28-fraction-bit carry with one rounding;
 ``h_in`` is the carry requantized to the 16-bit hidden-state point.
 
 Operator granularity (Miccini et al.): every operand and result named in
 :mod:`mohaq.models.gru` is an integer at its own point's bits and scale:
-``ih`` and ``hh`` are requantized from the accumulators; gate tables run in
-Q15 and are requantized to ``r``, ``z``, ``n``; ``rhn``, ``zh`` and
+``ih`` and ``hh`` are requantized from the accumulators; the gate tables'
+outputs are requantized to ``r``, ``z``, ``n``; ``rhn``, ``zh`` and
 ``zn = n - z n`` are integer products requantized (one rounding each) to their
 points; ``zn + zh`` is summed at the 28-fraction-bit carry, then requantized to ``h``.
 """
@@ -37,6 +38,8 @@ from mohaq.models.gru import GRULayer
 from mohaq.models.quant_linear import QuantLinear
 
 ONE = 2**OUTPUT_FRAC_BITS
+# |pre-activation| bound (256) of W_hn h + b_hn before it is multiplied by r.
+PREACTIVATION_LIMIT = 2 ** (PREACTIVATION_FRAC_BITS + 8)
 
 
 def lower_gru(
@@ -49,11 +52,10 @@ def lower_gru(
     program.add_scale(f"{name}.h_carry", CARRY_BITS, 1.0 / carry, role="carry", point=False)
     add = program.add_multiplier
     add(f"{name}.rq.h_in", 1.0 / carry / scales.hidden)
-    hidden = layer.hidden_size
     if not scales.operator:
         add(f"{name}.rq.ih_pre", scales.ih * frac)
         add(f"{name}.rq.hh_pre", scales.hh * frac)
-        add(f"{name}.rq.rhn", scales.hh[:, 2 * hidden :] * frac / ONE)
+        add(f"{name}.rq.rhn", 1.0 / ONE)
         add(f"{name}.rq.zn_carry", carry / ONE / ONE)
         add(f"{name}.rq.zh_carry", scales.hidden * carry / ONE)
         return description, program.domain(f"{name}.h_carry")
@@ -98,7 +100,7 @@ class IntegerGRU(IntegerStepwise):
         )
 
     def _pre(self, ih: Tensor, hh: Tensor, index: int) -> Tensor:
-        """Gate ``index``'s pre-activation (12 fraction bits) from the ih and hh parts."""
+        """Gate ``index``'s pre-activation (table input format) from the ih and hh parts."""
         hidden = self.hidden
         window = slice(index * hidden, (index + 1) * hidden)
         wide_ih, wide_hh = (True, True) if self.operator else (self.wide_ih, self.wide_hh)
@@ -124,16 +126,20 @@ class IntegerGRU(IntegerStepwise):
         if not self.operator:
             r = self.sigmoid(self._pre(ih, hh, 0))
             z = self.sigmoid(self._pre(ih, hh, 1))
-            rhn = rq(r * hh[..., 2 * hidden :], self.rq["rhn"])
-            n_pre = requantize(
-                ih[..., 2 * hidden :],
-                gate(self.rq["ih_pre"], 2, hidden),
-                wide=self.wide_ih,
+            # r * (W_hn h + b_hn): the product part in the pre-activation format first,
+            # clamped where tanh is long saturated, so the product fits int64.
+            hh_n = requantize(
+                hh[..., 2 * hidden :], gate(self.rq["hh_pre"], 2, hidden), wide=self.wide_hh,
                 rounding=self.rounding,
-            )
+            ).clamp(-PREACTIVATION_LIMIT, PREACTIVATION_LIMIT)  # fmt: skip
+            rhn = rq(r * hh_n, self.rq["rhn"])
+            n_pre = requantize(
+                ih[..., 2 * hidden :], gate(self.rq["ih_pre"], 2, hidden), wide=self.wide_ih,
+                rounding=self.rounding,
+            )  # fmt: skip
             n = self.tanh(n_pre + rhn)
             h_new = rescale_sum(
-                [((ONE - z) * n, self.rq["zn_carry"]), (z * h_in, self.rq["zh_carry"])]
+                [((self.sigmoid.one - z) * n, self.rq["zn_carry"]), (z * h_in, self.rq["zh_carry"])]
             )
             return [saturate(h_new, CARRY_BITS)]
         b = self.op_bits

@@ -1,7 +1,7 @@
 """Integer LSTM layer (the equations of :mod:`mohaq.models.lstm`), both granularities.
 
-Layer granularity: gate pre-activations (12 fraction bits) from the two
-accumulators, sigmoid/tanh tables in Q15, the cell state ``f c + i g`` summed
+Layer granularity: gate pre-activations (24 fraction bits) from the two
+accumulators, sigmoid/tanh tables (24 fraction bits), the cell state ``f c + i g`` summed
 at the 16-bit cell-state point's scale with one rounding, ``tanh(c)`` from the
 table, and ``h = o tanh(c)`` at the 28-fraction-bit carry (requantized to the 16-bit
 hidden-state point when fed back).
@@ -101,7 +101,7 @@ class IntegerLSTM(IntegerStepwise):
         )
 
     def _gates(self, ih: Tensor, hh: Tensor) -> list[Tensor]:
-        """The four gates in Q15 (tables applied)."""
+        """The four gates in the tables' output format."""
         hidden, out = self.hidden, []
         wide_ih, wide_hh = (True, True) if self.operator else (self.wide_ih, self.wide_hh)
         for index, op in enumerate(GATES):

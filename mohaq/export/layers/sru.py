@@ -2,16 +2,17 @@
 
 Per direction, with ``U = W x_q`` from one integer product over all steps::
 
-    f_t = sigmoid(U_f + v_f c_{t-1} + b_f)        Q15, from the sigmoid table
+    f_t = sigmoid(U_f + v_f c_{t-1} + b_f)        24 fraction bits, from the sigmoid table
     c_t = f_t c_{t-1} + (1 - f_t) U_c            16-bit state at its calibrated scale
-    r_t = sigmoid(U_r + v_r c_{t-1} + b_r)        Q15
+    r_t = sigmoid(U_r + v_r c_{t-1} + b_r)        24 fraction bits
     h_t = r_t c_t + (1 - r_t) highway_t           24-bit output carry
 
-Fixed-point formats: gate pre-activations carry 12 fraction bits (the table
-input); ``U_c`` is requantized to the state's scale and ``U_f``, ``U_r`` to the
-pre-activation format; ``v c`` is a 16x16-bit product requantized to the
-pre-activation format; the state update ``(f c + (2^15 - f) U_c) / 2^15`` is
-one rounding shift, as the fake quantizer rounds the float update once. The
+Fixed-point formats: gate pre-activations carry 24 fraction bits (the table
+input, :mod:`mohaq.export.lut`); ``U_c`` is requantized to the state's scale
+with 16 more fraction bits and ``U_f``, ``U_r`` to the pre-activation format;
+``v c`` is a 16x16-bit product requantized to the pre-activation format; the
+state update ``f c + (1 - f) U_c`` is one rounding shift, as the fake
+quantizer rounds the float update once. The
 highway term (``alpha`` times the 4th product, the quantized product input or
 the layer's own input) and ``h`` share the output carry's scale: 24 bits over
 the next layer's calibrated input threshold with a factor 2 of headroom (in
@@ -57,9 +58,13 @@ CARRY_BITS = 24
 THRESHOLD_BITS = 16
 CARRY_HEADROOM = 2.0
 # Clamps that keep every element-wise product inside int64 with room for
-# rescale_sum's 20 extra bits: the candidate at 2^8 x the 16-bit state range,
+# rescale_sum's 20 extra bits: the candidate at 16 x the 16-bit state range,
 # the highway at 4 x the carry range.
-CANDIDATE_LIMIT = 2**23
+CANDIDATE_LIMIT = 2 ** (15 + 4)
+# The candidate U_c keeps this many bits below the state's step until the one
+# rounding of the state update (rounding it to the state's step first would
+# move that rounding in a (1 - f) / 2 share of steps).
+CANDIDATE_FRAC_BITS = 16
 HIGHWAY_LIMIT = 2 ** (CARRY_BITS + 1)
 VECTORS = ("v_forget", "v_reset", "b_forget", "b_reset")
 ONE = 2**OUTPUT_FRAC_BITS
@@ -113,7 +118,9 @@ def lower_sru(
         )
         program.add_quantized(f"{name}.{vector}", values, bits, scale, role="fixed", point=False)
         scales[vector] = scale
-    program.add_multiplier(f"{name}.rq.candidate", accumulator[:, 0] / state_scale)
+    program.add_multiplier(
+        f"{name}.rq.candidate", accumulator[:, 0] / state_scale * 2**CANDIDATE_FRAC_BITS
+    )
     program.add_multiplier(f"{name}.rq.forget", accumulator[:, 1] * frac)
     program.add_multiplier(f"{name}.rq.reset", accumulator[:, 2] * frac)
     for gate in ("forget", "reset"):
@@ -228,7 +235,7 @@ class IntegerSRU:
             stacked.reshape(directions, steps * batch, -1).to(self.weight_t.dtype), self.weight_t
         )
         acc = acc.to(torch.int64).view(directions, steps, batch, self.matrices, hidden)
-        limit = CANDIDATE_LIMIT
+        limit = CANDIDATE_LIMIT << CANDIDATE_FRAC_BITS
         candidate = requantize(
             acc[..., 0, :], self._per_row("candidate"), wide=self.wide, rounding=self.rounding
         ).clamp(-limit, limit)
@@ -260,6 +267,7 @@ class IntegerSRU:
         valid = step_mask(lengths, steps, torch.bool).t()  # (T, B)
         mask = _by_direction(valid, directions).unsqueeze(-1)  # (D, T, B, 1)
         c = torch.zeros(directions, batch, hidden, dtype=torch.int64)
+        one = self.sigmoid.one
         outputs = []
         for t in range(steps):
             forget_pre = forget_in[:, t] + self.bias["forget"]
@@ -267,7 +275,10 @@ class IntegerSRU:
                 self.v["forget"] * c, self.rq["v_forget"]
             )
             f = self.sigmoid(forget_pre)
-            update = rounding_divide_by_pot(f * c + (ONE - f) * candidate[:, t], OUTPUT_FRAC_BITS)
+            update = rounding_divide_by_pot(
+                f * (c << CANDIDATE_FRAC_BITS) + (one - f) * candidate[:, t],
+                self.sigmoid.output_frac_bits + CANDIDATE_FRAC_BITS,
+            )
             c_new = torch.where(mask[:, t], saturate(update, self.state_bits), c)
             reset_pre = reset_in[:, t] + self.bias["reset"]
             reset_pre = reset_pre + multiply_by_quantized_multiplier_wide(
@@ -277,7 +288,7 @@ class IntegerSRU:
             h = rescale_sum(
                 [
                     (r * c_new, self.rq["state_out"]),
-                    ((ONE - r) * highway[:, t], self.rq["highway_out"]),
+                    ((one - r) * highway[:, t], self.rq["highway_out"]),
                 ]
             )
             outputs.append(saturate(h, CARRY_BITS))
