@@ -232,7 +232,7 @@ class MohaqTrainer(pl.Trainer):
         return result
 
 
-    # -- integer export (issue 13) -------------------------------------------------------
+    # -- integer export and scoring what ships ------------------------------------------
     def export(
         self,
         model: AcousticSystem,
@@ -248,7 +248,7 @@ class MohaqTrainer(pl.Trainer):
         onnx: bool = True,
         rounding: Literal["single", "gemmlowp"] = "single",
     ) -> Any:
-        """Write a checkpoint at a bit assignment as an integer model (safetensors, manifest, ONNX QDQ).
+        """Export a checkpoint at a bit assignment as an integer model (safetensors, ONNX QDQ).
 
         Args:
             model: the model config; the weights come from ``checkpoint``.

@@ -36,7 +36,7 @@ def _compare(model: torch.nn.Module, rounding: str = "single") -> tuple[float, f
 @pytest.mark.parametrize(("cell", "granularity"), CASES)
 def test_16_bit_integer_scores_match_fake_quantization(cell: str, granularity: str) -> None:
     difference, agreement = _compare(make_model(cell, granularity, 16))
-    assert difference < 2e-3 and agreement == 1.0
+    assert difference < 5e-4 and agreement == 1.0
 
 
 @pytest.mark.parametrize(("cell", "granularity"), CASES)
