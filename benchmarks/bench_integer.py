@@ -202,25 +202,44 @@ def main() -> None:
 
 def _markdown(report: dict[str, Any]) -> str:
     lines = [
-        f"# Integer-only inference vs fake quantization ({report['model']['cell']}, {report['split']} split, "
-        f"{report['utterances']} utterances)",
+        f"# Integer-only inference and ONNX QDQ vs fake quantization ({report['model']['cell']}, "
+        f"{report['split']} split, {report['utterances']} utterances)",
         "",
-        f"Checkpoint `{report['checkpoint']}`; {report['calibration']}; float PER {100 * report['per_float']:.2f}%.",
+        f"Checkpoint `{report['checkpoint']}`; {report['calibration']}; float PER "
+        f"{100 * report['per_float']:.2f}%.",
         "Command: `python benchmarks/bench_integer.py --checkpoint runs/quickstart/checkpoints/best.ckpt`",
         "",
-        "| assignment | PER fake-quant | PER integer | PER ONNX | integer - FQ (pp) | argmax agreement integer | "
-        "max score diff integer (rel.) | max score diff ONNX (rel.) | payload bytes | cost-model bytes | padding |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "Integer and ONNX are run from the exported files. Agreement: frames whose argmax equals the "
+        "fake-quantized model's; score difference: largest |difference| over frames and classes, "
+        "relative to the largest |score|. Payload: packed weights plus 16-bit biases and recurrent "
+        "vectors; cost-model bytes: `memory_bytes` of the cost models for the same assignment.",
+        "",
+        "| assignment | PER fake-quant | PER integer | PER ONNX | integer - FQ (pp) "
+        "| agreement integer | agreement ONNX | score diff integer | score diff ONNX "
+        "| payload bytes | cost-model bytes | padding | seconds FQ / integer / ONNX |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, r in report["results"].items():
-        s = r["sizes"]
+        s, i, o, t = r["sizes"], r["integer_vs_fake_quant"], r["onnx_vs_fake_quant"], r["seconds"]
         lines.append(
-            f"| {label} | {100 * r['per_fake_quant']:.2f}% | {100 * r['per_integer']:.2f}% | {100 * r['per_onnx']:.2f}% "
-            f"| {r['per_integer_minus_fake_quant_pp']:+.2f} | {100 * r['integer_vs_fake_quant']['argmax_agreement']:.2f}% "
-            f"| {r['integer_vs_fake_quant']['relative_difference']:.2e} | {r['onnx_vs_fake_quant']['relative_difference']:.2e} "
-            f"| {s['payload_bytes']:,} | {s['cost_model_memory_bytes']:,.0f} | {s['padding_bytes']:g} |"
+            f"| {label} | {100 * r['per_fake_quant']:.2f}% | {100 * r['per_integer']:.2f}% "
+            f"| {100 * r['per_onnx']:.2f}% | {r['per_integer_minus_fake_quant_pp']:+.2f} "
+            f"| {100 * i['argmax_agreement']:.2f}% | {100 * o['argmax_agreement']:.2f}% "
+            f"| {i['relative_difference']:.1e} | {o['relative_difference']:.1e} "
+            f"| {s['payload_bytes']:,} | {s['cost_model_memory_bytes']:,.0f} | {s['padding_bytes']:g} "
+            f"| {t['fake_quant']} / {t['integer']} / {t['onnx']} |"
         )
-    lines += ["", f"Machine: {report['machine']}; torch {report['torch']}.", ""]
+    first = next(iter(report["results"].values()))["sizes"]["overhead_bytes"]
+    lines += [
+        "",
+        f"Overhead beyond the payload (every assignment): scales {first['scales']:,} B, "
+        f"requantization constants {first['requantization']:,} B, lookup tables "
+        f"{first['lookup_tables']:,} B, safetensors header and description "
+        f"{first.get('header_and_description', 0):,} B.",
+        "",
+        f"Machine: {report['machine']}; torch {report['torch']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
