@@ -22,6 +22,7 @@ def make_model(
     hidden: int = 8,
     seed: int = 0,
     clipping: str = "minmax",
+    bidirectional: bool = True,
 ) -> AcousticModel:
     """A 2-layer bidirectional model with random weights, calibrated on random utterances.
 
@@ -32,7 +33,7 @@ def make_model(
     model = AcousticModel(
         num_features=FEATURES, num_classes=CLASSES, cell=cell, hidden_size=hidden, num_layers=2,
         projection_size=projection, granularity=granularity, dropout=0.0,
-        activation_clipping=clipping,
+        activation_clipping=clipping, bidirectional=bidirectional,
     )  # fmt: skip
     model.eval()
     generator = torch.Generator().manual_seed(seed + 1)

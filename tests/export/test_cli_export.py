@@ -40,7 +40,7 @@ def test_export_a_search_record_and_score_what_ships(
     write_small_corpus(tmp_path / "corpus", seconds=0.4)
     monkeypatch.chdir(tmp_path)
     common = _common(tmp_path)
-    main(["fit", *common, "--trainer.max_epochs", "2"])
+    main(["fit", *common, "--trainer.max_epochs", "1"])
     checkpoint = str(tmp_path / "runs" / "quickstart" / "checkpoints" / "best.ckpt")
     points = ["sru0.input", "sru0.weight", "proj1.input", "proj1.weight", "sru1.input", "sru1.weight",
               "output.input", "output.weight"]  # fmt: skip

@@ -73,6 +73,13 @@ def test_sru_without_projection_and_per_channel_weights() -> None:
     assert difference < 0.03 and agreement >= 0.99
 
 
+@pytest.mark.parametrize(("cell", "projection"), [("sru", None), ("lstm", 3)])
+def test_unidirectional_layers(cell: str, projection: int | None) -> None:
+    model = make_model(cell, "layer", 8, projection=projection, bidirectional=False)
+    difference, agreement = _compare(model)
+    assert difference < 0.03 and agreement >= 0.99
+
+
 def test_a_linear_layer_on_hand_computed_integers() -> None:
     program = IntegerProgram({"model": {"num_classes": 2}})
     program.add_quantized(
