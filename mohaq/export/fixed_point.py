@@ -52,6 +52,14 @@ class QuantizedMultiplier:
     m0: Tensor
     shift: Tensor
 
+    def __post_init__(self) -> None:
+        # Derived once: the requantizers run per time step on small tensors.
+        total = 31 - self.shift
+        object.__setattr__(self, "total", total)
+        object.__setattr__(self, "min_total", int(total.min()) if total.numel() else 31)
+        object.__setattr__(self, "max_total", int(total.max()) if total.numel() else 31)
+        object.__setattr__(self, "half", (torch.ones_like(total) << total.clamp(1, 62)) >> 1)
+
     def real(self) -> Tensor:
         """The factor the pair represents, as float64 (for checks and reports)."""
         return self.m0.to(torch.float64) * torch.pow(2.0, (self.shift - 31).to(torch.float64))
@@ -109,14 +117,21 @@ def rounding_divide_by_pot(x: Tensor, exponent: Tensor | int) -> Tensor:
     Raises:
         FixedPointError: if an exponent is outside [0, 62].
     """
-    exponent = torch.as_tensor(exponent, dtype=torch.int64)
-    if bool((exponent < 0).any()) or bool((exponent > 62).any()):
-        raise FixedPointError(f"shift exponents must be in [0, 62]; got {exponent.unique()[:4]}")
     x = x.to(torch.int64)
-    mask = (torch.ones_like(exponent) << exponent) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0).to(torch.int64)
-    return (x >> exponent) + (remainder > threshold).to(torch.int64)
+    if isinstance(exponent, int):
+        if not 0 <= exponent <= 62:
+            raise FixedPointError(f"shift exponents must be in [0, 62]; got {exponent}")
+        mask: Tensor | int = (1 << exponent) - 1
+        threshold = (x < 0).to(torch.int64) + (((1 << exponent) - 1) >> 1)
+    else:
+        exponent = exponent.to(torch.int64)
+        if bool((exponent < 0).any()) or bool((exponent > 62).any()):
+            raise FixedPointError(
+                f"shift exponents must be in [0, 62]; got {exponent.unique()[:4]}"
+            )
+        mask = (torch.ones_like(exponent) << exponent) - 1
+        threshold = (mask >> 1) + (x < 0).to(torch.int64)
+    return (x >> exponent) + ((x & mask) > threshold).to(torch.int64)
 
 
 def multiply_by_quantized_multiplier(x: Tensor, multiplier: QuantizedMultiplier) -> Tensor:
@@ -152,32 +167,31 @@ def multiply_by_quantized_multiplier_wide(x: Tensor, multiplier: QuantizedMultip
         FixedPointError: if ``|x| >= 2^62``, ``M < 2^-62``, or the result leaves int64.
     """
     x = x.to(torch.int64)
-    if bool((multiplier.shift < -62).any()):
+    if multiplier.max_total > 93:
         raise FixedPointError("multipliers below 2^-62 are not supported")
     magnitude = x.abs()
     largest = int(magnitude.max()) if magnitude.numel() else 0
     if largest >= 2**62:
         raise FixedPointError("wide requantization takes |x| < 2^62")
-    m0, shift = multiplier.m0, multiplier.shift
-    total = 31 - shift  # right shift of x * m0
-    if bool((total < 1).any()):
-        left = (-total).clamp(min=0)
-        bits = torch.log2(magnitude.to(torch.float64) + 1).ceil() + 31 + left
-        if bool(((total < 1) & (bits > 62)).any()):
-            raise FixedPointError("the requantized value leaves int64")
-        result = (magnitude * m0) << torch.where(total < 1, left, torch.zeros_like(left))
-        result = torch.where(
-            total < 1, result, _right_shift_rounded(magnitude, m0, total.clamp(min=1))
-        )
+    m0, total = multiplier.m0, multiplier.total
+    if multiplier.min_total >= 1:
+        if largest < _Q31 and multiplier.max_total <= 62:
+            result = (magnitude * m0 + multiplier.half) >> total
+        else:
+            result = _split_right_shift(magnitude, m0, total)
         return torch.where(x < 0, -result, result)
-    result = _right_shift_rounded(magnitude, m0, total)
+    left = (-total).clamp(min=0)
+    bits = torch.log2(magnitude.to(torch.float64) + 1).ceil() + 31 + left
+    if bool(((total < 1) & (bits > 62)).any()):
+        raise FixedPointError("the requantized value leaves int64")
+    result = torch.where(
+        total < 1, (magnitude * m0) << left, _split_right_shift(magnitude, m0, total.clamp(min=1))
+    )
     return torch.where(x < 0, -result, result)
 
 
-def _right_shift_rounded(magnitude: Tensor, m0: Tensor, total: Tensor) -> Tensor:
-    """``round(magnitude * m0 / 2^total)`` for non-negative values, ``total >= 1``."""
-    if int(magnitude.max()) < _Q31 and int(total.max()) <= 62 if magnitude.numel() else True:
-        return (magnitude * m0 + ((torch.ones_like(total) << total) >> 1)) >> total
+def _split_right_shift(magnitude: Tensor, m0: Tensor, total: Tensor) -> Tensor:
+    """``round(magnitude * m0 / 2^total)`` for non-negative values below 2^62, ``total >= 1``."""
     low_mask = _Q31 - 1
     low_product = (magnitude & low_mask) * m0  # < 2^62
     high = (magnitude >> 31) * m0 + (low_product >> 31)  # x * m0 = high * 2^31 + rest
