@@ -46,7 +46,17 @@ setup(
         "tqdm>=4.65",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "ruff>=0.4", "submitit>=1.5"],
+        "test": [
+            "pytest>=7.4",
+            "ruff>=0.4",
+            "submitit>=1.5",
+            "safetensors>=0.4",
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+        ],
+        # `mohaq export` and `mohaq test --exported`: packed weights in safetensors,
+        # the ONNX QDQ graph (opset 21), and onnxruntime to score it.
+        "export": ["safetensors>=0.4", "onnx>=1.16", "onnxruntime>=1.18"],
         "cluster": ["submitit>=1.5"],
         "bench": ["sru>=2.6"],
     },

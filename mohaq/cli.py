@@ -1,4 +1,4 @@
-"""The `mohaq` command: LightningCLI with fit, validate, test, cost, search and beacons.
+"""The `mohaq` command: LightningCLI with fit, validate, test, cost, search, beacons and export.
 
 Custom subcommands are methods of a Trainer subclass: LightningCLI builds each
 subcommand's arguments from the method's signature and takes the help text
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -187,6 +187,82 @@ class MohaqTrainer(pl.Trainer):
         """The Trainer's TensorBoard writer, or None (the search writes its own)."""
         return self.logger.experiment if isinstance(self.logger, TensorBoardLogger) else None
 
+    # -- integer export and scoring what ships ------------------------------------------
+    def export(
+        self,
+        model: AcousticSystem,
+        datamodule: TIMITDataModule,
+        checkpoint: str,
+        out_dir: str = "exports/model",
+        bits: dict[str, int] | None = None,
+        uniform_bits: int | None = None,
+        run_dir: str | None = None,
+        index: int | None = None,
+        fixed_bits: int = 16,
+        recalibrate: bool = False,
+        onnx: bool = True,
+        rounding: Literal["single", "gemmlowp"] = "single",
+    ) -> Any:
+        """Export a checkpoint at a bit assignment as an integer model (safetensors, ONNX QDQ).
+
+        Args:
+            model: the model config; the weights come from ``checkpoint``.
+            datamodule: the data (its optimization set calibrates the activations).
+            checkpoint: the trained checkpoint (float, QAT or a beacon's).
+            out_dir: where model.safetensors, manifest.json and model.onnx go.
+            bits: point name -> bits, every point.
+            uniform_bits: every point at this precision.
+            run_dir: a search run directory; with ``index``, export that record's bits.
+            index: the record's index in ``run_dir/evaluations.jsonl``.
+            fixed_bits: precision of biases, recurrent vectors and states (MOHAQ: 16).
+            recalibrate: calibrate even when the checkpoint carries calibration.
+            onnx: also write the ONNX QDQ model.
+            rounding: int32 requantization: "single" (one rounding, as the fake
+                quantizer) or "gemmlowp" (high multiply then shift, two roundings).
+        """
+        from mohaq.export.command import run_export
+
+        return run_export(
+            model, datamodule, checkpoint=checkpoint, out_dir=out_dir, bits=bits,
+            uniform_bits=uniform_bits, run_dir=run_dir, index=index, fixed_bits=fixed_bits,
+            recalibrate=recalibrate, onnx=onnx, rounding=rounding,
+        )  # fmt: skip
+
+    def test(
+        self,
+        model: pl.LightningModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | Path | None = None,
+        verbose: bool = True,
+        datamodule: pl.LightningDataModule | None = None,
+        weights_only: bool | None = None,
+        exported: str | None = None,
+        engine: Literal["integer", "onnx"] = "integer",
+        split: Literal["test", "dev", "optimization", "train"] = "test",
+    ) -> Any:
+        """Score the model on the test set, another split, or an exported integer/ONNX model.
+
+        Args:
+            model: the model to score.
+            dataloaders: Lightning's test dataloaders (instead of a DataModule).
+            ckpt_path: checkpoint to load (not with ``exported``).
+            verbose: print the results.
+            datamodule: the data.
+            weights_only: Lightning's checkpoint loading option.
+            exported: an export directory (or its model.safetensors / model.onnx):
+                score what would ship instead of the fake-quantized model.
+            engine: "integer" (integer-only reference inference) or "onnx" (onnxruntime).
+            split: the data split scored: test, dev, optimization or train.
+        """
+        if exported is not None or split != "test":
+            from mohaq.export.scoring import prepare_test
+
+            datamodule = prepare_test(
+                model, datamodule, exported=exported, engine=engine, split=split,
+                ckpt_path=ckpt_path, callbacks=self.callbacks,
+            )  # fmt: skip
+        return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
+
 
 class MohaqCLI(LightningCLI):
     """LightningCLI wired for the toolkit: data properties linked into the model."""
@@ -198,6 +274,7 @@ class MohaqCLI(LightningCLI):
         commands["cost"] = {"model", "datamodule"}
         commands["search"] = {"model", "datamodule"}
         commands["beacons"] = {"model", "datamodule"}
+        commands["export"] = {"model", "datamodule"}
         return commands
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
