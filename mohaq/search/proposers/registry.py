@@ -28,6 +28,7 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "mohaq.search.proposers.nevergrad_family",
     "mohaq.search.proposers.nsga2",
     "mohaq.search.proposers.random_search",
+    "mohaq.search.proposers.haq",
 )
 
 ProposerT = TypeVar("ProposerT", bound=type[Proposer])
