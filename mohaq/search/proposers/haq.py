@@ -57,8 +57,8 @@ from mohaq.search.proposers.haq_budget import (
     Budget,
     BudgetEnforcer,
     BudgetError,
-    check_budget_metric,
     cheapest_assignment,
+    check_budget_metric,
     resolve_budgets,
 )
 from mohaq.search.proposers.haq_sensitivity import AdditiveErrorModel
