@@ -33,7 +33,7 @@ import torch
 from mohaq.checkpoints import load_model_weights
 from mohaq.datamodules.timit import TIMITDataModule
 from mohaq.quant.assignment import BitAssignment
-from mohaq.search import HAQ, NSGA2, PTQEvaluator, SearchSettings, run_search
+from mohaq.search import HAQ, NSGA2, Nevergrad, PTQEvaluator, SearchSettings, run_search
 from mohaq.search.evaluators import TEST
 from mohaq.search.proposers.haq_budget import BudgetError
 from mohaq.search.records import EvaluationRecord
@@ -42,6 +42,10 @@ from mohaq.search.run import default_callbacks
 from mohaq.system import AcousticSystem
 
 METRIC = "latency_cycles"
+#: The multi-objective searches HAQ is compared with: MOHAQ's NSGA-II and the default algorithm.
+MULTI_OBJECTIVE: dict[str, Any] = {"nsga2": NSGA2(), "de": Nevergrad()}
+NAMES = {"haq": "HAQ", "nsga2": "NSGA-II", "de": "TwoPointsDE-LHS"}
+WALL_SECONDS = "bench_wall_seconds.txt"
 
 
 def build_evaluator(checkpoint: str, utterances: int) -> tuple[AcousticSystem, PTQEvaluator]:
@@ -57,7 +61,8 @@ def search(
     run_dir: Path, algorithm: Any, *, seed: int, evaluations: int, system: AcousticSystem,
     evaluator: PTQEvaluator, platform_name: str,
 ) -> tuple[list[EvaluationRecord], float]:  # fmt: skip
-    """One search (resumed if its run directory exists); records and wall seconds."""
+    """One search (resumed if its run directory exists); its records and wall
+    seconds (added up over the calls that ran it, kept in the run directory)."""
     settings = SearchSettings(
         platform=platform_name,
         objectives=["error", METRIC],
@@ -67,6 +72,8 @@ def search(
         run_dir=str(run_dir),
         rescore_test=False,
     )
+    wall = run_dir / WALL_SECONDS
+    before = float(wall.read_text()) if wall.exists() else 0.0
     start = time.perf_counter()
     result = run_search(
         settings,
@@ -75,7 +82,9 @@ def search(
         resume=(run_dir / "evaluations.jsonl").exists(),
         callbacks=default_callbacks(progress=False, tensorboard=False),
     )
-    return result.records, time.perf_counter() - start
+    seconds = before + time.perf_counter() - start
+    wall.write_text(f"{seconds:.3f}\n")
+    return result.records, seconds
 
 
 def best_within(records: list[EvaluationRecord], bound: float) -> EvaluationRecord | None:
@@ -121,11 +130,12 @@ def main() -> None:
     refused: dict[str, str] = {}
     runs: dict[str, dict[str, Any]] = {}
     for seed in args.seeds:
-        records, seconds = search(
-            root / f"seed{seed}" / "nsga2", NSGA2(), seed=seed, evaluations=args.evaluations,
-            system=system, evaluator=evaluator, platform_name=args.platform,
-        )  # fmt: skip
-        runs[f"nsga2/seed{seed}"] = {"records": records, "seconds": seconds}
+        for name, options in MULTI_OBJECTIVE.items():
+            records, seconds = search(
+                root / f"seed{seed}" / name, options, seed=seed, evaluations=args.evaluations,
+                system=system, evaluator=evaluator, platform_name=args.platform,
+            )  # fmt: skip
+            runs[f"{name}/seed{seed}"] = {"records": records, "seconds": seconds}
         for fraction in args.fractions:
             try:
                 records, seconds = search(
@@ -160,35 +170,26 @@ def main() -> None:
         test(best_uniform)
         per_seed = []
         for seed in args.seeds:
+            entry: dict[str, Any] = {"seed": seed}
+            for name in ("haq", *MULTI_OBJECTIVE):
+                key = f"haq-{fraction:g}/seed{seed}" if name == "haq" else f"{name}/seed{seed}"
+                run = runs[key]
+                best = best_within(run["records"], bound)
+                test(best)
+                entry[name] = describe(best, test_error)
+                entry[f"{name}_evaluations"] = len(run["records"])
+                entry[f"{name}_within_budget"] = sum(
+                    r.metrics[METRIC] <= bound for r in run["records"]
+                )
             haq = runs[f"haq-{fraction:g}/seed{seed}"]
-            nsga = runs[f"nsga2/seed{seed}"]
-            haq_best, nsga_best = (
-                best_within(haq["records"], bound),
-                best_within(nsga["records"], bound),
+            entry["haq_proposals_over_budget"] = sum(
+                r.metrics[METRIC] > bound for r in haq["records"] if r.origin == "optimizer"
             )
-            test(haq_best)
-            test(nsga_best)
-            haq_proposals = [r for r in haq["records"] if r.origin == "optimizer"]
-            evaluation_seconds = sum(r.seconds for r in haq["records"])
-            per_seed.append(
-                {
-                    "seed": seed,
-                    "haq": describe(haq_best, test_error),
-                    "nsga2": describe(nsga_best, test_error),
-                    "haq_evaluations": len(haq["records"]),
-                    "nsga2_evaluations": len(nsga["records"]),
-                    "haq_proposals_over_budget": sum(
-                        r.metrics[METRIC] > bound for r in haq_proposals
-                    ),
-                    "nsga2_evaluations_within_budget": sum(
-                        r.metrics[METRIC] <= bound for r in nsga["records"]
-                    ),
-                    "haq_seconds": haq["seconds"],
-                    "haq_overhead_seconds_per_evaluation": (haq["seconds"] - evaluation_seconds)
-                    / len(haq["records"]),
-                    "nsga2_seconds": nsga["seconds"],
-                }
-            )
+            entry["haq_seconds"] = haq["seconds"]
+            entry["haq_overhead_seconds_per_evaluation"] = (
+                haq["seconds"] - sum(r.seconds for r in haq["records"])
+            ) / len(haq["records"])
+            per_seed.append(entry)
         rows.append(
             {
                 "fraction": fraction,
@@ -239,7 +240,8 @@ def markdown(payload: dict[str, Any]) -> str:
         f"Every run: {payload['evaluations_per_run']} evaluations (the 4 uniform baselines included), "
         "errors are PER on the optimization set (test set in brackets). NSGA-II "
         "(population 40, 10 offspring) searches error and latency; its column is the best "
-        "error among its evaluations within the budget, i.e. its front at that cost.",
+        "error among its evaluations within the budget, i.e. its front at that cost; the same "
+        "for nevergrad's TwoPointsDE-LHS, the default algorithm.",
         "",
         "Uniform precisions: "
         + "; ".join(
@@ -248,32 +250,30 @@ def markdown(payload: dict[str, Any]) -> str:
         ),
         "",
     ]
+    names = ["haq", *MULTI_OBJECTIVE]
     rows = [
         [
             "budget",
             "seed",
             "HAQ",
             "best uniform that fits",
-            "NSGA-II front at that cost",
-            "evaluations (HAQ / NSGA-II)",
+            *[f"{NAMES[n]} front at that cost" for n in MULTI_OBJECTIVE],
+            "evaluations (" + " / ".join(NAMES[n] for n in names) + ")",
+            "evaluations within budget (" + " / ".join(NAMES[n] for n in names) + ")",
             "HAQ proposals over budget",
-            "NSGA-II evaluations within budget",
         ]
     ]
+    blank = [""] * (len(rows[0]) - 3)
+
+    def cell(best: dict[str, Any] | None) -> str:
+        if best is None:
+            return "none within budget"
+        share = 100 * best[payload["metric"]] / reference
+        return f"{_pct(best['error'])} ({_pct(best['test_error'])}) at {share:.1f}%"
+
     for row in payload["budgets"]:
         if "refused" in row:
-            rows.append(
-                [
-                    f"{100 * row['fraction']:g}%",
-                    "",
-                    "refused: " + row["refused"],
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-            )
+            rows.append([f"{100 * row['fraction']:g}%", "", "refused: " + row["refused"], *blank])
             continue
         label = f"{100 * row['fraction']:g}% ({row['bound']:g} cycles)"
         uniform = row["best_uniform"]
@@ -283,30 +283,25 @@ def markdown(payload: dict[str, Any]) -> str:
             else f"{uniform['label']}: {_pct(uniform['error'])} ({_pct(uniform['test_error'])})"
         )
         for s in row["seeds"]:
-            haq, nsga = s["haq"], s["nsga2"]
             rows.append(
                 [
                     label,
                     str(s["seed"]),
-                    "none"
-                    if haq is None
-                    else f"{_pct(haq['error'])} ({_pct(haq['test_error'])}) at {100 * haq[payload['metric']] / reference:.1f}%",
+                    cell(s["haq"]),
                     uniform_text,
-                    "none"
-                    if nsga is None
-                    else f"{_pct(nsga['error'])} ({_pct(nsga['test_error'])}) at {100 * nsga[payload['metric']] / reference:.1f}%",
-                    f"{s['haq_evaluations']} / {s['nsga2_evaluations']}",
+                    *[cell(s[n]) for n in MULTI_OBJECTIVE],
+                    " / ".join(str(s[f"{n}_evaluations"]) for n in names),
+                    " / ".join(str(s[f"{n}_within_budget"]) for n in names),
                     str(s["haq_proposals_over_budget"]),
-                    str(s["nsga2_evaluations_within_budget"]),
                 ]
             )
-        haq_errors = [s["haq"]["error"] for s in row["seeds"] if s["haq"]]
-        nsga_errors = [s["nsga2"]["error"] for s in row["seeds"] if s["nsga2"]]
         if len(row["seeds"]) > 1:
-            rows.append(
-                [label, "mean", _pct(statistics.mean(haq_errors)) if haq_errors else "", uniform_text,
-                 _pct(statistics.mean(nsga_errors)) if nsga_errors else "", "", "", ""]
-            )  # fmt: skip
+            means = []
+            for n in names:
+                errors = [s[n]["error"] for s in row["seeds"] if s[n]]
+                found = f"{len(errors)} of {len(row['seeds'])} seeds"
+                means.append(f"{_pct(statistics.mean(errors))} ({found})" if errors else found)
+            rows.append([label, "mean", means[0], uniform_text, *means[1:], "", "", ""])
     lines += [markdown_table(rows), ""]
     overheads = [
         s["haq_overhead_seconds_per_evaluation"]

@@ -11,10 +11,10 @@ exceeds the budget, precisions are lowered one step at a time; the step taken
 is the one that saves the most cost per unit of error it is expected to add
 (:class:`~mohaq.search.proposers.haq_sensitivity.AdditiveErrorModel`).
 
-Not every platform's cost falls when a precision does: on the analytic Bit
-Fusion model a recurrent layer with a narrow input runs slower with 2-bit than
-with 8-bit activations (its parallelism cannot be used, and the partial sums
-grow). When no single lowering step saves anything and the assignment still
+Not every platform's cost falls when a precision does: the analytic Bit
+Fusion model prices a recurrent layer with a narrow input (the quickstart's
+first SRU layer: 23 inputs, 1,024 outputs) at 3,073 cycles with 2-bit inputs
+and 1,058 with 8-bit inputs, both at 2-bit weights. When no single lowering step saves anything and the assignment still
 exceeds the budget, the enforcer also considers changing one gene to any
 choice, then a weight together with its input activation, still by saving per
 unit of expected error; if even that finds nothing it falls back to the
