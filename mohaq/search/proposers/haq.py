@@ -95,7 +95,7 @@ class HAQ(AlgorithmOptions):
         sweep: fractions searched one after another, each with an equal share
             of the evaluation budget and a fresh agent: a front of budgets.
         warmup_episodes: episodes of uniform random actions that only fill the
-            replay memory (per budget; at most half of a budget's episodes).
+            replay memory (in a sweep: per budget, at most half of its episodes).
         reward_lambda: HAQ's lambda: reward = lambda x accuracy change over float,
             in percentage points.
         noise_sigma: initial width of the truncated-normal exploration noise.
@@ -304,7 +304,9 @@ class HAQProposer(Proposer):
                     BudgetEnforcer(problem, budget, self.model, self.fallback),
                     start,
                     end - start,
-                    min(options.warmup_episodes, (end - start) // 2),
+                    options.warmup_episodes
+                    if len(budgets) == 1
+                    else min(options.warmup_episodes, (end - start) // 2),
                 )
             )
         self.rng = np.random.default_rng(context.seed)
