@@ -24,10 +24,12 @@ Precision" (CVPR 2019), on this toolkit's genes and cost models:
   stored step brings ``updates_per_step`` minibatch updates.
 
 An episode that lands on an assignment already evaluated (or in flight) costs
-no evaluation: the agent learns from the known outcome (or from the one in
-flight when it arrives) and plays another episode, up to ``max_replays``
-times, so the evaluation budget goes to new assignments. Noise and warm-up
-count evaluated episodes only.
+no evaluation: its steps join the replay memory with the known outcome's
+reward (or the one in flight, when it arrives) and the agent plays another
+episode, up to ``max_replays`` times, so the evaluation budget goes to new
+assignments. Minibatch updates, noise decay and warm-up count the episodes
+proposed to the loop only, so the agent's compute per evaluation is bounded
+(``genes x updates_per_step`` updates).
 
 Sweep: ``sweep`` lists budget fractions searched one after another, each with
 an equal share of the evaluation budget and a fresh agent (the agent's state
@@ -108,8 +110,8 @@ class HAQ(AlgorithmOptions):
         batch_size: transitions per minibatch update.
         memory_per_step: replay memory capacity per step of an episode (per gene).
         updates_per_step: minibatch updates per stored step after the warm-up.
-        max_replays: episodes played on already-evaluated assignments (learned
-            from their known outcome) before a duplicate is proposed anyway.
+        max_replays: episodes played on already-evaluated assignments (stored
+            with their known outcome) before a duplicate is proposed anyway.
     """
 
     budget_metric: str = "latency_cycles"
@@ -129,7 +131,7 @@ class HAQ(AlgorithmOptions):
     batch_size: int = 64
     memory_per_step: int = 128
     updates_per_step: int = 1
-    max_replays: int = 20
+    max_replays: int = 10
 
     def __post_init__(self) -> None:
         given = [
@@ -246,6 +248,7 @@ class _Episode:
     actions: np.ndarray
     learn: bool  # past the warm-up: its steps bring updates
     genes: Genes
+    replay: bool = False  # not proposed: its assignment was evaluated or in flight
 
 
 @dataclass
@@ -410,7 +413,7 @@ class HAQProposer(Proposer):
         options: HAQ = self.options  # type: ignore[assignment]
         reward = -options.reward_lambda * 100.0 * (error - self._reference_error())
         self.agent.remember(episode.states, episode.actions, reward)
-        if episode.learn:
+        if episode.learn and not episode.replay:
             for _ in range(len(episode.actions) * options.updates_per_step):
                 self.agent.update(self.rng)
 
@@ -421,11 +424,13 @@ class HAQProposer(Proposer):
         for _ in range(count):
             episode = self._play()
             for _ in range(options.max_replays):
+                episode.replay = True
                 if episode.genes in self.known:
                     self._learn(episode, self.known[episode.genes])
                 elif episode.genes in self.pending:
                     self.pending[episode.genes].append(episode)
                 else:
+                    episode.replay = False
                     break
                 episode = self._play()
             self.pending.setdefault(episode.genes, []).append(episode)
