@@ -67,7 +67,7 @@ def build_evaluator(checkpoint: str, utterances: int) -> tuple[AcousticSystem, P
 def search(
     run_dir: Path, algorithm: Any, *, seed: int, evaluations: int, system: AcousticSystem,
     evaluator: PTQEvaluator, platform_name: str,
-) -> tuple[list[EvaluationRecord], float]:  # fmt: skip
+) -> tuple[list[EvaluationRecord], float | None]:  # fmt: skip
     """One search (resumed if its run directory exists); its records and wall
     seconds (added up over the calls that ran it, kept in the run directory)."""
     settings = SearchSettings(
@@ -80,17 +80,23 @@ def search(
         rescore_test=False,
     )
     wall = run_dir / WALL_SECONDS
-    before = float(wall.read_text()) if wall.exists() else 0.0
+    log = run_dir / "evaluations.jsonl"
+    # An interrupted call wrote evaluations but no wall time: the total is unknown.
+    before: float | None = 0.0
+    if wall.exists():
+        before = None if wall.read_text().strip() == "unknown" else float(wall.read_text())
+    elif log.exists():
+        before = None
     start = time.perf_counter()
     result = run_search(
         settings,
         workload=system.workload(),
         evaluator=evaluator,
-        resume=(run_dir / "evaluations.jsonl").exists(),
+        resume=log.exists(),
         callbacks=default_callbacks(progress=False, tensorboard=False),
     )
-    seconds = before + time.perf_counter() - start
-    wall.write_text(f"{seconds:.3f}\n")
+    seconds = None if before is None else before + time.perf_counter() - start
+    wall.write_text("unknown\n" if seconds is None else f"{seconds:.3f}\n")
     return result.records, seconds
 
 
@@ -202,8 +208,10 @@ def main() -> None:
             )
             entry["haq_seconds"] = haq["seconds"]
             entry["haq_overhead_seconds_per_evaluation"] = (
-                haq["seconds"] - sum(r.seconds for r in haq["records"])
-            ) / len(haq["records"])
+                None
+                if haq["seconds"] is None
+                else (haq["seconds"] - sum(r.seconds for r in haq["records"])) / len(haq["records"])
+            )
             per_seed.append(entry)
         rows.append(
             {
@@ -326,11 +334,13 @@ def markdown(payload: dict[str, Any]) -> str:
         s["haq_overhead_seconds_per_evaluation"]
         for row in payload["budgets"]
         for s in row.get("seeds", [])
+        if s["haq_overhead_seconds_per_evaluation"] is not None
     ]
     if overheads:
         lines.append(
             f"HAQ's own time (agent, enforcement, loop) per evaluation: median {statistics.median(overheads):.3f} s "
-            "(the run's wall time minus its evaluations' time, over the runs above)."
+            f"over {len(overheads)} HAQ runs (the run's wall time minus its evaluations' time; runs "
+            "interrupted and resumed have no complete wall time and are left out)."
         )
     return "\n".join(lines) + "\n"
 

@@ -205,6 +205,10 @@ class BudgetEnforcer:
         self.model = model
         self.fallback = tuple(fallback)
         self.pairs = operand_pairs(problem)
+        # Enforcement is deterministic for one fit of the error model, and a
+        # converging agent proposes the same policy again and again.
+        self._enforced: dict[Genes, Genes] = {}
+        self._version = -1
         if not self.fits(self.fallback):
             raise BudgetError(f"the fallback assignment does not fit {budget.describe()}")
 
@@ -256,6 +260,14 @@ class BudgetEnforcer:
 
     def enforce(self, genes: Genes) -> Genes:
         """``genes`` lowered until it fits the budget (unchanged if it fits)."""
+        if self._version != self.model.version:
+            self._enforced, self._version = {}, self.model.version
+        key = tuple(genes)
+        if key not in self._enforced:
+            self._enforced[key] = self._enforce(key)
+        return self._enforced[key]
+
+    def _enforce(self, genes: Genes) -> Genes:
         current = tuple(genes)
         value = self.value(current)
         while not self.budget.fits(value):

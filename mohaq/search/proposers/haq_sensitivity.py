@@ -50,6 +50,11 @@ class AdditiveErrorModel:
         noise = np.array([4.0 ** -(b - self.choices[0]) for b in self.choices])
         self._prior = PRIOR_SCALE * (noise - noise[top])  # noise added over the highest choice
 
+    @property
+    def version(self) -> int:
+        """Changes whenever an observation is added (the fit may change)."""
+        return len(self.errors)
+
     def observe(self, genes: Genes, error: float) -> None:
         self.genes.append(tuple(genes))
         self.errors.append(float(error))
