@@ -26,8 +26,9 @@ Precision" (CVPR 2019), on this toolkit's genes and cost models:
 An episode that lands on an assignment already evaluated (or in flight) costs
 no evaluation: its steps join the replay memory with the known outcome's
 reward (or the one in flight, when it arrives) and the agent plays another
-episode, up to ``max_replays`` times, so the evaluation budget goes to new
-assignments. Minibatch updates, noise decay and warm-up count the episodes
+episode, with twice the exploration noise each time, up to ``max_replays``
+times, so the evaluation budget goes to new assignments (the budget funnels
+many policies into few assignments, and a converging agent repeats itself). Minibatch updates, noise decay and warm-up count the episodes
 proposed to the loop only, so the agent's compute per evaluation is bounded
 (``genes x updates_per_step`` updates).
 
@@ -365,8 +366,10 @@ class HAQProposer(Proposer):
             self.agent_segment = segment
         return self.agent
 
-    def _play(self) -> _Episode:
-        """One episode: an action per gene, mapped to choices and brought under the budget."""
+    def _play(self, retry: int = 0) -> _Episode:
+        """One episode: an action per gene, mapped to choices and brought under the
+        budget; the ``retry``-th replay after a duplicate explores with twice the
+        noise each time (at most width 1)."""
         options: HAQ = self.options  # type: ignore[assignment]
         index = self._segment_index()
         segment = self.segments[index]
@@ -374,6 +377,7 @@ class HAQProposer(Proposer):
         played = self.episodes - segment.start
         warm = played < segment.warmup
         sigma = options.noise_sigma * options.noise_decay ** max(0, played - segment.warmup)
+        sigma = min(1.0, sigma * 2.0**retry) if retry else sigma
         steps, width = self.features.shape
         states = np.zeros((steps, width + 1), dtype=np.float32)
         actions = np.zeros(steps, dtype=np.float32)
@@ -423,7 +427,7 @@ class HAQProposer(Proposer):
         asked = []
         for _ in range(count):
             episode = self._play()
-            for _ in range(options.max_replays):
+            for retry in range(1, options.max_replays + 1):
                 episode.replay = True
                 if episode.genes in self.known:
                     self._learn(episode, self.known[episode.genes])
@@ -432,7 +436,7 @@ class HAQProposer(Proposer):
                 else:
                     episode.replay = False
                     break
-                episode = self._play()
+                episode = self._play(retry)
             self.pending.setdefault(episode.genes, []).append(episode)
             self.episodes += 1
             asked.append(episode.genes)
