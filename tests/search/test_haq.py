@@ -193,7 +193,7 @@ def test_every_haq_proposal_fits_its_budget_and_the_report_says_so(tmp_path) -> 
     )
     bound = 0.3 * 640
     proposals = [r for r in result.records if r.origin == "optimizer"]
-    assert len(result.records) == 30 and len(proposals) == 26
+    assert len(result.records) == 30 and len(proposals) == 26 and result.stopped_early is None
     assert all(r.metrics["energy"] <= bound for r in proposals)
     table = json.loads((tmp_path / "haq_budgets.json").read_text())
     (row,) = table["budgets"]
