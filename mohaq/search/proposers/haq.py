@@ -28,7 +28,9 @@ no evaluation: its steps join the replay memory with the known outcome's
 reward (or the one in flight, when it arrives) and the agent plays another
 episode, with twice the exploration noise each time, up to ``max_replays``
 times, so the evaluation budget goes to new assignments (the budget funnels
-many policies into few assignments, and a converging agent repeats itself). Minibatch updates, noise decay and warm-up count the episodes
+many policies into few assignments, and a converging agent repeats itself);
+if all of them land on known assignments, an unseen neighbour within the
+budget (one random gene changed, then enforced) is proposed instead. Minibatch updates, noise decay and warm-up count the episodes
 proposed to the loop only, so the agent's compute per evaluation is bounded
 (``genes x updates_per_step`` updates).
 
@@ -437,10 +439,35 @@ class HAQProposer(Proposer):
                     episode.replay = False
                     break
                 episode = self._play(retry)
-            self.pending.setdefault(episode.genes, []).append(episode)
+            genes = episode.genes
+            if self._seen(genes):
+                # Every replay landed on a known assignment: propose an unseen
+                # neighbour within the budget instead (the agent does not learn
+                # from it; the error model does).
+                genes = self._neighbour(genes)
+                self.pending.setdefault(genes, [])
+            else:
+                self.pending.setdefault(genes, []).append(episode)
             self.episodes += 1
-            asked.append(episode.genes)
+            asked.append(genes)
         return asked
+
+    def _seen(self, genes: Genes) -> bool:
+        return genes in self.known or genes in self.pending
+
+    def _neighbour(self, genes: Genes, tries: int = 50) -> Genes:
+        """An unseen vector within the budget, one random gene changed and the
+        result enforced; ``genes`` itself if none is found."""
+        enforcer = self.segments[self._segment_index()].enforcer
+        for _ in range(tries):
+            trial = list(genes)
+            trial[int(self.rng.integers(len(trial)))] = int(
+                self.rng.integers(self.context.num_choices)
+            )
+            candidate = self._meet_constraints(enforcer, enforcer.enforce(tuple(trial)))
+            if not self._seen(candidate):
+                return candidate
+        return genes
 
     def tell(self, genes: Genes, outcome: Outcome) -> None:
         error = float(outcome.losses[self.error_index])
