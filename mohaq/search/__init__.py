@@ -24,6 +24,7 @@ from mohaq.search.proposers import (
     available_algorithms,
     register_proposer,
 )
+from mohaq.search.proposers.haq import HAQ
 from mohaq.search.proposers.nevergrad_family import Nevergrad
 from mohaq.search.proposers.nsga2 import NSGA2
 from mohaq.search.proposers.random_search import RandomSearch
@@ -41,6 +42,7 @@ from mohaq.search.space import SearchSpace, SearchSpaceError
 
 __all__ = [
     "DEFAULT_ALGORITHM",
+    "HAQ",
     "NSGA2",
     "AlgorithmError",
     "AlgorithmOptions",

@@ -276,7 +276,12 @@ def _run_locked(
         run_dir=run_dir,
         resumed=tuple(logged),
     )
-    hooks = CallbackList(default_callbacks() if callbacks is None else callbacks)
+    hooks = CallbackList(
+        [
+            *(default_callbacks() if callbacks is None else callbacks),
+            *settings.algorithm_options.callbacks(),
+        ]
+    )
     executor = open_executor(
         settings.executor_options,
         workers=settings.workers,

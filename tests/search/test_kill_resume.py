@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_proposers import SMALL_HAQ
 from test_search_fakes import fake_search
 
 from mohaq.search.evaluators import AnalyticEvaluator
@@ -23,6 +24,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 import mohaq.search.run
 mohaq.search.run.CHECKPOINT_INTERVAL_S = 0.0  # a checkpoint after every evaluation
+from test_proposers import SMALL_HAQ
 from test_search_fakes import fake_search
 from mohaq.search.evaluators import AnalyticEvaluator
 
@@ -31,7 +33,8 @@ class Slow(AnalyticEvaluator):
         time.sleep(0.02)
         return super().evaluate(assignment, split)
 
-fake_search({run_dir!r}, evaluator=Slow(), algorithm={algorithm!r}, seed=7, budget=60,
+algorithm = {{"haq": SMALL_HAQ}}.get({algorithm!r}, {algorithm!r})
+fake_search({run_dir!r}, evaluator=Slow(), algorithm=algorithm, seed=7, budget=60,
             resume={resume}, constraints={{"max_memory_mb": 12}})
 """
 
@@ -53,14 +56,10 @@ def run_and_kill(run_dir: Path, algorithm: str, resume: bool, lines: int) -> Non
     process.wait()
 
 
-@pytest.mark.parametrize("algorithm", ["nsga2", "TwoPointsDE-LHS"])
+@pytest.mark.parametrize("algorithm", ["nsga2", "TwoPointsDE-LHS", "haq"])
 def test_kill_9_twice_then_resume_equals_an_uninterrupted_run(tmp_path, algorithm) -> None:
-    settings = {
-        "algorithm": algorithm,
-        "seed": 7,
-        "budget": 60,
-        "constraints": {"max_memory_mb": 12},
-    }
+    options = {"haq": SMALL_HAQ}.get(algorithm, algorithm)
+    settings = {"algorithm": options, "seed": 7, "budget": 60, "constraints": {"max_memory_mb": 12}}
     full = fake_search(tmp_path / "full", **settings)
     run_dir = tmp_path / "killed"
     run_and_kill(run_dir, algorithm, resume=False, lines=9)

@@ -2,6 +2,7 @@ import csv
 import json
 
 import pytest
+from test_proposers import SMALL_HAQ
 from test_search_fakes import FakeCostModel, fake_search, fake_workload
 
 from mohaq.search import AlgorithmError, ResumeError, SearchConfigError, compare_hypervolumes
@@ -64,16 +65,18 @@ def test_small_space_is_exhausted_without_repeats(tmp_path) -> None:
     assert "whole search space" in result.stopped_early
 
 
-@pytest.mark.parametrize("algorithm", ["TwoPointsDE-LHS", "nsga2", "random", "surrogate"])
+@pytest.mark.parametrize("algorithm", ["TwoPointsDE-LHS", "nsga2", "random", "surrogate", "haq"])
 @pytest.mark.parametrize("checkpoint_every_evaluation", [False, True])
 def test_resume_after_crash_equals_uninterrupted_run(
     tmp_path, monkeypatch, algorithm, checkpoint_every_evaluation
 ) -> None:
     if checkpoint_every_evaluation:  # resume from the proposer checkpoint, not from the seed
         monkeypatch.setattr("mohaq.search.run.CHECKPOINT_INTERVAL_S", 0.0)
-    options = {"nsga2": small_nsga2(), "surrogate": Surrogate(pool=100, probe_choices=1)}.get(
-        algorithm, algorithm
-    )
+    options = {
+        "nsga2": small_nsga2(),
+        "surrogate": Surrogate(pool=100, probe_choices=1),
+        "haq": SMALL_HAQ,
+    }.get(algorithm, algorithm)
     full = fake_search(tmp_path / "a", algorithm=options, seed=7)
     with pytest.raises(RuntimeError, match="simulated crash"):
         fake_search(

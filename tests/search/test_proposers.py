@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from test_search_fakes import FakeCostModel, fake_search, fake_workload
 
-from mohaq.search import NSGA2, AlgorithmError, Nevergrad, RandomSearch
+from mohaq.search import HAQ, NSGA2, AlgorithmError, Nevergrad, RandomSearch
 from mohaq.search.problem import SearchProblem
 from mohaq.search.proposers import (
     AlgorithmOptions,
@@ -66,7 +66,7 @@ def test_names_resolve_to_typed_options() -> None:
         Nevergrad(optimizer="Nope")
     with pytest.raises(AlgorithmError, match="NSGA2 population must be >= 2, got 1"):
         NSGA2(population=1)
-    assert {"nevergrad", "nsga2", "random"} <= {e.name for e in available_algorithms()}
+    assert {"nevergrad", "nsga2", "random", "haq"} <= {e.name for e in available_algorithms()}
 
 
 def test_registry_refuses_a_name_or_options_class_twice() -> None:
@@ -87,7 +87,12 @@ def test_registry_refuses_a_name_or_options_class_twice() -> None:
         registry.register(ProposerEntry("yours", Proposer, Mine, "same options class"))
 
 
-@pytest.mark.parametrize("options", [Nevergrad(), NSGA2(population=8, offspring=3), RandomSearch()])
+#: HAQ on the fake platform (energy budget) with a small agent that learns within the test.
+SMALL_HAQ = HAQ(budget_metric="energy", hidden=16, batch_size=16, warmup_episodes=4, max_replays=5)
+ALGORITHMS = [Nevergrad(), NSGA2(population=8, offspring=3), RandomSearch(), SMALL_HAQ]
+
+
+@pytest.mark.parametrize("options", ALGORITHMS)
 def test_state_roundtrip_continues_identically(options: AlgorithmOptions) -> None:
     ctx = context(seed=3)
     original = build_proposer(options, ctx)
@@ -97,7 +102,7 @@ def test_state_roundtrip_continues_identically(options: AlgorithmOptions) -> Non
     assert drive(original, ctx, 9) == drive(copy, ctx, 9)
 
 
-@pytest.mark.parametrize("options", [Nevergrad(), NSGA2(population=8, offspring=3), RandomSearch()])
+@pytest.mark.parametrize("options", ALGORITHMS)
 def test_proposals_are_valid_gene_vectors_and_seeded(options: AlgorithmOptions) -> None:
     ctx = context(seed=5)
     first = drive(build_proposer(options, ctx), ctx, 20)

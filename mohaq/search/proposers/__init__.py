@@ -2,7 +2,7 @@
 
 Built-ins: ``nevergrad`` (any nevergrad optimizer; ``TwoPointsDE-LHS`` by
 default), ``nsga2`` (pymoo, MOHAQ's setting), ``random`` (uniform over the
-feasible space).
+feasible space), ``haq`` (HAQ's DDPG agent under a hardware budget).
 """
 
 from mohaq.search.proposers.base import (

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from mohaq.search.callbacks import SearchCallback
     from mohaq.search.problem import SearchProblem
 
 Genes = tuple[int, ...]
@@ -49,6 +50,11 @@ class AlgorithmOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
+
+    def callbacks(self) -> list[SearchCallback]:
+        """Reporting callbacks the algorithm adds to every search it runs
+        (HAQ's per-budget report); none by default."""
+        return []
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "mohaq.search.proposers.nsga2",
     "mohaq.search.proposers.random_search",
     "mohaq.search.proposers.surrogate",
+    "mohaq.search.proposers.haq",
 )
 
 ProposerT = TypeVar("ProposerT", bound=type[Proposer])
