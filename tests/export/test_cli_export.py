@@ -10,6 +10,7 @@ from test_timit_corpus import write_small_corpus
 
 from mohaq.cli import build_cli as main
 from mohaq.export import ExportError
+from mohaq.search.records import EvaluationLog, EvaluationRecord
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = str(REPO / "lightning_configs" / "quickstart.yaml")
@@ -47,9 +48,21 @@ def test_export_a_search_record_and_score_what_ships(
     bits = {name: 4 if name == "sru1.weight" else 8 for name in points}
     run_dir = tmp_path / "search"
     run_dir.mkdir()
-    (run_dir / "evaluations.jsonl").write_text(
-        json.dumps({"index": 3, "bits": bits, "error": 0.5}) + "\n"
-    )
+    with EvaluationLog(run_dir) as log:
+        for index in range(4):  # the search's records 0..3; the one exported is 3
+            record_bits = bits if index == 3 else dict.fromkeys(points, 16)
+            log.append(
+                EvaluationRecord(
+                    index=index,
+                    bits=record_bits,
+                    genes=[],
+                    objectives={"error": 0.5},
+                    losses=[0.5],
+                    metrics={},
+                    error=0.5,
+                    feasible=True,
+                )  # fmt: skip
+            )
 
     # A wrong source fails before any work.
     with pytest.raises(ExportError, match="exactly one"):
