@@ -10,11 +10,13 @@ break them, and turns an evaluator's result into an
 :class:`~mohaq.search.records.EvaluationRecord` and the algorithm's
 :class:`~mohaq.search.proposers.base.Outcome`.
 
-Repair: cost metrics only improve as precisions go down, so an infeasible
+Repair: cost metrics mostly improve as precisions go down, so an infeasible
 vector is lowered one precision step at a time, each step on the gene whose
 step down reduces the relative constraint excess the most. That estimate
 comes from single-gene steps measured once per search from the all-highest
-assignment; every step is checked against the real cost model. A repair costs
+assignment; every step is checked against the real cost model. Where the
+estimate sees no gain (a platform that is not monotone in the bits), the
+one-step move, down or up, that most reduces the real excess is taken. A repair costs
 a few cost-model calls instead of the thousands of rejected draws that
 rejection sampling spends when most of the space is infeasible.
 """
@@ -203,19 +205,26 @@ class SearchProblem:
             if not lowerable:
                 return None
             best = max(lowerable, key=lambda g: (self._step_gain(tuple(current), g), -g))
-            if self._step_gain(tuple(current), best) <= 0:
-                # The estimate sees no gain (e.g. a platform-only violation): lower the
-                # gene whose step reduces the real excess most.
-                base = self._excess(tuple(current))
-                trials = []
-                for g in lowerable:
-                    trial = list(current)
-                    trial[g] -= 1
-                    trials.append((base - self._excess(tuple(trial)), -g, g))
-                gain, _, best = max(trials)
-                if gain <= 0:
-                    return None
-            current[best] -= 1
+            if self._step_gain(tuple(current), best) > 0:
+                current[best] -= 1
+                continue
+            # The estimate sees no gain (a platform that is not monotone in the bits,
+            # or a platform-only violation): take the one-step move, down or up,
+            # that reduces the real excess most.
+            base = self._excess(tuple(current))
+            moves = []
+            for g in range(len(current)):
+                for step in (-1, 1):
+                    if 0 <= current[g] + step <= len(self.space.choices) - 1:
+                        trial = list(current)
+                        trial[g] += step
+                        moves.append((base - self._excess(tuple(trial)), step, -g, trial))
+            if not moves:
+                return None
+            gain, _, _, trial = max(moves, key=lambda m: m[:3])
+            if gain <= 0:
+                return None
+            current = trial
         return tuple(current)
 
     # -- judging ----------------------------------------------------------------------------
