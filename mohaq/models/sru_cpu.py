@@ -1,0 +1,397 @@
+"""The SRU recurrence as one compiled CPU kernel, forward and backward.
+
+The recurrence is element-wise: every (sequence, direction, unit) runs its own
+scalar loop over time, so the kernel gives each thread whole
+(sequence, direction) pairs and the compiler vectorizes over units. It reads
+the product ``U = W x`` where the matrix product left it, batch-first
+``(B, T, D, M, H)``, walks direction 1 backwards from each sequence's last
+valid frame, and writes ``h`` straight into the layer's output layout
+``(B, T, D*H)``: no flipped copies, no per-step calls. The highway term is
+read in place too, from ``U``'s 4th matrix or from the layer input.
+
+Per step, with ``c`` the state before the step (the equations of
+:mod:`mohaq.models.sru_recurrence`)::
+
+    f = sigmoid(F + v_f c + b_f);  r = sigmoid(R + v_r c + b_r)
+    c' = q(U + f (c - U));          h = hw + r (c' - hw),  hw = alpha * highway
+
+where ``q`` is the optional state fake quantization. The backward pass walks
+each sequence in reverse with one carried gradient per unit; it recomputes
+``f`` and ``r`` from the saved states instead of storing them.
+
+float32 uses a vectorizable ``exp`` (Cody-Waite reduction and a degree-7
+Taylor polynomial, relative error below 2e-7); float64 uses ``std::exp``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mohaq.models.native import load_library
+
+# Below this many element-steps (B*T*D*H) one thread is faster than starting more.
+PARALLEL_MIN_WORK = 1 << 20
+
+SOURCE = r"""
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+typedef int64_t i64;
+
+static inline float exp_approx(float x) {
+  // exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, ln 2 split in two
+  // parts so that n * LN2_HI is exact; exp(r) by its Taylor polynomial of degree 7.
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = __builtin_rintf(x * 1.44269504088896341f);
+  const float r = (x - n * 0.693359375f) + n * 2.12194440054690583e-4f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+static inline double exp_approx(double x) { return std::exp(x); }
+
+template <typename T> static inline T sigmoid(T x) { return T(1) / (T(1) + exp_approx(-x)); }
+
+template <typename T> struct Args {
+  const T *u, *hw; i64 hw_sb, hw_st, hw_sd;
+  const T *vf, *vr, *bf, *br; const i64* lengths;
+  T alpha, scale, qmin, qmax; int quantize;
+  T *h, *c;                       // forward outputs (c may be null)
+  const T *gh;                    // backward: dL/dh, (B, T, D*H)
+  T *du, *dhw; i64 dhw_sb, dhw_st, dhw_sd; T* dvec;  // backward outputs (dhw may be null)
+  i64 B, T_, D, M, H;
+};
+
+static inline i64 time_of(i64 d, i64 k, i64 len) {
+  return d == 0 ? k : len - 1 - k;  // direction 1 runs from the last valid frame
+}
+
+template <typename T> static void forward_pairs(const Args<T>& a, i64 first, i64 last) {
+  const i64 H = a.H, D = a.D, M = a.M;
+  std::vector<T> state(H);
+  for (i64 pair = first; pair < last; ++pair) {
+    const i64 b = pair / D, d = pair % D, len = a.lengths[b];
+    std::fill(state.begin(), state.end(), T(0));
+    T* c = state.data();
+    const T *vf = a.vf + d * H, *vr = a.vr + d * H, *bf = a.bf + d * H, *br = a.br + d * H;
+    for (i64 k = 0; k < len; ++k) {
+      const i64 t = time_of(d, k, len), row = (b * a.T_ + t) * D + d;
+      const T *uc = a.u + row * M * H, *uf = uc + H, *ur = uc + 2 * H;
+      const T* hw = a.hw + b * a.hw_sb + t * a.hw_st + d * a.hw_sd;
+      T* h = a.h + row * H;
+      for (i64 j = 0; j < H; ++j) {
+        const T previous = c[j];
+        const T f = sigmoid(uf[j] + vf[j] * previous + bf[j]);
+        const T r = sigmoid(ur[j] + vr[j] * previous + br[j]);
+        T next = uc[j] + f * (previous - uc[j]);
+        if (a.quantize) {
+          T level = __builtin_rint(next / a.scale);
+          level = level < a.qmin ? a.qmin : (level > a.qmax ? a.qmax : level);
+          next = level * a.scale;
+        }
+        const T highway = hw[j] * a.alpha;
+        h[j] = highway + r * (next - highway);
+        c[j] = next;
+      }
+      if (a.c) std::memcpy(a.c + row * H, c, H * sizeof(T));
+    }
+  }
+}
+
+template <typename T> static void backward_pairs(const Args<T>& a, i64 first, i64 last) {
+  const i64 H = a.H, D = a.D, M = a.M;
+  std::vector<T> carry(H), zeros(H, T(0));
+  for (i64 pair = first; pair < last; ++pair) {
+    const i64 b = pair / D, d = pair % D, len = a.lengths[b];
+    std::fill(carry.begin(), carry.end(), T(0));
+    T* g_next = carry.data();  // dL/dc_k arriving from step k + 1
+    const T *vf = a.vf + d * H, *vr = a.vr + d * H, *bf = a.bf + d * H, *br = a.br + d * H;
+    T* dvec = a.dvec + pair * 4 * H;  // d v_f, d v_r, d b_f, d b_r of this pair
+    T *dvf = dvec, *dvr = dvec + H, *dbf = dvec + 2 * H, *dbr = dvec + 3 * H;
+    for (i64 k = len - 1; k >= 0; --k) {
+      const i64 t = time_of(d, k, len), row = (b * a.T_ + t) * D + d;
+      const T* c_prev = k > 0 ? a.c + ((b * a.T_ + time_of(d, k - 1, len)) * D + d) * H
+                              : zeros.data();
+      const T *c_now = a.c + row * H, *gh = a.gh + row * H;
+      const T *uc = a.u + row * M * H, *uf = uc + H, *ur = uc + 2 * H;
+      const T* hw = a.hw + b * a.hw_sb + t * a.hw_st + d * a.hw_sd;
+      T *duc = a.du + row * M * H, *duf = duc + H, *dur = duc + 2 * H;
+      T* dhw = a.dhw ? a.dhw + b * a.dhw_sb + t * a.dhw_st + d * a.dhw_sd : nullptr;
+      for (i64 j = 0; j < H; ++j) {
+        const T previous = c_prev[j];
+        const T f = sigmoid(uf[j] + vf[j] * previous + bf[j]);
+        const T r = sigmoid(ur[j] + vr[j] * previous + br[j]);
+        const T highway = hw[j] * a.alpha;
+        const T dh = gh[j];
+        const T d_reset = dh * (c_now[j] - highway) * r * (T(1) - r);
+        if (dhw) dhw[j] = dh * (T(1) - r) * a.alpha;
+        T g = g_next[j] + dh * r;  // dL/dc_k, then through the quantizer's STE
+        if (a.quantize) {
+          const T level = __builtin_rint((uc[j] + f * (previous - uc[j])) / a.scale);
+          g = (level >= a.qmin && level <= a.qmax) ? g : T(0);
+        }
+        const T d_forget = g * (previous - uc[j]) * f * (T(1) - f);
+        duc[j] = g * (T(1) - f);
+        duf[j] = d_forget;
+        dur[j] = d_reset;
+        g_next[j] = g * f + d_forget * vf[j] + d_reset * vr[j];
+        dvf[j] += d_forget * previous;
+        dvr[j] += d_reset * previous;
+        dbf[j] += d_forget;
+        dbr[j] += d_reset;
+      }
+    }
+  }
+}
+
+template <typename T>
+static void run(void (*body)(const Args<T>&, i64, i64), const Args<T>& a, int threads) {
+  const i64 pairs = a.B * a.D;
+  if (threads > pairs) threads = (int)pairs;
+  if (threads <= 1) { body(a, 0, pairs); return; }
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i)
+    pool.emplace_back(body, std::cref(a), pairs * i / threads, pairs * (i + 1) / threads);
+  body(a, 0, pairs / threads);
+  for (auto& worker : pool) worker.join();
+}
+
+#define SRU_ENTRY_POINTS(T, SUFFIX)                                                          \
+  extern "C" void sru_forward_##SUFFIX(                                                      \
+      const T* u, const T* hw, i64 hw_sb, i64 hw_st, i64 hw_sd, const T* vf, const T* vr,    \
+      const T* bf, const T* br, const i64* lengths, T alpha, T scale, T qmin, T qmax,        \
+      int quantize, T* h, T* c, i64 B, i64 T_, i64 D, i64 M, i64 H, int threads) {           \
+    Args<T> a{u, hw, hw_sb, hw_st, hw_sd, vf, vr, bf, br, lengths, alpha, scale, qmin, qmax, \
+              quantize, h, c, nullptr, nullptr, nullptr, 0, 0, 0, nullptr, B, T_, D, M, H};  \
+    run<T>(forward_pairs<T>, a, threads);                                                    \
+  }                                                                                          \
+  extern "C" void sru_backward_##SUFFIX(                                                     \
+      const T* u, const T* hw, i64 hw_sb, i64 hw_st, i64 hw_sd, const T* vf, const T* vr,    \
+      const T* bf, const T* br, const i64* lengths, T alpha, T scale, T qmin, T qmax,        \
+      int quantize, const T* c, const T* gh, T* du, T* dhw, i64 dhw_sb, i64 dhw_st,          \
+      i64 dhw_sd, T* dvec, i64 B, i64 T_, i64 D, i64 M, i64 H, int threads) {                \
+    Args<T> a{u, hw, hw_sb, hw_st, hw_sd, vf, vr, bf, br, lengths, alpha, scale, qmin, qmax, \
+              quantize, nullptr, const_cast<T*>(c), gh, du, dhw, dhw_sb, dhw_st, dhw_sd,     \
+              dvec, B, T_, D, M, H};                                                         \
+    run<T>(backward_pairs<T>, a, threads);                                                   \
+  }
+
+SRU_ENTRY_POINTS(float, f32)
+SRU_ENTRY_POINTS(double, f64)
+"""
+
+_SUFFIXES = {torch.float32: ("f32", ctypes.c_float), torch.float64: ("f64", ctypes.c_double)}
+
+
+def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
+    pointer, i64, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for suffix, real in _SUFFIXES.values():
+        head = [pointer, pointer, i64, i64, i64, pointer, pointer, pointer, pointer, pointer]
+        quant = [real, real, real, real, flag]
+        sizes = [i64, i64, i64, i64, i64, flag]
+        forward = getattr(library, f"sru_forward_{suffix}")
+        forward.argtypes = [*head, *quant, pointer, pointer, *sizes]
+        forward.restype = None
+        backward = getattr(library, f"sru_backward_{suffix}")
+        backward.argtypes = [*head, *quant, pointer, pointer, pointer, pointer, i64, i64, i64,
+                             pointer, *sizes]  # fmt: skip
+        backward.restype = None
+    return library
+
+
+def _library() -> ctypes.CDLL | None:
+    library = load_library("sru_cpu", SOURCE)
+    if library is not None and not hasattr(library, "_mohaq_declared"):
+        _declare(library)
+        library._mohaq_declared = True  # type: ignore[attr-defined]
+    return library
+
+
+def cpu_kernel_available(*tensors: Tensor | None) -> bool:
+    """Whether the compiled kernel can run on these tensors (CPU, float32 or float64)."""
+    dtypes = {t.dtype for t in tensors if t is not None}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in _SUFFIXES:
+        return False
+    if any(t.device.type != "cpu" for t in tensors if t is not None):
+        return False
+    return _library() is not None
+
+
+def _pointer(tensor: Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def _threads(work: int) -> int:
+    return torch.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
+
+
+class _Problem:
+    """Checked, kernel-ready views of one call's tensors."""
+
+    def __init__(
+        self,
+        u: Tensor,
+        highway: Tensor | None,
+        vectors: tuple[Tensor, Tensor, Tensor, Tensor],
+        lengths: Tensor,
+        alpha: float,
+        scale: float,
+        bits: int,
+    ) -> None:
+        self.batch, self.steps, self.directions, self.matrices, self.hidden = u.shape
+        self.u = u.contiguous()
+        if highway is None:
+            # The 4th matrix of U: same rows as U, 3 * H further along each row.
+            self.highway, self.highway_offset = self.u, 3 * self.hidden
+            self.highway_strides = self.u.stride()[:2] + (self.matrices * self.hidden,)
+        else:
+            if highway.stride(-1) != 1:
+                highway = highway.contiguous()
+            self.highway, self.highway_offset = highway, 0
+            self.highway_strides = highway.stride()[:2] + (self.hidden,)
+        self.vectors = tuple(v.contiguous() for v in vectors)
+        # A length beyond T would read past the tensors; the masks of the
+        # torch implementation treat it as T, and so does the kernel.
+        self.lengths = lengths.to(device="cpu", dtype=torch.int64).clamp(0, self.steps).contiguous()
+        self.padded = bool((self.lengths < self.steps).any())
+        self.alpha, self.scale = alpha, scale
+        quantize = bits > 0
+        qmax = float(2 ** (bits - 1) - 1) if quantize else 0.0
+        self.quant = (scale, -qmax - 1.0 if quantize else 0.0, qmax, int(quantize))
+        suffix, self.real = _SUFFIXES[u.dtype]
+        library = _library()
+        assert library is not None
+        self.forward_kernel = getattr(library, f"sru_forward_{suffix}")
+        self.backward_kernel = getattr(library, f"sru_backward_{suffix}")
+        work = self.batch * self.steps * self.directions * self.hidden
+        self.sizes = (self.batch, self.steps, self.directions, self.matrices, self.hidden)
+        self.threads = _threads(work)
+
+    def _new(self, *shape: int) -> Tensor:
+        # Padded frames are never written: they must start at zero.
+        make = torch.zeros if self.padded else torch.empty
+        return make(*shape, dtype=self.u.dtype)
+
+    def _head(self) -> list[Any]:
+        element = self.u.element_size()
+        highway = self.highway.data_ptr() + self.highway_offset * element
+        return [self.u.data_ptr(), highway, *self.highway_strides,
+                *(v.data_ptr() for v in self.vectors), self.lengths.data_ptr(),
+                self.alpha, *self.quant]  # fmt: skip
+
+    def forward(self, keep_states: bool) -> tuple[Tensor, Tensor | None]:
+        b, t, d, _, h = self.sizes
+        out = self._new(b, t, d * h)
+        states = self._new(b, t, d, h) if keep_states else None
+        self.forward_kernel(*self._head(), out.data_ptr(), _pointer(states), *self.sizes,
+                            self.threads)  # fmt: skip
+        return out, states
+
+    def backward(
+        self, states: Tensor, grad_h: Tensor, highway_grad: bool
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        b, t, d, m, h = self.sizes
+        grad_h = grad_h.contiguous()
+        grad_u = self._new(b, t, d, m, h)
+        if self.highway is self.u:
+            grad_highway, target = None, grad_u.data_ptr() + 3 * h * grad_u.element_size()
+            target_strides = grad_u.stride()[:2] + (m * h,)
+        elif highway_grad:
+            grad_highway = self._new(b, t, d * h)
+            target, target_strides = grad_highway.data_ptr(), grad_highway.stride()[:2] + (h,)
+        else:
+            grad_highway, target, target_strides = None, None, (0, 0, 0)
+        per_pair = torch.zeros(b, d, 4, h, dtype=self.u.dtype)
+        self.backward_kernel(*self._head(), states.data_ptr(), grad_h.data_ptr(),
+                             grad_u.data_ptr(), target, *target_strides, per_pair.data_ptr(),
+                             *self.sizes, self.threads)  # fmt: skip
+        return grad_u, grad_highway, per_pair.sum(0)
+
+
+class _SRUCPUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        u: Tensor,
+        highway: Tensor | None,
+        v_forget: Tensor,
+        v_reset: Tensor,
+        b_forget: Tensor,
+        b_reset: Tensor,
+        lengths: Tensor,
+        alpha: float,
+        scale: float,
+        bits: int,
+    ) -> tuple[Tensor, Tensor]:
+        vectors = (v_forget, v_reset, b_forget, b_reset)
+        out, states = _Problem(u, highway, vectors, lengths, alpha, scale, bits).forward(True)
+        assert states is not None
+        ctx.save_for_backward(u, highway, *vectors, lengths, states)
+        ctx.constants = (alpha, scale, bits)
+        ctx.mark_non_differentiable(states)
+        return out, states
+
+    @staticmethod
+    def backward(ctx: Any, grad_h: Tensor, grad_states: Tensor | None):  # type: ignore[override]
+        u, highway, *vectors, lengths, states = ctx.saved_tensors
+        problem = _Problem(u, highway, tuple(vectors), lengths, *ctx.constants)  # type: ignore[arg-type]
+        grad_u, grad_highway, grad_vectors = problem.backward(
+            states, grad_h, ctx.needs_input_grad[1]
+        )
+        return (grad_u, grad_highway, *grad_vectors.unbind(1), None, None, None, None)
+
+
+def sru_cpu_recurrence(
+    u: Tensor,
+    highway: Tensor | None,
+    v_forget: Tensor,
+    v_reset: Tensor,
+    b_forget: Tensor,
+    b_reset: Tensor,
+    lengths: Tensor,
+    *,
+    alpha: float,
+    state_quant: tuple[Tensor | float, int] | None = None,
+    keep_states: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """The SRU recurrence of a layer on the CPU; see :func:`cpu_kernel_available`.
+
+    Args:
+        u: the product, ``(B, T, D, M, H)``: candidate, forget, reset and, with
+            ``M = 4``, the highway matrix.
+        highway: the highway source ``(B, T, D*H)`` when ``M = 3``; None reads
+            ``U``'s 4th matrix.
+        v_forget, v_reset, b_forget, b_reset: ``(D, H)``.
+        lengths: valid frames per sequence ``(B,)``.
+        alpha: the highway scale.
+        state_quant: ``(scale, bits)`` to fake-quantize the state at every step.
+        keep_states: also return the states ``(B, T, D, H)`` (zero at padded frames).
+
+    Returns:
+        ``h`` as ``(B, T, D*H)``, zero at padded frames, and the states or None.
+        The states are not differentiable.
+    """
+    scale, bits = (float(state_quant[0]), int(state_quant[1])) if state_quant else (1.0, 0)
+    inputs = (u, highway, v_forget, v_reset, b_forget, b_reset)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        out, states = _SRUCPUFunction.apply(*inputs, lengths, alpha, scale, bits)
+        return out, states if keep_states else None
+    problem = _Problem(u, highway, (v_forget, v_reset, b_forget, b_reset), lengths, alpha, scale,
+                       bits)  # fmt: skip
+    return problem.forward(keep_states)
