@@ -9,10 +9,14 @@ loop serves both, and padded steps carry the state unchanged.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mohaq.models.cell_loops import OFF, loop_quantization, observe_records
 from mohaq.models.sequence import reverse_within_lengths, step_mask
 from mohaq.quant.clipping import ClippingMethod
 from mohaq.quant.points import QuantPoint
@@ -76,10 +80,16 @@ class StepwiseRecurrentLayer(nn.Module):
         self.granularity, self.operators, self.states = granularity, operators, states
         self.bias_quant = FakeQuantizer(None, role="fixed", clipping="minmax")
         if granularity == "layer":
-            self.weight_quant = FakeQuantizer(f"{layer}.weight", role="weight", clipping=weight_clipping)
+            self.weight_quant = FakeQuantizer(
+                f"{layer}.weight", role="weight", clipping=weight_clipping
+            )
             self.input_quant = FakeQuantizer(f"{layer}.input", role="activation", clipping=act)
             for state in states:
-                setattr(self, _STATE_ATTRIBUTES[state], FakeQuantizer(None, role="state", clipping="minmax"))
+                setattr(
+                    self,
+                    _STATE_ATTRIBUTES[state],
+                    FakeQuantizer(None, role="state", clipping="minmax"),
+                )
             return
         self.w_ih_quant = FakeQuantizer(f"{layer}.w_ih", role="weight", clipping=weight_clipping)
         self.w_hh_quant = FakeQuantizer(f"{layer}.w_hh", role="weight", clipping=weight_clipping)
@@ -88,7 +98,10 @@ class StepwiseRecurrentLayer(nn.Module):
             quantizer = FakeQuantizer(f"{layer}.{state}", role="state", clipping=act)
             setattr(self, _STATE_ATTRIBUTES[state], quantizer)
         self.operator_quants = nn.ModuleDict(
-            {op: FakeQuantizer(f"{layer}.{op}", role="activation", clipping=act) for op in operators}
+            {
+                op: FakeQuantizer(f"{layer}.{op}", role="activation", clipping=act)
+                for op in operators
+            }
         )
 
     def quantized_weights(self) -> tuple[Tensor, Tensor]:
@@ -101,11 +114,24 @@ class StepwiseRecurrentLayer(nn.Module):
             self.w_hh_quant(self.weight[:, self.input_size :]),
         )
 
-    def op(self, name: str, value: Tensor) -> Tensor:
-        """Quantizes an operator's output at operator granularity; identity otherwise."""
+    def whole_sequence_op(self, name: str, value: Tensor) -> Tensor:
+        """Quantizes an operator's output computed for all steps at once (``ih``)
+        at operator granularity; identity otherwise."""
         if self.granularity == "operator":
-            return self.step_quant(self.operator_quants[name], value)
+            return self.operator_quants[name](value)
         return value
+
+    def loop_quantizers(self, points: tuple[str, ...]) -> list[FakeQuantizer | None]:
+        """The quantizer of each of the loop's points, None where the layer has none."""
+        found: list[FakeQuantizer | None] = []
+        for point in points:
+            if point in _STATE_ATTRIBUTES:
+                found.append(getattr(self, _STATE_ATTRIBUTES[point]))
+            elif self.granularity == "operator":
+                found.append(self.operator_quants[point])
+            else:
+                found.append(None)
+        return found
 
     def quant_points(self) -> tuple[QuantPoint, ...]:
         d, g = self.directions, self.gates * self.hidden_size
@@ -128,47 +154,100 @@ class StepwiseRecurrentLayer(nn.Module):
         points += [QuantPoint(f"{layer}.{op}", "operator", layer) for op in self.operators]
         return tuple(points)
 
-    def step_quant(self, quantizer: FakeQuantizer, value: Tensor) -> Tensor:
-        """Quantizes a per-step tensor.
-
-        While calibrating, a quantizer records one histogram per call and treats
-        each call as one utterance; per-step values are therefore collected and
-        observed once per forward (:meth:`flush_observed`).
-        """
-        if quantizer.observing:
-            self._observed.setdefault(id(quantizer), (quantizer, []))[1].append(value.detach())
-            return value
-        return quantizer(value)
-
-    def flush_observed(self) -> None:
-        for quantizer, values in self._observed.values():
-            quantizer(torch.stack(values))
-        self._observed = {}
-
     def per_direction(self, matrix: Tensor) -> Tensor:
         """``(D*G*H, K)`` -> ``(D, G*H, K)``."""
         return matrix.view(self.directions, self.gates * self.hidden_size, -1)
 
-    def input_product(self, x: Tensor, w_ih: Tensor, lengths: Tensor) -> Tensor:
-        """All steps' input products, time-major ``(T, B, D, G*H)``, direction 1 reversed."""
+    def run(
+        self, x: Tensor, lengths: Tensor, loop: Callable[..., Any], points: tuple[str, ...]
+    ) -> Tensor:
+        """Quantized weights and input, the input product, the scripted ``loop``
+        over the steps, and the outputs ``(B, T, D*H)`` in original time order.
+
+        When no point inside the loop quantizes (float states, no operator
+        points), the cell is torch's own and runs in torch's fused kernel
+        (:meth:`torch_kernel`) with the quantized weights and input.
+        """
+        steps = x.shape[1]
+        lengths = lengths.to(x.device)
+        valid = step_mask(lengths, steps, torch.bool)
+        # Unpadded batches skip the masks in the loop and reverse by flipping.
+        padded = bool((~valid).any())
+        w_ih, w_hh = self.quantized_weights()
+        b_ih = self.bias_quant(self.bias_ih)
+        b_hh = self.bias_quant(self.bias_hh)
+        x = self.input_quant(x)
+        quantizers = self.loop_quantizers(points)
+        modes, scales, lows, highs = loop_quantization(quantizers, x)
+        if all(mode == OFF for mode in modes) and self._input_product_is_float():
+            outputs = self._run_torch_kernel(x, (w_ih, w_hh, b_ih, b_hh), lengths, padded)
+            return outputs * valid.unsqueeze(-1).to(outputs.dtype) if padded else outputs
+        product = self.input_product(x, w_ih, b_ih, lengths if padded else None)
+        outputs, records = loop(
+            self.whole_sequence_op("ih", product), self.per_direction(w_hh).transpose(1, 2),
+            b_hh.view(self.directions, 1, -1), valid.t()[:, None, :, None] if padded else None,
+            modes, scales, lows, highs, torch.is_grad_enabled(),
+        )  # fmt: skip
+        observe_records(quantizers, records)
+        return self.batch_major(outputs, lengths if padded else None)
+
+    def _input_product_is_float(self) -> bool:
+        if self.granularity == "layer":
+            return True
+        quantizer = self.operator_quants["ih"]
+        return quantizer.bits is None and not quantizer.observing
+
+    def torch_kernel(self, x: Tensor, weights: list[Tensor], bidirectional: bool) -> Tensor:
+        """torch's fused layer (``torch.gru``, ``torch.lstm``) on batch-first ``x``
+        with ``[w_ih, w_hh, b_ih, b_hh]`` per direction; returns its outputs."""
+        raise NotImplementedError
+
+    def _run_torch_kernel(
+        self,
+        x: Tensor,
+        weights: tuple[Tensor, Tensor, Tensor, Tensor],
+        lengths: Tensor,
+        padded: bool,
+    ) -> Tensor:
+        rows = self.gates * self.hidden_size
+        per_direction = [
+            [w[d * rows : (d + 1) * rows] for w in weights] for d in range(self.directions)
+        ]
+        if not padded or self.directions == 1:
+            # Padding at the end cannot reach earlier frames in the forward direction.
+            flat = [w for direction in per_direction for w in direction]
+            return self.torch_kernel(x, flat, self.directions == 2)
+        # The backward direction must start at each sequence's last valid frame.
+        forward = self.torch_kernel(x, per_direction[0], False)
+        backward = self.torch_kernel(reverse_within_lengths(x, lengths), per_direction[1], False)
+        return torch.cat((forward, reverse_within_lengths(backward, lengths)), dim=-1)
+
+    def input_product(
+        self, x: Tensor, w_ih: Tensor, b_ih: Tensor, lengths: Tensor | None
+    ) -> Tensor:
+        """All steps' input products in one matrix product, time-major ``(T, D, B, G*H)``,
+        direction 1 reversed within each sequence's length (``lengths`` None: unpadded)."""
         batch, steps, _ = x.shape
-        u = (x @ w_ih.t()).view(batch, steps, self.directions, self.gates * self.hidden_size)
-        if self.directions == 2:
-            u = torch.stack((u[:, :, 0], reverse_within_lengths(u[:, :, 1], lengths)), dim=2)
-        return u.transpose(0, 1)
+        u = F.linear(x, w_ih, b_ih).view(batch, steps, self.directions, -1).transpose(0, 1)
+        if self.directions == 1:
+            return u.transpose(1, 2).contiguous()
+        return torch.stack((u[:, :, 0], _reverse_time(u[:, :, 1], lengths)), dim=1)
 
-    def finish(self, outputs: list[Tensor], lengths: Tensor) -> Tensor:
-        """Stacks per-step ``(B, D, H)`` outputs into ``(B, T, D*H)`` in original time order."""
-        self.flush_observed()
-        h = torch.stack(outputs, dim=1)
+    def batch_major(self, outputs: Tensor, lengths: Tensor | None) -> Tensor:
+        """Per-step outputs ``(T, D, B, H)`` -> ``(B, T, D*H)``, direction 1 back in time order."""
+        steps, _, batch, _ = outputs.shape
         if self.directions == 2:
-            h = torch.stack((h[:, :, 0], reverse_within_lengths(h[:, :, 1], lengths)), dim=2)
-        batch, steps = h.shape[:2]
-        return h.reshape(batch, steps, self.output_size)
-
-    def masks(self, lengths: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
-        """``(T, B, 1, 1)`` step masks."""
-        return step_mask(lengths, steps, dtype).transpose(0, 1)[:, :, None, None]
+            outputs = torch.stack((outputs[:, 0], _reverse_time(outputs[:, 1], lengths)), dim=2)
+        else:
+            outputs = outputs.transpose(1, 2)
+        return outputs.transpose(0, 1).reshape(batch, steps, self.output_size)
 
     def fixed_params(self) -> int:
         return self.bias_ih.numel() + self.bias_hh.numel()
+
+
+def _reverse_time(time_major: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverses ``(T, B, ...)`` within each length; a plain flip when nothing is padded."""
+    if lengths is None:
+        return time_major.flip(0)
+    return reverse_within_lengths(time_major, lengths, time_dim=0)

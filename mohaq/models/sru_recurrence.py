@@ -32,32 +32,15 @@ range, 0 where clamped).
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-_Function = TypeVar("_Function", bound=Callable[..., Tensor])
+from mohaq.models.scripting import script
 
 
-def _scripted(function: _Function) -> _Function:
-    """TorchScript-compiles a loop, or returns it as plain Python if scripting is unavailable.
-
-    torch 2.13 deprecates ``torch.jit.script`` in favour of torch.compile,
-    which cannot yet compile these loops without unrolling them; the warning
-    is silenced here because users cannot act on it.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            return torch.jit.script(function)
-        except Exception:  # noqa: BLE001 - any scripting failure falls back to eager
-            return function
-
-
-@_scripted
+@script
 def _state_loop(
     candidate: Tensor,
     forget: Tensor,
@@ -86,7 +69,7 @@ def _state_loop(
     return states
 
 
-@_scripted
+@script
 def _linear_backward_scan(grad: Tensor, decay: Tensor) -> Tensor:
     """In place: ``grad[:, t] += decay[:, t + 1] * grad[:, t + 1]`` for t = T-2 .. 0."""
     steps = grad.shape[1]

@@ -8,8 +8,18 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mohaq.models.lstm import LSTM_OPERATORS, LSTMLayer
+from mohaq.models.recurrent_base import StepwiseRecurrentLayer
 from mohaq.quant.apply import apply_bit_assignment
 from mohaq.quant.assignment import BitAssignment
+
+# With float states the layers run torch's fused kernel; the scripted loop
+# (used whenever a point inside the cell quantizes) must equal torch too.
+PATHS = ["torch kernel", "scripted loop"]
+
+
+def use_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if path == "scripted loop":
+        monkeypatch.setattr(StepwiseRecurrentLayer, "_input_product_is_float", lambda self: False)
 
 
 def stack_like(reference: nn.LSTM, granularity: str = "layer") -> nn.ModuleList:
@@ -44,6 +54,8 @@ def run_packed(reference: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
     return pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=x.shape[1])[0]
 
 
+@pytest.mark.parametrize("lengths", [[3, 6, 1], [6, 6, 6]])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     ("bidirectional", "num_layers", "granularity", "dtype", "atol"),
     [
@@ -54,14 +66,22 @@ def run_packed(reference: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
     ],
 )
 def test_lstm_stack_equals_torch_lstm_on_packed_sequences(
-    bidirectional: bool, num_layers: int, granularity: str, dtype: torch.dtype, atol: float
+    bidirectional: bool,
+    num_layers: int,
+    granularity: str,
+    dtype: torch.dtype,
+    atol: float,
+    path: str,
+    lengths: list[int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    use_path(path, monkeypatch)
     torch.manual_seed(1)
     reference = nn.LSTM(5, 4, num_layers=num_layers, batch_first=True,
                         bidirectional=bidirectional).to(dtype)  # fmt: skip
     ours = stack_like(reference, granularity)
     x = torch.randn(3, 6, 5, dtype=dtype, requires_grad=True)
-    lengths = torch.tensor([3, 6, 1])
+    lengths = torch.tensor(lengths)
     expected, actual = run_packed(reference, x, lengths), run_stack(ours, x, lengths)
     assert torch.allclose(actual, expected, atol=atol, rtol=0)
     grad = torch.randn_like(expected)
