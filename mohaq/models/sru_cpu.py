@@ -82,7 +82,32 @@ static inline i64 time_of(i64 d, i64 k, i64 len) {
   return d == 0 ? k : len - 1 - k;  // direction 1 runs from the last valid frame
 }
 
-template <typename T> static void forward_pairs(const Args<T>& a, i64 first, i64 last) {
+// One step of one (sequence, direction) over its H units. The pointers never
+// alias and the flags are compile-time constants, so the loop vectorizes.
+template <typename T, bool Quantize>
+static inline void forward_step(
+    i64 H, const T* __restrict__ uc, const T* __restrict__ uf, const T* __restrict__ ur,
+    const T* __restrict__ hw, const T* __restrict__ vf, const T* __restrict__ vr,
+    const T* __restrict__ bf, const T* __restrict__ br, T alpha, T scale, T qmin, T qmax,
+    T* __restrict__ c, T* __restrict__ h) {
+  for (i64 j = 0; j < H; ++j) {
+    const T previous = c[j];
+    const T f = sigmoid(uf[j] + vf[j] * previous + bf[j]);
+    const T r = sigmoid(ur[j] + vr[j] * previous + br[j]);
+    T next = uc[j] + f * (previous - uc[j]);
+    if (Quantize) {
+      T level = __builtin_rint(next / scale);
+      level = level < qmin ? qmin : (level > qmax ? qmax : level);
+      next = level * scale;
+    }
+    const T highway = hw[j] * alpha;
+    h[j] = highway + r * (next - highway);
+    c[j] = next;
+  }
+}
+
+template <typename T, bool Quantize>
+static void forward_pairs(const Args<T>& a, i64 first, i64 last) {
   const i64 H = a.H, D = a.D, M = a.M;
   std::vector<T> state(H);
   for (i64 pair = first; pair < last; ++pair) {
@@ -92,70 +117,70 @@ template <typename T> static void forward_pairs(const Args<T>& a, i64 first, i64
     const T *vf = a.vf + d * H, *vr = a.vr + d * H, *bf = a.bf + d * H, *br = a.br + d * H;
     for (i64 k = 0; k < len; ++k) {
       const i64 t = time_of(d, k, len), row = (b * a.T_ + t) * D + d;
-      const T *uc = a.u + row * M * H, *uf = uc + H, *ur = uc + 2 * H;
+      const T* uc = a.u + row * M * H;
       const T* hw = a.hw + b * a.hw_sb + t * a.hw_st + d * a.hw_sd;
-      T* h = a.h + row * H;
-      for (i64 j = 0; j < H; ++j) {
-        const T previous = c[j];
-        const T f = sigmoid(uf[j] + vf[j] * previous + bf[j]);
-        const T r = sigmoid(ur[j] + vr[j] * previous + br[j]);
-        T next = uc[j] + f * (previous - uc[j]);
-        if (a.quantize) {
-          T level = __builtin_rint(next / a.scale);
-          level = level < a.qmin ? a.qmin : (level > a.qmax ? a.qmax : level);
-          next = level * a.scale;
-        }
-        const T highway = hw[j] * a.alpha;
-        h[j] = highway + r * (next - highway);
-        c[j] = next;
-      }
+      forward_step<T, Quantize>(H, uc, uc + H, uc + 2 * H, hw, vf, vr, bf, br, a.alpha, a.scale,
+                                a.qmin, a.qmax, c, a.h + row * H);
       if (a.c) std::memcpy(a.c + row * H, c, H * sizeof(T));
     }
   }
 }
 
-template <typename T> static void backward_pairs(const Args<T>& a, i64 first, i64 last) {
+template <typename T, bool Quantize, bool HighwayGrad>
+static inline void backward_step(
+    i64 H, const T* __restrict__ uc, const T* __restrict__ uf, const T* __restrict__ ur,
+    const T* __restrict__ hw, const T* __restrict__ vf, const T* __restrict__ vr,
+    const T* __restrict__ bf, const T* __restrict__ br, T alpha, T scale, T qmin, T qmax,
+    const T* __restrict__ c_prev, const T* __restrict__ c_now, const T* __restrict__ gh,
+    T* __restrict__ g_next, T* __restrict__ duc, T* __restrict__ duf, T* __restrict__ dur,
+    T* __restrict__ dhw, T* __restrict__ dvf, T* __restrict__ dvr, T* __restrict__ dbf,
+    T* __restrict__ dbr) {
+  for (i64 j = 0; j < H; ++j) {
+    const T previous = c_prev[j];
+    const T f = sigmoid(uf[j] + vf[j] * previous + bf[j]);
+    const T r = sigmoid(ur[j] + vr[j] * previous + br[j]);
+    const T highway = hw[j] * alpha;
+    const T dh = gh[j];
+    const T d_reset = dh * (c_now[j] - highway) * r * (T(1) - r);
+    if (HighwayGrad) dhw[j] = dh * (T(1) - r) * alpha;
+    T g = g_next[j] + dh * r;  // dL/dc_k, then through the quantizer's STE
+    if (Quantize) {
+      const T level = __builtin_rint((uc[j] + f * (previous - uc[j])) / scale);
+      g = (level >= qmin && level <= qmax) ? g : T(0);
+    }
+    const T d_forget = g * (previous - uc[j]) * f * (T(1) - f);
+    duc[j] = g * (T(1) - f);
+    duf[j] = d_forget;
+    dur[j] = d_reset;
+    g_next[j] = g * f + d_forget * vf[j] + d_reset * vr[j];
+    dvf[j] += d_forget * previous;
+    dvr[j] += d_reset * previous;
+    dbf[j] += d_forget;
+    dbr[j] += d_reset;
+  }
+}
+
+template <typename T, bool Quantize, bool HighwayGrad>
+static void backward_pairs(const Args<T>& a, i64 first, i64 last) {
   const i64 H = a.H, D = a.D, M = a.M;
   std::vector<T> carry(H), zeros(H, T(0));
   for (i64 pair = first; pair < last; ++pair) {
     const i64 b = pair / D, d = pair % D, len = a.lengths[b];
     std::fill(carry.begin(), carry.end(), T(0));
-    T* g_next = carry.data();  // dL/dc_k arriving from step k + 1
     const T *vf = a.vf + d * H, *vr = a.vr + d * H, *bf = a.bf + d * H, *br = a.br + d * H;
     T* dvec = a.dvec + pair * 4 * H;  // d v_f, d v_r, d b_f, d b_r of this pair
-    T *dvf = dvec, *dvr = dvec + H, *dbf = dvec + 2 * H, *dbr = dvec + 3 * H;
     for (i64 k = len - 1; k >= 0; --k) {
       const i64 t = time_of(d, k, len), row = (b * a.T_ + t) * D + d;
       const T* c_prev = k > 0 ? a.c + ((b * a.T_ + time_of(d, k - 1, len)) * D + d) * H
                               : zeros.data();
-      const T *c_now = a.c + row * H, *gh = a.gh + row * H;
-      const T *uc = a.u + row * M * H, *uf = uc + H, *ur = uc + 2 * H;
-      const T* hw = a.hw + b * a.hw_sb + t * a.hw_st + d * a.hw_sd;
-      T *duc = a.du + row * M * H, *duf = duc + H, *dur = duc + 2 * H;
-      T* dhw = a.dhw ? a.dhw + b * a.dhw_sb + t * a.dhw_st + d * a.dhw_sd : nullptr;
-      for (i64 j = 0; j < H; ++j) {
-        const T previous = c_prev[j];
-        const T f = sigmoid(uf[j] + vf[j] * previous + bf[j]);
-        const T r = sigmoid(ur[j] + vr[j] * previous + br[j]);
-        const T highway = hw[j] * a.alpha;
-        const T dh = gh[j];
-        const T d_reset = dh * (c_now[j] - highway) * r * (T(1) - r);
-        if (dhw) dhw[j] = dh * (T(1) - r) * a.alpha;
-        T g = g_next[j] + dh * r;  // dL/dc_k, then through the quantizer's STE
-        if (a.quantize) {
-          const T level = __builtin_rint((uc[j] + f * (previous - uc[j])) / a.scale);
-          g = (level >= a.qmin && level <= a.qmax) ? g : T(0);
-        }
-        const T d_forget = g * (previous - uc[j]) * f * (T(1) - f);
-        duc[j] = g * (T(1) - f);
-        duf[j] = d_forget;
-        dur[j] = d_reset;
-        g_next[j] = g * f + d_forget * vf[j] + d_reset * vr[j];
-        dvf[j] += d_forget * previous;
-        dvr[j] += d_reset * previous;
-        dbf[j] += d_forget;
-        dbr[j] += d_reset;
-      }
+      const T* uc = a.u + row * M * H;
+      T* duc = a.du + row * M * H;
+      T* dhw = HighwayGrad ? a.dhw + b * a.dhw_sb + t * a.dhw_st + d * a.dhw_sd : nullptr;
+      backward_step<T, Quantize, HighwayGrad>(
+          H, uc, uc + H, uc + 2 * H, a.hw + b * a.hw_sb + t * a.hw_st + d * a.hw_sd, vf, vr, bf,
+          br, a.alpha, a.scale, a.qmin, a.qmax, c_prev, a.c + row * H, a.gh + row * H,
+          carry.data(), duc, duc + H, duc + 2 * H, dhw, dvec, dvec + H, dvec + 2 * H,
+          dvec + 3 * H);
     }
   }
 }
@@ -179,7 +204,7 @@ static void run(void (*body)(const Args<T>&, i64, i64), const Args<T>& a, int th
       int quantize, T* h, T* c, i64 B, i64 T_, i64 D, i64 M, i64 H, int threads) {           \
     Args<T> a{u, hw, hw_sb, hw_st, hw_sd, vf, vr, bf, br, lengths, alpha, scale, qmin, qmax, \
               quantize, h, c, nullptr, nullptr, nullptr, 0, 0, 0, nullptr, B, T_, D, M, H};  \
-    run<T>(forward_pairs<T>, a, threads);                                                    \
+    run<T>(quantize ? forward_pairs<T, true> : forward_pairs<T, false>, a, threads);        \
   }                                                                                          \
   extern "C" void sru_backward_##SUFFIX(                                                     \
       const T* u, const T* hw, i64 hw_sb, i64 hw_st, i64 hw_sd, const T* vf, const T* vr,    \
@@ -189,7 +214,9 @@ static void run(void (*body)(const Args<T>&, i64, i64), const Args<T>& a, int th
     Args<T> a{u, hw, hw_sb, hw_st, hw_sd, vf, vr, bf, br, lengths, alpha, scale, qmin, qmax, \
               quantize, nullptr, const_cast<T*>(c), gh, du, dhw, dhw_sb, dhw_st, dhw_sd,     \
               dvec, B, T_, D, M, H};                                                         \
-    run<T>(backward_pairs<T>, a, threads);                                                   \
+    auto body = quantize ? (dhw ? backward_pairs<T, true, true> : backward_pairs<T, true, false>) \
+                         : (dhw ? backward_pairs<T, false, true> : backward_pairs<T, false, false>); \
+    run<T>(body, a, threads);                                                                \
   }
 
 SRU_ENTRY_POINTS(float, f32)
