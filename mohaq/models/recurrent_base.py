@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mohaq.models.cell_loops import OFF, loop_quantization, observe_records
+from mohaq.models.packed_linear import PackedLinear
 from mohaq.models.sequence import reverse_within_lengths, step_mask
 from mohaq.quant.clipping import ClippingMethod
 from mohaq.quant.points import QuantPoint
@@ -51,7 +51,8 @@ class StepwiseRecurrentLayer(nn.Module):
         self.weight = nn.Parameter(torch.empty(rows, input_size + hidden_size))
         self.bias_ih = nn.Parameter(torch.empty(rows))
         self.bias_hh = nn.Parameter(torch.empty(rows))
-        self._observed: dict[int, tuple[FakeQuantizer, list[Tensor]]] = {}
+        # Packs the (quantized) input weight once for oneDNN in inference.
+        self.product = PackedLinear()
         bound = 1.0 / math.sqrt(hidden_size)
         for parameter in (self.weight, self.bias_ih, self.bias_hh):
             nn.init.uniform_(parameter, -bound, bound)
@@ -228,7 +229,7 @@ class StepwiseRecurrentLayer(nn.Module):
         """All steps' input products in one matrix product, time-major ``(T, D, B, G*H)``,
         direction 1 reversed within each sequence's length (``lengths`` None: unpadded)."""
         batch, steps, _ = x.shape
-        u = F.linear(x, w_ih, b_ih).view(batch, steps, self.directions, -1).transpose(0, 1)
+        u = self.product(x, w_ih, b_ih).view(batch, steps, self.directions, -1).transpose(0, 1)
         if self.directions == 1:
             return u.transpose(1, 2).contiguous()
         return torch.stack((u[:, :, 0], _reverse_time(u[:, :, 1], lengths)), dim=1)

@@ -38,9 +38,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mohaq.models.packed_linear import PackedLinear
 from mohaq.models.quant_linear import QuantLinear
 from mohaq.models.sru_recurrence import RECURRENCE_KERNELS, RecurrenceKernel, sru_layer_recurrence
 from mohaq.quant.clipping import ClippingMethod
@@ -113,6 +113,8 @@ class SRULayer(nn.Module):
         self.b_reset = nn.Parameter(torch.full(shape, float(highway_bias)))
         self.alpha = math.sqrt(1.0 + 2.0 * math.exp(highway_bias)) if rescale else 1.0
         self.product_input = product_input
+        # Packs the (quantized) weight once for oneDNN in inference.
+        self.product = PackedLinear()
         self.weight_quant = FakeQuantizer(
             f"{layer}.weight", role="weight", clipping=weight_clipping
         )
@@ -139,7 +141,7 @@ class SRULayer(nn.Module):
         product_input = self.input_quant(product_input)
         # One product over all frames and both directions, batch-first: the
         # recurrence reads each direction's frames in its own order in place.
-        u = F.linear(product_input, self.weight_quant(self.weight))
+        u = self.product(product_input, self.weight_quant(self.weight))
         u = u.view(batch, steps, self.directions, self.num_matrices, self.hidden_size)
         # Without a 4th matrix the highway is the layer input itself: quantized
         # by the product's input point when there is no projection, in float otherwise.
