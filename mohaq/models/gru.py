@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
-from mohaq.models.cell_loops import GRU_LOOP_POINTS, gru_loop
+from mohaq.models.native import KernelChoice
 from mohaq.models.recurrent_base import StepwiseRecurrentLayer
 from mohaq.quant.clipping import ClippingMethod
 
@@ -50,8 +50,11 @@ class GRULayer(StepwiseRecurrentLayer):
         granularity: Granularity = "layer",
         weight_clipping: ClippingMethod = "mmse",
         activation_clipping: ClippingMethod = "mmse",
+        kernel: KernelChoice = "auto",
     ) -> None:
-        super().__init__(input_size, hidden_size, 3, layer=layer, bidirectional=bidirectional)
+        super().__init__(
+            input_size, hidden_size, 3, layer=layer, bidirectional=bidirectional, kernel=kernel
+        )
         self.init_quantizers(
             granularity=granularity, operators=GRU_OPERATORS, states=("h",),
             weight_clipping=weight_clipping, activation_clipping=activation_clipping,
@@ -60,7 +63,7 @@ class GRULayer(StepwiseRecurrentLayer):
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """``(B, T, input_size)``, lengths ``(B,)`` -> ``(B, T, hidden_size * directions)``,
         zero at padded frames."""
-        return self.run(x, lengths, gru_loop, GRU_LOOP_POINTS)
+        return self.run(x, lengths, "gru")
 
     @override
     def torch_kernel(self, x: Tensor, weights: list[Tensor], bidirectional: bool) -> Tensor:

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
-from mohaq.models.cell_loops import LSTM_LOOP_POINTS, lstm_loop
 from mohaq.models.gru import Granularity
+from mohaq.models.native import KernelChoice
 from mohaq.models.recurrent_base import StepwiseRecurrentLayer
 from mohaq.quant.clipping import ClippingMethod
 
@@ -57,8 +57,11 @@ class LSTMLayer(StepwiseRecurrentLayer):
         granularity: Granularity = "layer",
         weight_clipping: ClippingMethod = "mmse",
         activation_clipping: ClippingMethod = "mmse",
+        kernel: KernelChoice = "auto",
     ) -> None:
-        super().__init__(input_size, hidden_size, 4, layer=layer, bidirectional=bidirectional)
+        super().__init__(
+            input_size, hidden_size, 4, layer=layer, bidirectional=bidirectional, kernel=kernel
+        )
         self.init_quantizers(
             granularity=granularity, operators=LSTM_OPERATORS, states=("h", "c"),
             weight_clipping=weight_clipping, activation_clipping=activation_clipping,
@@ -67,7 +70,7 @@ class LSTMLayer(StepwiseRecurrentLayer):
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """``(B, T, input_size)``, lengths ``(B,)`` -> ``(B, T, hidden_size * directions)``,
         zero at padded frames."""
-        return self.run(x, lengths, lstm_loop, LSTM_LOOP_POINTS)
+        return self.run(x, lengths, "lstm")
 
     @override
     def torch_kernel(self, x: Tensor, weights: list[Tensor], bidirectional: bool) -> Tensor:

@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Literal
 
 # -O3 vectorizes the inner loops; no -ffast-math: in a shared library it would
 # set flush-to-zero for the whole process, and the kernels need IEEE rounding.
@@ -38,6 +39,52 @@ BASE_FLAGS: tuple[str, ...] = (
 # Tried first; dropped if the compiler rejects it (some targets lack it).
 NATIVE_FLAG = "-march=native"
 COMPILE_TIMEOUT_SECONDS = 300
+
+# How a recurrent layer runs its per-step loop: "cpu" the compiled CPU kernel,
+# "script" the TorchScript loop (any device), "auto" the fastest that applies.
+KernelChoice = Literal["auto", "cpu", "script"]
+KERNEL_CHOICES: tuple[str, ...] = ("auto", "cpu", "script")
+
+# C++ shared by the kernels: headers, and exp, sigmoid and tanh that the
+# compiler can vectorize in float32 (a Cody-Waite reduction and a degree-7
+# Taylor polynomial, relative error below 2e-7); float64 uses the C library.
+VECTOR_MATH = r"""
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+typedef int64_t i64;
+
+static inline float exp_approx(float x) {
+  // exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, ln 2 split in two
+  // parts so that n * LN2_HI is exact; exp(r) by its Taylor polynomial of degree 7.
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = __builtin_rintf(x * 1.44269504088896341f);
+  const float r = (x - n * 0.693359375f) + n * 2.12194440054690583e-4f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+static inline double exp_approx(double x) { return std::exp(x); }
+
+template <typename T> static inline T sigmoid(T x) { return T(1) / (T(1) + exp_approx(-x)); }
+
+// tanh(x) = 1 - 2 / (exp(2x) + 1); absolute error about 1e-7 in float32.
+static inline float tanh_approx(float x) { return 1.0f - 2.0f / (exp_approx(2.0f * x) + 1.0f); }
+static inline double tanh_approx(double x) { return std::tanh(x); }
+
+"""
 
 
 def kernel_cache_dir() -> Path:

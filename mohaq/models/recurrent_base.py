@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mohaq.models.cell_loops import OFF, loop_quantization, observe_records
+from mohaq.models.cell_cpu import cell_cpu_loop, cpu_cell_available
+from mohaq.models.cell_loops import (
+    GRU_LOOP_POINTS,
+    LSTM_LOOP_POINTS,
+    OFF,
+    gru_loop,
+    loop_quantization,
+    lstm_loop,
+    observe_records,
+)
+from mohaq.models.native import KERNEL_CHOICES, KernelChoice
 from mohaq.models.packed_linear import PackedLinear
 from mohaq.models.sequence import reverse_within_lengths, step_mask
 from mohaq.quant.clipping import ClippingMethod
@@ -25,6 +34,11 @@ from mohaq.quant.quantizer import FakeQuantizer
 GRANULARITIES: tuple[str, ...] = ("layer", "operator")
 # Recurrent state name -> the attribute of its quantizer.
 _STATE_ATTRIBUTES = {"h": "hidden_quant", "c": "cell_quant"}
+LOOP_POINTS: dict[str, tuple[str, ...]] = {"gru": GRU_LOOP_POINTS, "lstm": LSTM_LOOP_POINTS}
+SCRIPTED_LOOPS: dict[str, Callable[..., tuple[Tensor, list[list[Tensor]]]]] = {
+    "gru": gru_loop,
+    "lstm": lstm_loop,
+}
 
 
 class StepwiseRecurrentLayer(nn.Module):
@@ -36,12 +50,28 @@ class StepwiseRecurrentLayer(nn.Module):
         gates: gate blocks per direction (GRU 3, LSTM 4).
         layer: the layer's point prefix.
         bidirectional: two directions.
+        kernel: how the per-step loop runs (see :meth:`run`): ``"auto"``,
+            ``"cpu"`` (the compiled loop, always) or ``"script"`` (the
+            TorchScript loop, always).
+
+    Raises:
+        ValueError: on an unknown ``kernel``.
     """
 
     def __init__(
-        self, input_size: int, hidden_size: int, gates: int, *, layer: str, bidirectional: bool
+        self,
+        input_size: int,
+        hidden_size: int,
+        gates: int,
+        *,
+        layer: str,
+        bidirectional: bool,
+        kernel: KernelChoice = "auto",
     ) -> None:
         super().__init__()
+        if kernel not in KERNEL_CHOICES:
+            raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
+        self.kernel: KernelChoice = kernel
         self.input_size, self.hidden_size, self.gates, self.layer = (
             input_size, hidden_size, gates, layer,
         )  # fmt: skip
@@ -159,14 +189,16 @@ class StepwiseRecurrentLayer(nn.Module):
         """``(D*G*H, K)`` -> ``(D, G*H, K)``."""
         return matrix.view(self.directions, self.gates * self.hidden_size, -1)
 
-    def run(
-        self, x: Tensor, lengths: Tensor, loop: Callable[..., Any], points: tuple[str, ...]
-    ) -> Tensor:
-        """Quantized weights and input, the input product, the scripted ``loop``
-        over the steps, and the outputs ``(B, T, D*H)`` in original time order.
+    def run(self, x: Tensor, lengths: Tensor, cell: str) -> Tensor:
+        """Quantized weights and input, the input product, the per-step loop of
+        ``cell`` (``"gru"``, ``"lstm"``), and the outputs ``(B, T, D*H)`` in
+        original time order.
 
-        When no point inside the loop quantizes (float states, no operator
-        points), the cell is torch's own and runs in torch's fused kernel
+        The loop is the compiled CPU kernel (:mod:`mohaq.models.cell_cpu`) on
+        CPU tensors where a compiler exists, else the scripted loop
+        (:mod:`mohaq.models.cell_loops`). With ``kernel="auto"`` and no point
+        inside the loop quantizing (float states, no operator points), the
+        cell is torch's own: it runs in torch's fused kernel
         (:meth:`torch_kernel`) with the quantized weights and input.
         """
         steps = x.shape[1]
@@ -176,19 +208,32 @@ class StepwiseRecurrentLayer(nn.Module):
         padded = bool((~valid).any())
         w_ih, w_hh = self.quantized_weights()
         b_ih = self.bias_quant(self.bias_ih)
-        b_hh = self.bias_quant(self.bias_hh)
+        b_hh = self.bias_quant(self.bias_hh).view(self.directions, -1)
         x = self.input_quant(x)
-        quantizers = self.loop_quantizers(points)
+        quantizers = self.loop_quantizers(LOOP_POINTS[cell])
         modes, scales, lows, highs = loop_quantization(quantizers, x)
-        if all(mode == OFF for mode in modes) and self._input_product_is_float():
-            outputs = self._run_torch_kernel(x, (w_ih, w_hh, b_ih, b_hh), lengths, padded)
+        float_cell = all(mode == OFF for mode in modes) and self._input_product_is_float()
+        if self.kernel == "auto" and float_cell:
+            weights = (w_ih, w_hh, b_ih, b_hh.reshape(-1))
+            outputs = self._run_torch_kernel(x, weights, lengths, padded)
             return outputs * valid.unsqueeze(-1).to(outputs.dtype) if padded else outputs
         product = self.input_product(x, w_ih, b_ih, lengths if padded else None)
-        outputs, records = loop(
-            self.whole_sequence_op("ih", product), self.per_direction(w_hh).transpose(1, 2),
-            b_hh.view(self.directions, 1, -1), valid.t()[:, None, :, None] if padded else None,
-            modes, scales, lows, highs, torch.is_grad_enabled(),
-        )  # fmt: skip
+        ih, w_hh = self.whole_sequence_op("ih", product), self.per_direction(w_hh)
+        if self.kernel != "script" and cpu_cell_available(ih, w_hh, b_hh):
+            outputs, records = cell_cpu_loop(
+                cell, ih, w_hh, b_hh, lengths, modes, scales, lows, highs
+            )
+        elif self.kernel == "cpu":
+            raise ValueError(
+                "kernel 'cpu' needs CPU float32/float64 tensors and a C++ compiler; "
+                "use 'auto' or 'script'"
+            )
+        else:
+            outputs, records = SCRIPTED_LOOPS[cell](
+                ih, w_hh.transpose(1, 2).contiguous(), b_hh.unsqueeze(1),
+                valid.t()[:, None, :, None] if padded else None, modes, scales, lows, highs,
+                torch.is_grad_enabled(),
+            )  # fmt: skip
         observe_records(quantizers, records)
         return self.batch_major(outputs, lengths if padded else None)
 

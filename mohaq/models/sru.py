@@ -40,9 +40,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from mohaq.models.native import KERNEL_CHOICES, KernelChoice
 from mohaq.models.packed_linear import PackedLinear
 from mohaq.models.quant_linear import QuantLinear
-from mohaq.models.sru_recurrence import RECURRENCE_KERNELS, RecurrenceKernel, sru_layer_recurrence
+from mohaq.models.sru_recurrence import sru_layer_recurrence
 from mohaq.quant.clipping import ClippingMethod
 from mohaq.quant.points import QuantPoint
 from mohaq.quant.quantizer import FakeQuantizer
@@ -65,7 +66,7 @@ class SRULayer(nn.Module):
         kernel: the recurrence's implementation (see
             :func:`mohaq.models.sru_recurrence.sru_layer_recurrence`): ``"auto"``
             the compiled CPU kernel on CPU tensors where a compiler exists, else
-            the TorchScript loop; ``"cpu"`` or ``"torch"`` to force one.
+            the TorchScript loop; ``"cpu"`` or ``"script"`` to force one.
 
     Raises:
         ValueError: on an unknown ``kernel``.
@@ -84,12 +85,12 @@ class SRULayer(nn.Module):
         rescale: bool = True,
         weight_clipping: ClippingMethod = "mmse",
         activation_clipping: ClippingMethod = "mmse",
-        kernel: RecurrenceKernel = "auto",
+        kernel: KernelChoice = "auto",
     ) -> None:
         super().__init__()
-        if kernel not in RECURRENCE_KERNELS:
-            raise ValueError(f"kernel must be one of {RECURRENCE_KERNELS}, got {kernel!r}")
-        self.kernel: RecurrenceKernel = kernel
+        if kernel not in KERNEL_CHOICES:
+            raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
+        self.kernel: KernelChoice = kernel
         self.input_size, self.hidden_size, self.layer = input_size, hidden_size, layer
         self.directions = 2 if bidirectional else 1
         self.output_size = hidden_size * self.directions

@@ -31,43 +31,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mohaq.models.native import load_library
+from mohaq.models.native import VECTOR_MATH, load_library
 
 # Below this many element-steps (B*T*D*H) one thread is faster than starting more.
 PARALLEL_MIN_WORK = 1 << 20
 
-SOURCE = r"""
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <thread>
-#include <vector>
-
-typedef int64_t i64;
-
-static inline float exp_approx(float x) {
-  // exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, ln 2 split in two
-  // parts so that n * LN2_HI is exact; exp(r) by its Taylor polynomial of degree 7.
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float n = __builtin_rintf(x * 1.44269504088896341f);
-  const float r = (x - n * 0.693359375f) + n * 2.12194440054690583e-4f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = ((int32_t)n + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-static inline double exp_approx(double x) { return std::exp(x); }
-
-template <typename T> static inline T sigmoid(T x) { return T(1) / (T(1) + exp_approx(-x)); }
-
+SOURCE = (
+    VECTOR_MATH
+    + r"""
 template <typename T> struct Args {
   const T *u, *hw; i64 hw_sb, hw_st, hw_sd;
   const T *vf, *vr, *bf, *br; const i64* lengths;
@@ -222,6 +193,7 @@ static void run(void (*body)(const Args<T>&, i64, i64), const Args<T>& a, int th
 SRU_ENTRY_POINTS(float, f32)
 SRU_ENTRY_POINTS(double, f64)
 """
+)
 
 _SUFFIXES = {torch.float32: ("f32", ctypes.c_float), torch.float64: ("f64", ctypes.c_double)}
 

@@ -32,11 +32,10 @@ range, 0 where clamped).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
+from mohaq.models.native import KERNEL_CHOICES, KernelChoice
 from mohaq.models.scripting import script
 
 
@@ -231,10 +230,6 @@ def sru_recurrence(
     )  # fmt: skip
 
 
-RecurrenceKernel = Literal["auto", "cpu", "torch"]
-RECURRENCE_KERNELS: tuple[str, ...] = ("auto", "cpu", "torch")
-
-
 def sru_layer_recurrence(
     u: Tensor,
     highway: Tensor | None,
@@ -247,7 +242,7 @@ def sru_layer_recurrence(
     alpha: float,
     state_quant: tuple[Tensor | float, int] | None = None,
     keep_states: bool = False,
-    kernel: RecurrenceKernel = "auto",
+    kernel: KernelChoice = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """An SRU layer's recurrence on its batch-first product; both directions.
 
@@ -263,7 +258,7 @@ def sru_layer_recurrence(
         state_quant: ``(scale, bits)`` to fake-quantize the state at every step.
         keep_states: also return the states ``(B, T, D, H)`` (for calibration).
         kernel: ``"cpu"`` the compiled CPU kernel (:mod:`mohaq.models.sru_cpu`),
-            ``"torch"`` the TorchScript loop of :func:`sru_recurrence` (any
+            ``"script"`` the TorchScript loop of :func:`sru_recurrence` (any
             device), ``"auto"`` the CPU kernel where it can run, else torch.
 
     Returns:
@@ -273,16 +268,16 @@ def sru_layer_recurrence(
     Raises:
         ValueError: on an unknown ``kernel``, or ``"cpu"`` where it cannot run.
     """
-    if kernel not in RECURRENCE_KERNELS:
-        raise ValueError(f"kernel must be one of {RECURRENCE_KERNELS}, got {kernel!r}")
+    if kernel not in KERNEL_CHOICES:
+        raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
     from mohaq.models.sru_cpu import cpu_kernel_available, sru_cpu_recurrence
 
     tensors = (u, highway, v_forget, v_reset, b_forget, b_reset)
-    use_cpu = kernel != "torch" and cpu_kernel_available(*tensors)
+    use_cpu = kernel != "script" and cpu_kernel_available(*tensors)
     if kernel == "cpu" and not use_cpu:
         raise ValueError(
             "kernel 'cpu' needs CPU float32/float64 tensors and a C++ compiler; "
-            "use 'auto' or 'torch'"
+            "use 'auto' or 'script'"
         )
     if use_cpu:
         return sru_cpu_recurrence(

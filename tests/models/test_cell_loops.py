@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from mohaq.models.cell_cpu import cpu_cell_available
 from mohaq.models.gru import GRU_OPERATORS, GRULayer
 from mohaq.models.lstm import LSTM_OPERATORS, LSTMLayer
 from mohaq.models.recurrent_base import StepwiseRecurrentLayer
@@ -105,13 +106,22 @@ CASES = [
 ]  # fmt: skip
 
 
+KERNELS = [
+    pytest.param(
+        "cpu", marks=pytest.mark.skipif(not cpu_cell_available(torch.zeros(1)), reason="no C++")
+    ),
+    "script",
+]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize(("cls", "granularity", "assignment"), CASES)
 def test_quantized_loop_equals_the_equations_in_values_and_gradients(
-    cls: type[StepwiseRecurrentLayer], granularity: str, assignment: dict[str, int]
+    cls: type[StepwiseRecurrentLayer], granularity: str, assignment: dict[str, int], kernel: str
 ) -> None:
     torch.manual_seed(0)
     name = "gru0" if cls is GRULayer else "lstm0"
-    layer = cls(3, 4, layer=name, granularity=granularity).double()  # type: ignore[call-arg]
+    layer = cls(3, 4, layer=name, granularity=granularity, kernel=kernel).double()  # type: ignore[call-arg]
     _calibrated(layer, assignment)
     if granularity == "layer":  # the fixed-precision states, at a coarse precision
         for state in ("hidden_quant", "cell_quant"):
@@ -133,12 +143,13 @@ def test_quantized_loop_equals_the_equations_in_values_and_gradients(
     assert not torch.allclose(layer(x, lengths), actual, atol=1e-3)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("cls", [GRULayer, LSTMLayer])
 def test_calibration_records_each_loop_point_once_per_utterance(
-    cls: type[StepwiseRecurrentLayer],
+    cls: type[StepwiseRecurrentLayer], kernel: str
 ) -> None:
     torch.manual_seed(1)
-    layer = cls(3, 4, layer="l0", granularity="operator")  # type: ignore[call-arg]
+    layer = cls(3, 4, layer="l0", granularity="operator", kernel=kernel)  # type: ignore[call-arg]
     utterances = [torch.randn(1, steps, 3) for steps in (5, 2, 7)]
     with observing(layer), torch.no_grad():
         for x in utterances:
@@ -146,7 +157,8 @@ def test_calibration_records_each_loop_point_once_per_utterance(
     recorded = [q for q in layer.operator_quants.values()] + [layer.hidden_quant]
     assert all(q.num_observed == 3 for q in recorded)
     # h's point sees every state fed back: each direction's outputs but its last.
-    layer = cls(3, 4, layer="l0", granularity="operator", activation_clipping="minmax")  # type: ignore[call-arg]
+    layer = cls(3, 4, layer="l0", granularity="operator", activation_clipping="minmax",
+                kernel=kernel)  # type: ignore[call-arg]  # fmt: skip
     with observing(layer), torch.no_grad():
         outputs = layer(utterances[2], torch.tensor([7])).view(7, 2, 4)
     fed_back = torch.cat((outputs[:-1, 0], outputs[1:, 1])).abs().max()

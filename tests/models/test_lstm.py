@@ -7,22 +7,25 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mohaq.models.cell_cpu import cpu_cell_available
 from mohaq.models.lstm import LSTM_OPERATORS, LSTMLayer
-from mohaq.models.recurrent_base import StepwiseRecurrentLayer
 from mohaq.quant.apply import apply_bit_assignment
 from mohaq.quant.assignment import BitAssignment
 
-# With float states the layers run torch's fused kernel; the scripted loop
-# (used whenever a point inside the cell quantizes) must equal torch too.
-PATHS = ["torch kernel", "scripted loop"]
+# "auto": float cells run in torch's fused kernel; "cpu" and "script" force the
+# compiled and the scripted loop, which must equal torch too.
+PATHS = [
+    "auto",
+    pytest.param(
+        "cpu", marks=pytest.mark.skipif(not cpu_cell_available(torch.zeros(1)), reason="no C++")
+    ),
+    "script",
+]
 
 
-def use_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    if path == "scripted loop":
-        monkeypatch.setattr(StepwiseRecurrentLayer, "_input_product_is_float", lambda self: False)
-
-
-def stack_like(reference: nn.LSTM, granularity: str = "layer") -> nn.ModuleList:
+def stack_like(
+    reference: nn.LSTM, granularity: str = "layer", kernel: str = "auto"
+) -> nn.ModuleList:
     """Our layers with torch's weights: [W_ih | W_hh], rows (direction, gate i f g o, unit)."""
     directions = 2 if reference.bidirectional else 1
     suffixes = ["", "_reverse"][:directions]
@@ -30,7 +33,8 @@ def stack_like(reference: nn.LSTM, granularity: str = "layer") -> nn.ModuleList:
     for index in range(reference.num_layers):
         size = reference.input_size if index == 0 else reference.hidden_size * directions
         layer = LSTMLayer(size, reference.hidden_size, layer=f"lstm{index}",
-                          bidirectional=reference.bidirectional, granularity=granularity)  # fmt: skip
+                          bidirectional=reference.bidirectional, granularity=granularity,
+                          kernel=kernel)  # fmt: skip
 
         def cat(kind: str, index: int = index) -> Tensor:
             return torch.cat([getattr(reference, f"{kind}_l{index}{s}") for s in suffixes])
@@ -73,13 +77,11 @@ def test_lstm_stack_equals_torch_lstm_on_packed_sequences(
     atol: float,
     path: str,
     lengths: list[int],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    use_path(path, monkeypatch)
     torch.manual_seed(1)
     reference = nn.LSTM(5, 4, num_layers=num_layers, batch_first=True,
                         bidirectional=bidirectional).to(dtype)  # fmt: skip
-    ours = stack_like(reference, granularity)
+    ours = stack_like(reference, granularity, path)
     x = torch.randn(3, 6, 5, dtype=dtype, requires_grad=True)
     lengths = torch.tensor(lengths)
     expected, actual = run_packed(reference, x, lengths), run_stack(ours, x, lengths)

@@ -17,7 +17,7 @@ from mohaq.quant.functional import fake_quantize
 # Every layer-level test runs on both recurrence kernels; the compiled CPU one
 # needs a C++ compiler.
 KERNELS = [
-    "torch",
+    "script",
     pytest.param(
         "cpu",
         marks=pytest.mark.skipif(
@@ -272,7 +272,7 @@ def test_cpu_kernel_states_and_threads_match_the_torch_loop(
     u, highway, vectors, lengths = _layer_recurrence_inputs(False)
     args = (u, highway, *vectors, lengths)
     expected, expected_states = sru_layer_recurrence(*args, alpha=0.7, keep_states=True,
-                                                     kernel="torch")  # fmt: skip
+                                                     kernel="script")  # fmt: skip
     # Force the threaded split even on this tiny problem.
     monkeypatch.setattr(sru_cpu, "PARALLEL_MIN_WORK", 1)
     threads = torch.get_num_threads()
