@@ -123,10 +123,21 @@ template <typename T> struct Problem {
   T *d_ih, *d_hh;   // (T, D, B, G*H)
 };
 
+template <typename T, bool Mask>
+static inline void quantize(i64 n, T scale, T low, T high, T* __restrict__ x,
+                            uint8_t* __restrict__ inside) {
+  for (i64 j = 0; j < n; ++j) {
+    const T level = __builtin_rint(x[j] / scale);
+    const T clamped = level < low ? low : (level > high ? high : level);
+    if (Mask) inside[j] = level == clamped;
+    x[j] = clamped * scale;
+  }
+}
+
 // Applies a point to n contiguous values of one step (all rows of the directions run
 // here); offset: where these values sit in the point's (T, D, B, width) buffers.
 template <typename T>
-static void apply_point(Point<T>& p, T* __restrict__ x, i64 n, i64 offset) {
+static void apply_point(const Point<T>& p, T* __restrict__ x, i64 n, i64 offset) {
   if (p.mode == 0) return;
   if (p.mode == 3) { std::memcpy(p.record + offset, x, n * sizeof(T)); return; }
   T scale = p.scale;
@@ -135,18 +146,52 @@ static void apply_point(Point<T>& p, T* __restrict__ x, i64 n, i64 offset) {
     for (i64 j = 0; j < n; ++j) top = std::max(top, std::fabs(x[j]));
     scale = std::max(top, T(1e-12)) / p.high;
   }
-  const T low = p.low, high = p.high;
-  uint8_t* __restrict__ inside = p.inside ? p.inside + offset : nullptr;
-  for (i64 j = 0; j < n; ++j) {
-    const T level = __builtin_rint(x[j] / scale);
-    const T clamped = level < low ? low : (level > high ? high : level);
-    if (inside) inside[j] = level == clamped;
-    x[j] = clamped * scale;
-  }
+  if (p.inside) quantize<T, true>(n, scale, p.low, p.high, x, p.inside + offset);
+  else quantize<T, false>(n, scale, p.low, p.high, x, nullptr);
 }
 
-template <typename T> static inline T passes(const Point<T>& p, i64 index) {
-  return p.inside ? T(p.inside[index]) : T(1);
+// The STE mask of a point at offset, or all ones (float points pass everything).
+template <typename T>
+static inline const uint8_t* mask(const Point<T>& p, i64 offset, const uint8_t* ones) {
+  return p.inside ? p.inside + offset : ones;
+}
+
+// Element-wise loops over contiguous rows, on non-aliasing pointers (they vectorize).
+#define R_ __restrict__
+template <typename T> static inline void sigmoid_sum(i64 n, const T* R_ a, const T* R_ b, T* R_ out) {
+  for (i64 j = 0; j < n; ++j) out[j] = sigmoid(a[j] + b[j]);
+}
+template <typename T> static inline void tanh_sum(i64 n, const T* R_ a, const T* R_ b, T* R_ out) {
+  for (i64 j = 0; j < n; ++j) out[j] = tanh_approx(a[j] + b[j]);
+}
+template <typename T> static inline void tanh_of(i64 n, const T* R_ a, T* R_ out) {
+  for (i64 j = 0; j < n; ++j) out[j] = tanh_approx(a[j]);
+}
+template <typename T> static inline void product(i64 n, const T* R_ a, const T* R_ b, T* R_ out) {
+  for (i64 j = 0; j < n; ++j) out[j] = a[j] * b[j];
+}
+template <typename T> static inline void sum(i64 n, const T* R_ a, const T* R_ b, T* R_ out) {
+  for (i64 j = 0; j < n; ++j) out[j] = a[j] + b[j];
+}
+// (1 - z) * n
+template <typename T>
+static inline void complement_product(i64 n, const T* R_ z, const T* R_ v, T* R_ out) {
+  for (i64 j = 0; j < n; ++j) out[j] = (T(1) - z[j]) * v[j];
+}
+// A gradient through a point's straight-through mask.
+template <typename T>
+static inline void through(i64 n, const T* R_ grad, const uint8_t* R_ inside, T* R_ out) {
+  for (i64 j = 0; j < n; ++j) out[j] = grad[j] * T(inside[j]);
+}
+// Valid rows take the new state and output it; padded rows keep the state, output 0.
+template <typename T>
+static inline void commit(i64 n, bool valid, const T* R_ next, T* R_ state, T* R_ out) {
+  if (valid) {
+    std::memcpy(state, next, n * sizeof(T));
+    std::memcpy(out, next, n * sizeof(T));
+  } else {
+    std::fill(out, out + n, T(0));
+  }
 }
 
 // Directions [d0, d1) of one step: rows (d, b) are contiguous, d-major.
@@ -170,54 +215,72 @@ static void recurrent_product(const Problem<T>& p, i64 d0, i64 d1, const T* hin,
 
 template <typename T>
 static void gru_forward(Problem<T>& p, i64 d0, i64 d1) {
-  const i64 H = p.H, GH = 3 * H, B = p.B, R = (d1 - d0) * B, D = p.D;
-  std::vector<T> h(R * H, T(0)), hin(R * H), hh(R * GH), r(R * H), z(R * H), n(R * H),
-      rhn(R * H), zh(R * H), zn(R * H);
-  Point<T>* q = p.points;
+  const i64 H = p.H, GH = 3 * H, B = p.B, R = (d1 - d0) * B, D = p.D, n = R * H;
+  std::vector<T> h(n, T(0)), hin(n), hh(R * GH), r(n), z(n), nn(n), rhn(n), zh(n), zn(n), next(n);
+  const Point<T>* q = p.points;
   for (i64 k = 0; k < p.T_; ++k) {
-    const i64 row0 = (k * D + d0) * B;  // first row of this step in (T, D, B) order
+    const i64 row0 = (k * D + d0) * B, at = row0 * H;  // this step's rows in (T, D, B) order
     const T* x = p.ih + row0 * GH;
     std::copy(h.begin(), h.end(), hin.begin());
-    apply_point(q[G_H], hin.data(), R * H, row0 * H);
+    apply_point(q[G_H], hin.data(), n, at);
     recurrent_product(p, d0, d1, hin.data(), hh.data());
     apply_point(q[G_HH], hh.data(), R * GH, row0 * GH);
-    for (i64 i = 0; i < R; ++i)
-      for (i64 j = 0; j < H; ++j) {
-        r[i * H + j] = sigmoid(x[i * GH + j] + hh[i * GH + j]);
-        z[i * H + j] = sigmoid(x[i * GH + H + j] + hh[i * GH + H + j]);
-      }
-    apply_point(q[G_R], r.data(), R * H, row0 * H);
-    apply_point(q[G_Z], z.data(), R * H, row0 * H);
-    for (i64 i = 0; i < R; ++i)
-      for (i64 j = 0; j < H; ++j) rhn[i * H + j] = r[i * H + j] * hh[i * GH + 2 * H + j];
-    apply_point(q[G_RHN], rhn.data(), R * H, row0 * H);
-    for (i64 i = 0; i < R; ++i)
-      for (i64 j = 0; j < H; ++j) n[i * H + j] = tanh_approx(x[i * GH + 2 * H + j] + rhn[i * H + j]);
-    apply_point(q[G_N], n.data(), R * H, row0 * H);
-    for (i64 j = 0; j < R * H; ++j) zn[j] = (T(1) - z[j]) * n[j];
-    apply_point(q[G_ZN], zn.data(), R * H, row0 * H);
-    for (i64 j = 0; j < R * H; ++j) zh[j] = z[j] * hin[j];
-    apply_point(q[G_ZH], zh.data(), R * H, row0 * H);
     for (i64 i = 0; i < R; ++i) {
-      const bool valid = k < p.lengths[i % B];
-      T* out = p.out + (row0 + i) * H;
-      for (i64 j = 0; j < H; ++j) {
-        const T next = zn[i * H + j] + zh[i * H + j];
-        out[j] = valid ? next : T(0);
-        if (valid) h[i * H + j] = next;
-      }
+      sigmoid_sum(H, x + i * GH, &hh[i * GH], &r[i * H]);
+      sigmoid_sum(H, x + i * GH + H, &hh[i * GH + H], &z[i * H]);
     }
+    apply_point(q[G_R], r.data(), n, at);
+    apply_point(q[G_Z], z.data(), n, at);
+    for (i64 i = 0; i < R; ++i) product(H, &r[i * H], &hh[i * GH + 2 * H], &rhn[i * H]);
+    apply_point(q[G_RHN], rhn.data(), n, at);
+    for (i64 i = 0; i < R; ++i) tanh_sum(H, x + i * GH + 2 * H, &rhn[i * H], &nn[i * H]);
+    apply_point(q[G_N], nn.data(), n, at);
+    complement_product(n, z.data(), nn.data(), zn.data());
+    apply_point(q[G_ZN], zn.data(), n, at);
+    product(n, z.data(), hin.data(), zh.data());
+    apply_point(q[G_ZH], zh.data(), n, at);
+    sum(n, zn.data(), zh.data(), next.data());
+    for (i64 i = 0; i < R; ++i)
+      commit(H, k < p.lengths[i % B], &next[i * H], &h[i * H], p.out + at + i * H);
     if (p.s_hin) {
-      std::memcpy(p.s_hin + row0 * H, hin.data(), R * H * sizeof(T));
+      std::memcpy(p.s_hin + at, hin.data(), n * sizeof(T));
       std::memcpy(p.s_hh + row0 * GH, hh.data(), R * GH * sizeof(T));
       T* act = p.s_act + row0 * 4 * H;
       for (i64 i = 0; i < R; ++i) {
-        std::memcpy(act + (i * 4 + 0) * H, &r[i * H], H * sizeof(T));
-        std::memcpy(act + (i * 4 + 1) * H, &z[i * H], H * sizeof(T));
-        std::memcpy(act + (i * 4 + 2) * H, &n[i * H], H * sizeof(T));
-        std::memcpy(act + (i * 4 + 3) * H, &rhn[i * H], H * sizeof(T));
+        const T* parts[4] = {&r[i * H], &z[i * H], &nn[i * H], &rhn[i * H]};
+        for (int part = 0; part < 4; ++part)
+          std::memcpy(act + (i * 4 + part) * H, parts[part], H * sizeof(T));
       }
     }
+  }
+}
+
+// One valid row of one GRU step, backwards: the gate gradients (dg, also dL/d ih),
+// the recurrent product's (dh, through the hh point) and dL/d h_in from z * h_in.
+template <typename T>
+static inline void gru_backward_row(
+    i64 H, const T* R_ x, const T* R_ hh, const T* R_ hin, const T* R_ act, const T* R_ dout,
+    const T* R_ carry, const uint8_t* R_ m_r, const uint8_t* R_ m_z, const uint8_t* R_ m_n,
+    const uint8_t* R_ m_rhn, const uint8_t* R_ m_zh, const uint8_t* R_ m_zn,
+    const uint8_t* R_ m_hh, T* R_ dg, T* R_ dh, T* R_ dhin) {
+  const T *r = act, *z = act + H, *n = act + 2 * H, *rhn = act + 3 * H;
+  for (i64 j = 0; j < H; ++j) {
+    const T dnext = carry[j] + dout[j];
+    const T dzn = dnext * T(m_zn[j]), dzh = dnext * T(m_zh[j]);
+    const T dz = dzh * hin[j] - dzn * n[j];
+    const T tn = tanh_approx(x[2 * H + j] + rhn[j]);
+    const T dn_pre = dzn * (T(1) - z[j]) * T(m_n[j]) * (T(1) - tn * tn);
+    const T drhn = dn_pre * T(m_rhn[j]);
+    const T sr = sigmoid(x[j] + hh[j]), sz = sigmoid(x[H + j] + hh[H + j]);
+    const T dr_pre = drhn * hh[2 * H + j] * T(m_r[j]) * sr * (T(1) - sr);
+    const T dz_pre = dz * T(m_z[j]) * sz * (T(1) - sz);
+    dg[j] = dr_pre;
+    dg[H + j] = dz_pre;
+    dg[2 * H + j] = dn_pre;
+    dh[j] = dr_pre * T(m_hh[j]);
+    dh[H + j] = dz_pre * T(m_hh[H + j]);
+    dh[2 * H + j] = drhn * r[j] * T(m_hh[2 * H + j]);
+    dhin[j] = dzh * z[j];
   }
 }
 
@@ -225,119 +288,132 @@ template <typename T>
 static void gru_backward(Problem<T>& p, i64 d0, i64 d1) {
   const i64 H = p.H, GH = 3 * H, B = p.B, R = (d1 - d0) * B, D = p.D;
   std::vector<T> carry(R * H, T(0)), dhin(R * H), dhh(R * GH);
-  Point<T>* q = p.points;
+  const std::vector<uint8_t> ones(GH, 1);
+  const Point<T>* q = p.points;
   for (i64 k = p.T_ - 1; k >= 0; --k) {
     const i64 row0 = (k * D + d0) * B;
     for (i64 i = 0; i < R; ++i) {
       const i64 row = row0 + i, at = row * H;
       T* dg = p.d_ih + row * GH;
-      T* dh = dhh.data() + i * GH;
+      T* dh = &dhh[i * GH];
       if (k >= p.lengths[i % B]) {  // padded: the state was carried, the output was zero
         std::fill(dg, dg + GH, T(0));
         std::fill(dh, dh + GH, T(0));
         std::fill(&dhin[i * H], &dhin[i * H] + H, T(0));
         continue;
       }
-      const T* x = p.ih + row * GH;
-      const T* hh = p.s_hh + row * GH;
-      const T* hin = p.s_hin + at;
-      const T* act = p.s_act + row * 4 * H;
-      const T *r = act, *z = act + H, *n = act + 2 * H, *rhn = act + 3 * H;
-      const T* dout = p.d_out + at;
-      for (i64 j = 0; j < H; ++j) {
-        const T dnext = carry[i * H + j] + dout[j];
-        const T dzn = dnext * passes(q[G_ZN], at + j), dzh = dnext * passes(q[G_ZH], at + j);
-        const T dz = dzh * hin[j] - dzn * n[j];
-        const T dn = dzn * (T(1) - z[j]);
-        const T tn = tanh_approx(x[2 * H + j] + rhn[j]);
-        const T dn_pre = dn * passes(q[G_N], at + j) * (T(1) - tn * tn);
-        const T drhn = dn_pre * passes(q[G_RHN], at + j);
-        const T sr = sigmoid(x[j] + hh[j]), sz = sigmoid(x[H + j] + hh[H + j]);
-        const T dr_pre = drhn * hh[2 * H + j] * passes(q[G_R], at + j) * sr * (T(1) - sr);
-        const T dz_pre = dz * passes(q[G_Z], at + j) * sz * (T(1) - sz);
-        dg[j] = dr_pre;
-        dg[H + j] = dz_pre;
-        dg[2 * H + j] = dn_pre;
-        dh[j] = dr_pre;
-        dh[H + j] = dz_pre;
-        dh[2 * H + j] = drhn * r[j];
-        dhin[i * H + j] = dzh * z[j];
-      }
-      const i64 hh_at = row * GH;
-      for (i64 j = 0; j < GH; ++j) dh[j] *= passes(q[G_HH], hh_at + j);
+      const uint8_t* o = ones.data();
+      gru_backward_row(H, p.ih + row * GH, p.s_hh + row * GH, p.s_hin + at, p.s_act + row * 4 * H,
+                       p.d_out + at, &carry[i * H], mask(q[G_R], at, o), mask(q[G_Z], at, o),
+                       mask(q[G_N], at, o), mask(q[G_RHN], at, o), mask(q[G_ZH], at, o),
+                       mask(q[G_ZN], at, o), mask(q[G_HH], row * GH, o), dg, dh, &dhin[i * H]);
     }
     for (i64 d = d0; d < d1; ++d)
-      gemm<T>(B, GH, H, dhh.data() + (d - d0) * B * GH, GH, p.w + d * GH * H, H,
-              dhin.data() + (d - d0) * B * H, H);
+      gemm<T>(B, GH, H, &dhh[(d - d0) * B * GH], GH, p.w + d * GH * H, H, &dhin[(d - d0) * B * H],
+              H);
     std::memcpy(p.d_hh + row0 * GH, dhh.data(), R * GH * sizeof(T));
     for (i64 i = 0; i < R; ++i) {
       if (k >= p.lengths[i % B]) continue;
-      const i64 at = (row0 + i) * H;
-      for (i64 j = 0; j < H; ++j) carry[i * H + j] = dhin[i * H + j] * passes(q[G_H], at + j);
+      through(H, &dhin[i * H], mask(q[G_H], (row0 + i) * H, ones.data()), &carry[i * H]);
     }
   }
 }
 
 template <typename T>
 static void lstm_forward(Problem<T>& p, i64 d0, i64 d1) {
-  const i64 H = p.H, GH = 4 * H, B = p.B, R = (d1 - d0) * B, D = p.D;
-  std::vector<T> h(R * H, T(0)), c(R * H, T(0)), hin(R * H), hh(R * GH), gi(R * H), gf(R * H),
-      gg(R * H), go(R * H), fc(R * H), ig(R * H), cn(R * H), tc(R * H), oc(R * H);
-  Point<T>* q = p.points;
+  const i64 H = p.H, GH = 4 * H, B = p.B, R = (d1 - d0) * B, D = p.D, n = R * H;
+  std::vector<T> h(n, T(0)), c(n, T(0)), hin(n), hh(R * GH), gi(n), gf(n), gg(n), go(n), fc(n),
+      ig(n), cn(n), tc(n), oc(n), out_c(H);
+  const Point<T>* q = p.points;
   for (i64 k = 0; k < p.T_; ++k) {
-    const i64 row0 = (k * D + d0) * B;
+    const i64 row0 = (k * D + d0) * B, at = row0 * H;
     const T* x = p.ih + row0 * GH;
     std::copy(h.begin(), h.end(), hin.begin());
-    apply_point(q[L_H], hin.data(), R * H, row0 * H);
+    apply_point(q[L_H], hin.data(), n, at);
     recurrent_product(p, d0, d1, hin.data(), hh.data());
     apply_point(q[L_HH], hh.data(), R * GH, row0 * GH);
-    for (i64 i = 0; i < R; ++i)
-      for (i64 j = 0; j < H; ++j) {
-        const T* xi = x + i * GH;
-        const T* hi = hh.data() + i * GH;
-        gi[i * H + j] = sigmoid(xi[j] + hi[j]);
-        gf[i * H + j] = sigmoid(xi[H + j] + hi[H + j]);
-        gg[i * H + j] = tanh_approx(xi[2 * H + j] + hi[2 * H + j]);
-        go[i * H + j] = sigmoid(xi[3 * H + j] + hi[3 * H + j]);
-      }
-    apply_point(q[L_I], gi.data(), R * H, row0 * H);
-    apply_point(q[L_F], gf.data(), R * H, row0 * H);
-    apply_point(q[L_G], gg.data(), R * H, row0 * H);
-    apply_point(q[L_O], go.data(), R * H, row0 * H);
-    for (i64 j = 0; j < R * H; ++j) fc[j] = gf[j] * c[j];
-    apply_point(q[L_FC], fc.data(), R * H, row0 * H);
-    for (i64 j = 0; j < R * H; ++j) ig[j] = gi[j] * gg[j];
-    apply_point(q[L_IG], ig.data(), R * H, row0 * H);
-    for (i64 j = 0; j < R * H; ++j) cn[j] = fc[j] + ig[j];
-    apply_point(q[L_C], cn.data(), R * H, row0 * H);
-    for (i64 j = 0; j < R * H; ++j) tc[j] = tanh_approx(cn[j]);
-    apply_point(q[L_TANH_C], tc.data(), R * H, row0 * H);
-    for (i64 j = 0; j < R * H; ++j) oc[j] = go[j] * tc[j];
-    apply_point(q[L_OC], oc.data(), R * H, row0 * H);
+    for (i64 i = 0; i < R; ++i) {
+      const T *xi = x + i * GH, *hi = &hh[i * GH];
+      sigmoid_sum(H, xi, hi, &gi[i * H]);
+      sigmoid_sum(H, xi + H, hi + H, &gf[i * H]);
+      tanh_sum(H, xi + 2 * H, hi + 2 * H, &gg[i * H]);
+      sigmoid_sum(H, xi + 3 * H, hi + 3 * H, &go[i * H]);
+    }
+    apply_point(q[L_I], gi.data(), n, at);
+    apply_point(q[L_F], gf.data(), n, at);
+    apply_point(q[L_G], gg.data(), n, at);
+    apply_point(q[L_O], go.data(), n, at);
+    product(n, gf.data(), c.data(), fc.data());
+    apply_point(q[L_FC], fc.data(), n, at);
+    product(n, gi.data(), gg.data(), ig.data());
+    apply_point(q[L_IG], ig.data(), n, at);
+    sum(n, fc.data(), ig.data(), cn.data());
+    apply_point(q[L_C], cn.data(), n, at);
+    tanh_of(n, cn.data(), tc.data());
+    apply_point(q[L_TANH_C], tc.data(), n, at);
+    product(n, go.data(), tc.data(), oc.data());
+    apply_point(q[L_OC], oc.data(), n, at);
     for (i64 i = 0; i < R; ++i) {
       const bool valid = k < p.lengths[i % B];
-      T* out = p.out + (row0 + i) * H;
-      for (i64 j = 0; j < H; ++j) {
-        out[j] = valid ? oc[i * H + j] : T(0);
-        if (valid) {
-          h[i * H + j] = oc[i * H + j];
-          c[i * H + j] = cn[i * H + j];
-        }
-      }
+      commit(H, valid, &oc[i * H], &h[i * H], p.out + at + i * H);
+      commit(H, valid, &cn[i * H], &c[i * H], out_c.data());  // out_c: unused output
     }
     if (p.s_hin) {
-      std::memcpy(p.s_hin + row0 * H, hin.data(), R * H * sizeof(T));
+      std::memcpy(p.s_hin + at, hin.data(), n * sizeof(T));
       std::memcpy(p.s_hh + row0 * GH, hh.data(), R * GH * sizeof(T));
-      std::memcpy(p.s_tc + row0 * H, tc.data(), R * H * sizeof(T));
-      std::memcpy(p.s_c + row0 * H, c.data(), R * H * sizeof(T));
+      std::memcpy(p.s_tc + at, tc.data(), n * sizeof(T));
+      std::memcpy(p.s_c + at, c.data(), n * sizeof(T));
       T* act = p.s_act + row0 * 4 * H;
       for (i64 i = 0; i < R; ++i) {
-        std::memcpy(act + (i * 4 + 0) * H, &gi[i * H], H * sizeof(T));
-        std::memcpy(act + (i * 4 + 1) * H, &gf[i * H], H * sizeof(T));
-        std::memcpy(act + (i * 4 + 2) * H, &gg[i * H], H * sizeof(T));
-        std::memcpy(act + (i * 4 + 3) * H, &go[i * H], H * sizeof(T));
+        const T* parts[4] = {&gi[i * H], &gf[i * H], &gg[i * H], &go[i * H]};
+        for (int part = 0; part < 4; ++part)
+          std::memcpy(act + (i * 4 + part) * H, parts[part], H * sizeof(T));
       }
     }
+  }
+}
+
+// One valid row of one LSTM step, backwards, in two loops (each simple enough to
+// vectorize): first through the cell state, then through the gates. carry_c
+// becomes dL/d c_{k-1}; part holds dL/d o, dL/d fc and dL/d ig in between.
+template <typename T>
+static inline void lstm_backward_cell(
+    i64 H, const T* R_ tc, const T* R_ go, const T* R_ gf, const T* R_ c_now,
+    const T* R_ dout, const T* R_ carry_h, T* R_ carry_c, const uint8_t* R_ m_c,
+    const uint8_t* R_ m_tanh_c, const uint8_t* R_ m_oc, const uint8_t* R_ m_fc,
+    const uint8_t* R_ m_ig, T* R_ part) {
+  for (i64 j = 0; j < H; ++j) {
+    const T doc = (carry_h[j] + dout[j]) * T(m_oc[j]);
+    const T dtc = doc * go[j] * T(m_tanh_c[j]);
+    const T tcn = tanh_approx(c_now[j]);
+    const T dcn = (carry_c[j] + dtc * (T(1) - tcn * tcn)) * T(m_c[j]);
+    const T dfc = dcn * T(m_fc[j]);
+    carry_c[j] = dfc * gf[j];
+    part[j] = doc * tc[j];
+    part[H + j] = dfc;
+    part[2 * H + j] = dcn * T(m_ig[j]);
+  }
+}
+
+template <typename T>
+static inline void lstm_backward_gates(
+    i64 H, const T* R_ x, const T* R_ hh, const T* R_ act, const T* R_ c_prev,
+    const T* R_ part, const uint8_t* R_ m_i, const uint8_t* R_ m_f, const uint8_t* R_ m_g,
+    const uint8_t* R_ m_o, T* R_ dg) {
+  const T *gi = act, *gg = act + 2 * H;
+  for (i64 j = 0; j < H; ++j) {
+    const T d_o = part[j], dfc = part[H + j], dig = part[2 * H + j];
+    const T si = sigmoid(x[j] + hh[j]), sf = sigmoid(x[H + j] + hh[H + j]);
+    const T tg = tanh_approx(x[2 * H + j] + hh[2 * H + j]);
+    const T so = sigmoid(x[3 * H + j] + hh[3 * H + j]);
+    const T di = dig * gg[j] * T(m_i[j]) * si * (T(1) - si);
+    const T df = dfc * c_prev[j] * T(m_f[j]) * sf * (T(1) - sf);
+    const T dgg = dig * gi[j] * T(m_g[j]) * (T(1) - tg * tg);
+    const T dog = d_o * T(m_o[j]) * so * (T(1) - so);
+    dg[j] = di;
+    dg[H + j] = df;
+    dg[2 * H + j] = dgg;
+    dg[3 * H + j] = dog;
   }
 }
 
@@ -345,60 +421,40 @@ template <typename T>
 static void lstm_backward(Problem<T>& p, i64 d0, i64 d1) {
   const i64 H = p.H, GH = 4 * H, B = p.B, R = (d1 - d0) * B, D = p.D;
   std::vector<T> carry_h(R * H, T(0)), carry_c(R * H, T(0)), dhin(R * H), dhh(R * GH),
-      zeros(H, T(0));
-  Point<T>* q = p.points;
+      zeros(H, T(0)), part(3 * H);
+  const std::vector<uint8_t> ones(GH, 1);
+  const Point<T>* q = p.points;
   for (i64 k = p.T_ - 1; k >= 0; --k) {
     const i64 row0 = (k * D + d0) * B;
+    std::fill(dhin.begin(), dhin.end(), T(0));
     for (i64 i = 0; i < R; ++i) {
       const i64 row = row0 + i, at = row * H;
       T* dg = p.d_ih + row * GH;
-      T* dh = dhh.data() + i * GH;
+      T* dh = &dhh[i * GH];
       if (k >= p.lengths[i % B]) {  // padded: state carried, output zero
         std::fill(dg, dg + GH, T(0));
         std::fill(dh, dh + GH, T(0));
-        std::fill(&dhin[i * H], &dhin[i * H] + H, T(0));
         continue;
       }
-      const T* x = p.ih + row * GH;
-      const T* hh = p.s_hh + row * GH;
+      const uint8_t* o = ones.data();
+      const T* c_prev = k > 0 ? p.s_c + (row - D * B) * H : zeros.data();
       const T* act = p.s_act + row * 4 * H;
-      const T *gi = act, *gf = act + H, *gg = act + 2 * H, *go = act + 3 * H;
-      const T* tc = p.s_tc + at;
-      const T* c_now = p.s_c + at;  // valid step: the new state
-      const T* c_prev = k > 0 ? p.s_c + ((row - D * B)) * H : zeros.data();
-      const T* dout = p.d_out + at;
-      T* ch = &carry_h[i * H];
-      T* cc = &carry_c[i * H];
-      for (i64 j = 0; j < H; ++j) {
-        const T dnext = ch[j] + dout[j];
-        const T doc = dnext * passes(q[L_OC], at + j);
-        const T d_o = doc * tc[j];
-        const T dtc = doc * go[j] * passes(q[L_TANH_C], at + j);
-        const T tcn = tanh_approx(c_now[j]);
-        const T dcn = (cc[j] + dtc * (T(1) - tcn * tcn)) * passes(q[L_C], at + j);
-        const T dfc = dcn * passes(q[L_FC], at + j), dig = dcn * passes(q[L_IG], at + j);
-        const T d_f = dfc * c_prev[j], d_i = dig * gg[j], d_g = dig * gi[j];
-        cc[j] = dfc * gf[j];
-        const T si = sigmoid(x[j] + hh[j]), sf = sigmoid(x[H + j] + hh[H + j]);
-        const T tg = tanh_approx(x[2 * H + j] + hh[2 * H + j]);
-        const T so = sigmoid(x[3 * H + j] + hh[3 * H + j]);
-        dg[j] = d_i * passes(q[L_I], at + j) * si * (T(1) - si);
-        dg[H + j] = d_f * passes(q[L_F], at + j) * sf * (T(1) - sf);
-        dg[2 * H + j] = d_g * passes(q[L_G], at + j) * (T(1) - tg * tg);
-        dg[3 * H + j] = d_o * passes(q[L_O], at + j) * so * (T(1) - so);
-        dhin[i * H + j] = T(0);
-      }
-      const i64 hh_at = row * GH;
-      for (i64 j = 0; j < GH; ++j) dh[j] = dg[j] * passes(q[L_HH], hh_at + j);
+      lstm_backward_cell(H, p.s_tc + at, act + 3 * H, act + H, p.s_c + at, p.d_out + at,
+                         &carry_h[i * H], &carry_c[i * H], mask(q[L_C], at, o),
+                         mask(q[L_TANH_C], at, o), mask(q[L_OC], at, o), mask(q[L_FC], at, o),
+                         mask(q[L_IG], at, o), part.data());
+      lstm_backward_gates(H, p.ih + row * GH, p.s_hh + row * GH, act, c_prev, part.data(),
+                          mask(q[L_I], at, o), mask(q[L_F], at, o), mask(q[L_G], at, o),
+                          mask(q[L_O], at, o), dg);
+      through(GH, dg, mask(q[L_HH], row * GH, o), dh);
     }
     for (i64 d = d0; d < d1; ++d)
-      gemm<T>(B, GH, H, dhh.data() + (d - d0) * B * GH, GH, p.w + d * GH * H, H,
-              dhin.data() + (d - d0) * B * H, H);
+      gemm<T>(B, GH, H, &dhh[(d - d0) * B * GH], GH, p.w + d * GH * H, H, &dhin[(d - d0) * B * H],
+              H);
     std::memcpy(p.d_hh + row0 * GH, dhh.data(), R * GH * sizeof(T));
     for (i64 i = 0; i < R; ++i) {
       if (k >= p.lengths[i % B]) continue;
-      const i64 at = (row0 + i) * H;
-      for (i64 j = 0; j < H; ++j) carry_h[i * H + j] = dhin[i * H + j] * passes(q[L_H], at + j);
+      through(H, &dhin[i * H], mask(q[L_H], (row0 + i) * H, ones.data()), &carry_h[i * H]);
     }
   }
 }
