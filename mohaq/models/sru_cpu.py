@@ -94,6 +94,11 @@ static void forward_pairs(const Args<T>& a, i64 first, i64 last) {
                                 a.qmin, a.qmax, c, a.h + row * H);
       if (a.c) std::memcpy(a.c + row * H, c, H * sizeof(T));
     }
+    for (i64 t = len; t < a.T_; ++t) {  // padded frames: zero (outputs are never left unset)
+      const i64 row = (b * a.T_ + t) * D + d;
+      std::fill(a.h + row * H, a.h + (row + 1) * H, T(0));
+      if (a.c) std::fill(a.c + row * H, a.c + (row + 1) * H, T(0));
+    }
   }
 }
 
@@ -152,6 +157,14 @@ static void backward_pairs(const Args<T>& a, i64 first, i64 last) {
           br, a.alpha, a.scale, a.qmin, a.qmax, c_prev, a.c + row * H, a.gh + row * H,
           carry.data(), duc, duc + H, duc + 2 * H, dhw, dvec, dvec + H, dvec + 2 * H,
           dvec + 3 * H);
+    }
+    for (i64 t = len; t < a.T_; ++t) {  // padded frames get no gradient
+      const i64 row = (b * a.T_ + t) * D + d;
+      std::fill(a.du + row * M * H, a.du + (row + 1) * M * H, T(0));
+      if (HighwayGrad) {
+        T* dhw = a.dhw + b * a.dhw_sb + t * a.dhw_st + d * a.dhw_sd;
+        std::fill(dhw, dhw + H, T(0));
+      }
     }
   }
 }
@@ -268,7 +281,6 @@ class _Problem:
         # A length beyond T would read past the tensors; the masks of the
         # torch implementation treat it as T, and so does the kernel.
         self.lengths = lengths.to(device="cpu", dtype=torch.int64).clamp(0, self.steps).contiguous()
-        self.padded = bool((self.lengths < self.steps).any())
         self.alpha, self.scale = alpha, scale
         quantize = bits > 0
         qmax = float(2 ** (bits - 1) - 1) if quantize else 0.0
@@ -283,9 +295,8 @@ class _Problem:
         self.threads = _threads(work)
 
     def _new(self, *shape: int) -> Tensor:
-        # Padded frames are never written: they must start at zero.
-        make = torch.zeros if self.padded else torch.empty
-        return make(*shape, dtype=self.u.dtype)
+        # The kernels write every frame, padded ones as zeros.
+        return torch.empty(*shape, dtype=self.u.dtype)
 
     def _head(self) -> list[Any]:
         element = self.u.element_size()
