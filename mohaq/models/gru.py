@@ -38,7 +38,10 @@ GRU_OPERATORS: tuple[str, ...] = ("ih", "hh", "r", "z", "n", "rhn", "zh", "zn")
 
 
 class GRULayer(StepwiseRecurrentLayer):
-    """One (bi)directional GRU layer with named quantization points."""
+    """One (bi)directional GRU layer with named quantization points.
+
+    Arguments as :class:`mohaq.models.lstm.LSTMLayer`.
+    """
 
     def __init__(
         self,

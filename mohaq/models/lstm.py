@@ -42,9 +42,11 @@ class LSTMLayer(StepwiseRecurrentLayer):
         bidirectional: two directions.
         granularity: ``"layer"`` or ``"operator"`` points (see the module docstring).
         weight_clipping, activation_clipping: clipping methods of the quantizers.
+        kernel: how the per-step loop runs: ``"auto"``, ``"cpu"`` or ``"script"``
+            (see :meth:`~mohaq.models.recurrent_base.StepwiseRecurrentLayer.run`).
 
     Raises:
-        ValueError: on an unknown granularity.
+        ValueError: on an unknown granularity or kernel.
     """
 
     def __init__(

@@ -1,9 +1,13 @@
 """Shared plumbing of the step-by-step recurrent layers (GRU, LSTM).
 
-The input product runs over all steps at once; only the recurrent product and
-the gates run per step. Both directions step together: the backward
-direction's inputs are reversed within each sequence's length first, so one
-loop serves both, and padded steps carry the state unchanged.
+The input product runs over all steps at once, in one matrix product; only
+the recurrent product and the gates run per step. Both directions step
+together: the backward direction's inputs are reversed within each
+sequence's length first, so one loop serves both, and padded steps carry the
+state unchanged. The loop is compiled C++ on the CPU
+(:mod:`mohaq.models.cell_cpu`), TorchScript elsewhere
+(:mod:`mohaq.models.cell_loops`); a float cell runs in torch's own fused
+kernel (see :meth:`StepwiseRecurrentLayer.run`).
 """
 
 from __future__ import annotations
