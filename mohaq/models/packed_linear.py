@@ -1,16 +1,19 @@
-"""Inference matrix products through oneDNN with the weight packed once.
+"""Matrix products through oneDNN, the weight packed once for inference.
 
-oneDNN (torch's ``mkldnn`` backend) multiplies faster when the weight sits in
-its own blocked layout; packing costs one pass over the weight, which pays off
-when the same weight serves many calls: a post-training-quantization search
-quantizes each weight once per candidate and then runs every batch of the
-optimization set through it. :class:`PackedLinear` keeps the packed copy of
-the last weight it saw and repacks only when handed a different tensor, or
-the same one changed in place.
+On the CPU, oneDNN (torch's ``mkldnn`` backend) multiplies float32 matrices
+faster than the MKL path ``F.linear`` takes on some processors (AMD's among
+them): ``benchmarks/bench_recurrence.py`` compares both. In inference it is
+faster still when the weight sits in oneDNN's blocked layout; packing costs
+one pass over the weight, which pays off when the same weight serves many
+calls: a post-training-quantization search quantizes each weight once per
+candidate and then runs every batch of the optimization set through it.
+:class:`PackedLinear` keeps the packed copy of the last weight it saw and
+repacks only when handed a different tensor, or the same one changed in
+place. In training (a gradient needed) the three products of the forward and
+backward passes go through oneDNN with the weight as it is.
 
-It packs only where that is possible and useful: no gradient needed, a
-float32 CPU tensor, and a torch built with oneDNN. Everywhere else (training,
-float64, CUDA) it is ``torch.nn.functional.linear``.
+Only float32 CPU tensors, with a torch built with oneDNN, take this path;
+everything else (float64, CUDA) is ``torch.nn.functional.linear``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,34 @@ def _reorder(weight: Tensor, rows: int) -> Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
 
 
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ weight.T + bias`` by oneDNN; ``weight`` plain ``(N, K)`` or packed."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``F.linear`` on 2-D float32 CPU tensors, all three products by oneDNN."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _linear(grad, weight.t().contiguous(), None)
+        if ctx.needs_input_grad[1]:
+            grad_weight = _linear(grad.t().contiguous(), x.t().contiguous(), None)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
 class PackedLinear:
     """``F.linear`` that packs its weight once for oneDNN in inference.
 
@@ -55,22 +86,19 @@ class PackedLinear:
         self._packed: Tensor | None = None
 
     def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-        if not self._packable(x, weight, bias):
-            return F.linear(x, weight, bias)
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-        if rows == 0:
+        if not self._onednn(x, weight, bias) or rows == 0:
             return F.linear(x, weight, bias)
-        packed = self._packed_weight(weight, rows)
         flat = x.reshape(rows, x.shape[-1])
-        out = torch.ops.mkldnn._linear_pointwise(flat, packed, bias, "none", [], "")
+        tensors = (x, weight) if bias is None else (x, weight, bias)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            out = _OneDNNLinear.apply(flat, weight, bias)
+        else:
+            out = _linear(flat, self._packed_weight(weight, rows), bias)
         return out.view(*x.shape[:-1], weight.shape[0])
 
-    def _packable(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    def _onednn(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
         if not (self.enabled and ONEDNN_LINEAR):
-            return False
-        if torch.is_grad_enabled() and (
-            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-        ):
             return False
         tensors = (x, weight) if bias is None else (x, weight, bias)
         return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)

@@ -104,8 +104,25 @@ def test_packed_product_packs_once_and_follows_the_weight(monkeypatch: pytest.Mo
         other = torch.randn(7, 5)
         assert torch.allclose(product(x, other), F.linear(x, other), atol=1e-5)
     assert len(packs) == 3
-    # Training builds the graph through F.linear, and copies never share a cache.
+    # Training does not pack (its weight changes every step); copies never share a cache.
     trained = torch.randn(7, 5, requires_grad=True)
     product(x, trained).sum().backward()
     assert trained.grad is not None and len(packs) == 3
     assert copy.deepcopy(product)._packed is None
+
+
+@pytest.mark.skipif(not packed_linear.ONEDNN_LINEAR, reason="torch without oneDNN")
+@pytest.mark.parametrize("bias", [True, False])
+def test_training_products_through_onednn_give_linear_gradients(bias: bool) -> None:
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 5, requires_grad=True)
+    weight = torch.randn(7, 5, requires_grad=True)
+    b = torch.randn(7, requires_grad=True) if bias else None
+    grad = torch.randn(2, 3, 7)
+    ours = PackedLinear()(x, weight, b)
+    inputs = [x, weight] + ([b] if b is not None else [])
+    actual = torch.autograd.grad((ours * grad).sum(), inputs)
+    expected = torch.autograd.grad((F.linear(x, weight, b) * grad).sum(), inputs)
+    assert torch.allclose(ours, F.linear(x, weight, b), atol=1e-5)
+    for a, e in zip(actual, expected, strict=True):
+        assert torch.allclose(a, e, atol=1e-5)
