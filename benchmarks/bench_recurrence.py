@@ -8,8 +8,8 @@ network at equal hidden size per direction, on the CPU (or CUDA with
 - ``mohaq_sru``: :class:`mohaq.models.sru.SRULayer` x 2, float: one product
   per layer (oneDNN with the weight packed once in inference) and the
   compiled CPU recurrence kernel;
-- ``mohaq_sru_mkl``: the same with the product through ``F.linear`` (MKL), to
-  compare the GEMM paths (forward only: training always uses ``F.linear``);
+- ``mohaq_sru_mkl``: the same with the products through ``F.linear`` (MKL),
+  to compare the GEMM paths;
 - ``mohaq_sru_script``: the same with the TorchScript recurrence, the path
   other devices take;
 - ``sru_pkg``: the `sru` package's ``SRU`` (rescale on, highway bias -1);
@@ -73,7 +73,6 @@ TARGETS: tuple[tuple[str, str, float], ...] = (
     ("mohaq_gru_op_q8", "torch_gru", 2.5),
     ("mohaq_lstm_op_q8", "torch_lstm", 2.5),
 )
-FORWARD_ONLY = ("mohaq_sru_mkl",)
 
 
 @dataclass(frozen=True)
@@ -251,9 +250,7 @@ def bench_config(config: Config, device: torch.device, skip: set[str]) -> dict[s
     for module in modules:
         module.train()
     both, both_min = time_round_robin(
-        {n: forward_backward(r) for n, r in runs.items() if n not in FORWARD_ONLY},
-        config.repeats,
-        device,
+        {n: forward_backward(r) for n, r in runs.items()}, config.repeats, device
     )
 
     # The SRU recurrence alone (3 matrices, highway from the input), forward + backward.
