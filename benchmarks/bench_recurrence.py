@@ -300,6 +300,8 @@ def markdown(results: dict[str, object]) -> str:
         "",
         "## Targets",
         "",
+        "Ratios of medians; in brackets the ratio of the minima, less sensitive to other load.",
+        "",
         "| threads | shape | ratio | target | forward | forward+backward |",
         "|---:|---|---|---:|---:|---:|",
     ]
@@ -311,11 +313,15 @@ def markdown(results: dict[str, object]) -> str:
                 key = f"{mine}/{reference}"
                 if key not in ratios["forward"]:
                     continue
-                both = ratios["forward_backward"].get(key)
+                cells = [
+                    f"{_mark(ratios[kind][key], target)} ({ratios[kind + '_of_minima'][key]:.2f})"
+                    if key in ratios[kind]
+                    else "-"
+                    for kind in ("forward", "forward_backward")
+                ]
                 lines.append(
                     f"| {run['threads']} | {entry['config']['name']} | {key} | {target} "
-                    f"| {_mark(ratios['forward'][key], target)} "
-                    f"| {_mark(both, target) if both is not None else '-'} |"
+                    f"| {cells[0]} | {cells[1]} |"
                 )
     for run in runs:  # type: ignore[union-attr]
         for entry in run["configs"]:
