@@ -559,6 +559,7 @@ class _Loop:
         cell: str,
         ih: Tensor,
         w_hh: Tensor,
+        b_hh: Tensor,
         lengths: Tensor,
         modes: list[int],
         scales: Tensor,
@@ -570,6 +571,7 @@ class _Loop:
         self.hidden = gates_hidden // GATES[cell]
         self.ih = ih.contiguous()
         self.w_hh = w_hh.contiguous()  # (D, G*H, H)
+        self.b_hh = b_hh.contiguous()  # (D, G*H)
         self.dtype = ih.dtype
         self.lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
         self.modes = torch.tensor(modes, dtype=torch.int32)
@@ -653,7 +655,6 @@ class _CellFunction(torch.autograd.Function):
         b_hh: Tensor,
         loop: _Loop,
     ) -> Tensor:
-        loop.b_hh = b_hh.contiguous()
         out, _, inside, saved = loop.forward(keep=True, record=False)
         ctx.loop, ctx.inside = loop, inside
         ctx.save_for_backward(*(t for t in saved if t is not None))
@@ -701,9 +702,8 @@ def cell_cpu_loop(
         The outputs ``(T, D, B, H)`` (zero at padded steps) and, per point,
         its recorded values (one ``(T, D, B, width)`` tensor when recording).
     """
-    loop = _Loop(cell, ih, w_hh, lengths, modes, scales, lows, highs)
+    loop = _Loop(cell, ih, w_hh, b_hh, lengths, modes, scales, lows, highs)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (ih, w_hh, b_hh)):
         return _CellFunction.apply(ih, w_hh, b_hh, loop), [[] for _ in modes]
-    loop.b_hh = b_hh.contiguous()
     out, records, _, _ = loop.forward(keep=False, record=True)
     return out, [[r] if r is not None else [] for r in records]

@@ -89,10 +89,12 @@ class PackedLinear:
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
         if not self._onednn(x, weight, bias) or rows == 0:
             return F.linear(x, weight, bias)
-        flat = x.reshape(rows, x.shape[-1])
+        # oneDNN runs strided operands (a GRU's W_ih, a slice of [W_ih | W_hh])
+        # through its slow reference kernel: hand it contiguous ones.
+        flat = x.reshape(rows, x.shape[-1]).contiguous()
         tensors = (x, weight) if bias is None else (x, weight, bias)
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            out = _OneDNNLinear.apply(flat, weight, bias)
+            out = _OneDNNLinear.apply(flat, weight.contiguous(), bias)
         else:
             out = _linear(flat, self._packed_weight(weight, rows), bias)
         return out.view(*x.shape[:-1], weight.shape[0])
@@ -112,7 +114,7 @@ class PackedLinear:
         version = None if weight.is_inference() else weight._version
         key = (weight.data_ptr(), version, weight.shape, weight.stride(), weight.dtype)
         if self._packed is None or self._source_key != key:
-            self._packed = _reorder(weight.detach(), rows)
+            self._packed = _reorder(weight.detach().contiguous(), rows)
             self._source, self._source_key = weight, key
         return self._packed
 
