@@ -52,51 +52,88 @@ template <typename T> static inline void store(T* p, typename Vec<T>::type v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// out[b][n] += sum_k a[b][k] w[k][n] over a tile of NB rows and W vectors of columns,
-// the accumulators held in registers.
-template <typename T, int NB, int W>
-static inline void gemm_tile(i64 K, const T* __restrict__ a, i64 lda, const T* __restrict__ w,
-                             i64 ldw, T* __restrict__ out, i64 ldo) {
+// The right-hand matrix of the per-step products, packed once per call into panels
+// of NP columns, each K x NP contiguous and zero-padded: every step then reads it
+// in order instead of striding across rows (the matrix rarely fits in L2).
+// Element (k, n) of the matrix is w[k * stride_k + n * stride_n].
+template <typename T> struct Panels {
+  static constexpr int L = 64 / sizeof(T), NP = 2 * L;
+  i64 K, N, count;
+  std::vector<T> data;
+  Panels(i64 K_, i64 N_, const T* w, i64 stride_k, i64 stride_n)
+      : K(K_), N(N_), count((N_ + NP - 1) / NP), data(count * K_ * NP, T(0)) {
+    for (i64 p = 0; p < count; ++p) {
+      const i64 n0 = p * NP, width = std::min<i64>(NP, N - n0);
+      for (i64 k = 0; k < K; ++k)
+        for (i64 c = 0; c < width; ++c)
+          data[(p * K + k) * NP + c] = w[k * stride_k + (n0 + c) * stride_n];
+    }
+  }
+};
+
+// out[b][0:width] += sum_k a[b][k] panel[k][:] for NB rows, accumulators in registers.
+template <typename T, int NB>
+static inline void panel_tile(i64 K, const T* __restrict__ a, i64 lda, const T* __restrict__ panel,
+                              T* __restrict__ out, i64 ldo, i64 width) {
   typedef typename Vec<T>::type vt;
   constexpr int L = 64 / sizeof(T);
-  vt acc[NB][W];
-  for (int b = 0; b < NB; ++b)
-    for (int v = 0; v < W; ++v) acc[b][v] = load<T>(out + b * ldo + v * L);
+  vt acc[NB][2];
+  T edge[NB][2 * L];  // the last panel's columns, padded
+  const bool full = width == 2 * L;
+  for (int b = 0; b < NB; ++b) {
+    const T* row = out + b * ldo;
+    if (!full) {
+      std::fill(edge[b], edge[b] + 2 * L, T(0));
+      std::memcpy(edge[b], row, width * sizeof(T));
+      row = edge[b];
+    }
+    acc[b][0] = load<T>(row);
+    acc[b][1] = load<T>(row + L);
+  }
   for (i64 k = 0; k < K; ++k) {
-    vt wk[W];
-    for (int v = 0; v < W; ++v) wk[v] = load<T>(w + k * ldw + v * L);
+    const vt w0 = load<T>(panel + k * 2 * L), w1 = load<T>(panel + k * 2 * L + L);
 #pragma GCC unroll 8
     for (int b = 0; b < NB; ++b) {
       const T ab = a[b * lda + k];
-      for (int v = 0; v < W; ++v) acc[b][v] += ab * wk[v];
+      acc[b][0] += ab * w0;
+      acc[b][1] += ab * w1;
     }
   }
-  for (int b = 0; b < NB; ++b)
-    for (int v = 0; v < W; ++v) store<T>(out + b * ldo + v * L, acc[b][v]);
+  for (int b = 0; b < NB; ++b) {
+    T* row = full ? out + b * ldo : edge[b];
+    store<T>(row, acc[b][0]);
+    store<T>(row + L, acc[b][1]);
+    if (!full) std::memcpy(out + b * ldo, edge[b], width * sizeof(T));
+  }
 }
 
-template <typename T, int W>
-static inline void gemm_columns(i64 B, i64 K, const T* a, i64 lda, const T* w, i64 ldw, T* out,
-                                i64 ldo) {
-  i64 b = 0;
-  for (; b + 8 <= B; b += 8) gemm_tile<T, 8, W>(K, a + b * lda, lda, w, ldw, out + b * ldo, ldo);
-  for (; b + 4 <= B; b += 4) gemm_tile<T, 4, W>(K, a + b * lda, lda, w, ldw, out + b * ldo, ldo);
-  for (; b < B; ++b) gemm_tile<T, 1, W>(K, a + b * lda, lda, w, ldw, out + b * ldo, ldo);
-}
-
-// out (B x N) += a (B x K) @ w (K x N), all row-major.
+// out (B x N) += a (B x K) @ w (K x N, packed in panels).
 template <typename T>
-static void gemm(i64 B, i64 K, i64 N, const T* a, i64 lda, const T* w, i64 ldw, T* out, i64 ldo) {
-  constexpr int L = 64 / sizeof(T);
-  i64 n = 0;
-  for (; n + 2 * L <= N; n += 2 * L) gemm_columns<T, 2>(B, K, a, lda, w + n, ldw, out + n, ldo);
-  for (; n + L <= N; n += L) gemm_columns<T, 1>(B, K, a, lda, w + n, ldw, out + n, ldo);
-  if (n == N) return;
-  for (i64 k = 0; k < K; ++k)
-    for (i64 b = 0; b < B; ++b) {
-      const T ab = a[b * lda + k];
-      for (i64 j = n; j < N; ++j) out[b * ldo + j] += ab * w[k * ldw + j];
-    }
+static void gemm(i64 B, const T* a, i64 lda, const Panels<T>& w, T* out, i64 ldo) {
+  for (i64 p = 0; p < w.count; ++p) {
+    const i64 n0 = p * Panels<T>::NP, width = std::min<i64>(Panels<T>::NP, w.N - n0);
+    const T* panel = w.data.data() + p * w.K * Panels<T>::NP;
+    i64 b = 0;
+    for (; b + 8 <= B; b += 8)
+      panel_tile<T, 8>(w.K, a + b * lda, lda, panel, out + b * ldo + n0, ldo, width);
+    for (; b + 4 <= B; b += 4)
+      panel_tile<T, 4>(w.K, a + b * lda, lda, panel, out + b * ldo + n0, ldo, width);
+    for (; b < B; ++b) panel_tile<T, 1>(w.K, a + b * lda, lda, panel, out + b * ldo + n0, ldo, width);
+  }
+}
+
+// W_hh of directions [d0, d1), (G*H, H) each, packed: for the forward product
+// h_in @ W^T (K = H, N = G*H), or for the backward dhh @ W (K = G*H, N = H).
+template <typename T>
+static std::vector<Panels<T>> pack_directions(const T* w, i64 d0, i64 d1, i64 GH, i64 H,
+                                              bool transposed) {
+  std::vector<Panels<T>> packed;
+  for (i64 d = d0; d < d1; ++d) {
+    const T* wd = w + d * GH * H;
+    if (transposed) packed.emplace_back(H, GH, wd, 1, H);
+    else packed.emplace_back(GH, H, wd, H, 1);
+  }
+  return packed;
 }
 
 // Quantization points. mode: 0 float, 1 fixed scale, 2 scale = max|x| of the step,
@@ -110,7 +147,6 @@ template <typename T> struct Point {
 template <typename T> struct Problem {
   i64 T_, D, B, H, G;
   const T* ih;      // (T, D, B, G*H)
-  const T* w_t;     // (D, H, G*H): W_hh transposed
   const T* w;       // (D, G*H, H): W_hh
   const T* b_hh;    // (D, G*H)
   const i64* lengths;
@@ -204,12 +240,13 @@ enum GruPoint { G_H, G_HH, G_R, G_Z, G_N, G_RHN, G_ZH, G_ZN };
 enum LstmPoint { L_H, L_C, L_HH, L_I, L_F, L_G, L_O, L_FC, L_IG, L_TANH_C, L_OC };
 
 template <typename T>
-static void recurrent_product(const Problem<T>& p, i64 d0, i64 d1, const T* hin, T* hh) {
+static void recurrent_product(const Problem<T>& p, const std::vector<Panels<T>>& w, i64 d0,
+                              i64 d1, const T* hin, T* hh) {
   const i64 H = p.H, GH = p.G * p.H, B = p.B;
   for (i64 d = d0; d < d1; ++d) {
     T* rows = hh + (d - d0) * B * GH;
     for (i64 b = 0; b < B; ++b) std::memcpy(rows + b * GH, p.b_hh + d * GH, GH * sizeof(T));
-    gemm<T>(B, H, GH, hin + (d - d0) * B * H, H, p.w_t + d * H * GH, GH, rows, GH);
+    gemm<T>(B, hin + (d - d0) * B * H, H, w[d - d0], rows, GH);
   }
 }
 
@@ -217,13 +254,14 @@ template <typename T>
 static void gru_forward(Problem<T>& p, i64 d0, i64 d1) {
   const i64 H = p.H, GH = 3 * H, B = p.B, R = (d1 - d0) * B, D = p.D, n = R * H;
   std::vector<T> h(n, T(0)), hin(n), hh(R * GH), r(n), z(n), nn(n), rhn(n), zh(n), zn(n), next(n);
+  const std::vector<Panels<T>> w = pack_directions(p.w, d0, d1, GH, H, true);
   const Point<T>* q = p.points;
   for (i64 k = 0; k < p.T_; ++k) {
     const i64 row0 = (k * D + d0) * B, at = row0 * H;  // this step's rows in (T, D, B) order
     const T* x = p.ih + row0 * GH;
     std::copy(h.begin(), h.end(), hin.begin());
     apply_point(q[G_H], hin.data(), n, at);
-    recurrent_product(p, d0, d1, hin.data(), hh.data());
+    recurrent_product(p, w, d0, d1, hin.data(), hh.data());
     apply_point(q[G_HH], hh.data(), R * GH, row0 * GH);
     for (i64 i = 0; i < R; ++i) {
       sigmoid_sum(H, x + i * GH, &hh[i * GH], &r[i * H]);
@@ -289,6 +327,7 @@ static void gru_backward(Problem<T>& p, i64 d0, i64 d1) {
   const i64 H = p.H, GH = 3 * H, B = p.B, R = (d1 - d0) * B, D = p.D;
   std::vector<T> carry(R * H, T(0)), dhin(R * H), dhh(R * GH);
   const std::vector<uint8_t> ones(GH, 1);
+  const std::vector<Panels<T>> w = pack_directions(p.w, d0, d1, GH, H, false);
   const Point<T>* q = p.points;
   for (i64 k = p.T_ - 1; k >= 0; --k) {
     const i64 row0 = (k * D + d0) * B;
@@ -309,8 +348,7 @@ static void gru_backward(Problem<T>& p, i64 d0, i64 d1) {
                        mask(q[G_ZN], at, o), mask(q[G_HH], row * GH, o), dg, dh, &dhin[i * H]);
     }
     for (i64 d = d0; d < d1; ++d)
-      gemm<T>(B, GH, H, &dhh[(d - d0) * B * GH], GH, p.w + d * GH * H, H, &dhin[(d - d0) * B * H],
-              H);
+      gemm<T>(B, &dhh[(d - d0) * B * GH], GH, w[d - d0], &dhin[(d - d0) * B * H], H);
     std::memcpy(p.d_hh + row0 * GH, dhh.data(), R * GH * sizeof(T));
     for (i64 i = 0; i < R; ++i) {
       if (k >= p.lengths[i % B]) continue;
@@ -324,13 +362,14 @@ static void lstm_forward(Problem<T>& p, i64 d0, i64 d1) {
   const i64 H = p.H, GH = 4 * H, B = p.B, R = (d1 - d0) * B, D = p.D, n = R * H;
   std::vector<T> h(n, T(0)), c(n, T(0)), hin(n), hh(R * GH), gi(n), gf(n), gg(n), go(n), fc(n),
       ig(n), cn(n), tc(n), oc(n), out_c(H);
+  const std::vector<Panels<T>> w = pack_directions(p.w, d0, d1, GH, H, true);
   const Point<T>* q = p.points;
   for (i64 k = 0; k < p.T_; ++k) {
     const i64 row0 = (k * D + d0) * B, at = row0 * H;
     const T* x = p.ih + row0 * GH;
     std::copy(h.begin(), h.end(), hin.begin());
     apply_point(q[L_H], hin.data(), n, at);
-    recurrent_product(p, d0, d1, hin.data(), hh.data());
+    recurrent_product(p, w, d0, d1, hin.data(), hh.data());
     apply_point(q[L_HH], hh.data(), R * GH, row0 * GH);
     for (i64 i = 0; i < R; ++i) {
       const T *xi = x + i * GH, *hi = &hh[i * GH];
@@ -423,6 +462,7 @@ static void lstm_backward(Problem<T>& p, i64 d0, i64 d1) {
   std::vector<T> carry_h(R * H, T(0)), carry_c(R * H, T(0)), dhin(R * H), dhh(R * GH),
       zeros(H, T(0)), part(3 * H);
   const std::vector<uint8_t> ones(GH, 1);
+  const std::vector<Panels<T>> w = pack_directions(p.w, d0, d1, GH, H, false);
   const Point<T>* q = p.points;
   for (i64 k = p.T_ - 1; k >= 0; --k) {
     const i64 row0 = (k * D + d0) * B;
@@ -449,8 +489,7 @@ static void lstm_backward(Problem<T>& p, i64 d0, i64 d1) {
       through(GH, dg, mask(q[L_HH], row * GH, o), dh);
     }
     for (i64 d = d0; d < d1; ++d)
-      gemm<T>(B, GH, H, &dhh[(d - d0) * B * GH], GH, p.w + d * GH * H, H, &dhin[(d - d0) * B * H],
-              H);
+      gemm<T>(B, &dhh[(d - d0) * B * GH], GH, w[d - d0], &dhin[(d - d0) * B * H], H);
     std::memcpy(p.d_hh + row0 * GH, dhh.data(), R * GH * sizeof(T));
     for (i64 i = 0; i < R; ++i) {
       if (k >= p.lengths[i % B]) continue;
@@ -468,26 +507,26 @@ static void run(void (*body)(Problem<T>&, i64, i64), Problem<T>& p, int threads)
 }
 
 template <typename T>
-static Problem<T> problem(i64 T_, i64 D, i64 B, i64 H, i64 G, const T* ih, const T* w_t,
-                          const T* w, const T* b_hh, const i64* lengths, const int* modes,
+static Problem<T> problem(i64 T_, i64 D, i64 B, i64 H, i64 G, const T* ih, const T* w,
+                          const T* b_hh, const i64* lengths, const int* modes,
                           const T* scales, const T* lows, const T* highs, T** records,
                           uint8_t** inside, Point<T>* points, i64 count) {
   for (i64 i = 0; i < count; ++i)
     points[i] = Point<T>{modes[i], scales[i], lows[i], highs[i], records[i], inside[i]};
   Problem<T> p{};
   p.T_ = T_; p.D = D; p.B = B; p.H = H; p.G = G;
-  p.ih = ih; p.w_t = w_t; p.w = w; p.b_hh = b_hh; p.lengths = lengths; p.points = points;
+  p.ih = ih; p.w = w; p.b_hh = b_hh; p.lengths = lengths; p.points = points;
   return p;
 }
 
 #define CELL_ENTRY_POINTS(CELL, G, COUNT, T, SUFFIX)                                          \
   extern "C" void CELL##_forward_##SUFFIX(                                                     \
-      i64 T_, i64 D, i64 B, i64 H, const T* ih, const T* w_t, const T* b_hh,                   \
+      i64 T_, i64 D, i64 B, i64 H, const T* ih, const T* w, const T* b_hh,                     \
       const i64* lengths, const int* modes, const T* scales, const T* lows, const T* highs,    \
       T** records, uint8_t** inside, T* out, T* s_hin, T* s_hh, T* s_act, T* s_tc, T* s_c,     \
       int threads) {                                                                           \
     Point<T> points[COUNT];                                                                    \
-    Problem<T> p = problem<T>(T_, D, B, H, G, ih, w_t, nullptr, b_hh, lengths, modes, scales,  \
+    Problem<T> p = problem<T>(T_, D, B, H, G, ih, w, b_hh, lengths, modes, scales,            \
                               lows, highs, records, inside, points, COUNT);                    \
     p.out = out; p.s_hin = s_hin; p.s_hh = s_hh; p.s_act = s_act; p.s_tc = s_tc; p.s_c = s_c;  \
     run<T>(CELL##_forward<T>, p, threads);                                                     \
@@ -499,7 +538,7 @@ static Problem<T> problem(i64 T_, i64 D, i64 B, i64 H, i64 G, const T* ih, const
       const T* d_out, T* d_ih, T* d_hh, int threads) {                                         \
     Point<T> points[COUNT];                                                                    \
     T* no_records[COUNT] = {};                                                                 \
-    Problem<T> p = problem<T>(T_, D, B, H, G, ih, nullptr, w, nullptr, lengths, modes, scales, \
+    Problem<T> p = problem<T>(T_, D, B, H, G, ih, w, nullptr, lengths, modes, scales,         \
                               lows, highs, no_records, inside, points, COUNT);                 \
     p.s_hin = const_cast<T*>(s_hin); p.s_hh = const_cast<T*>(s_hh);                            \
     p.s_act = const_cast<T*>(s_act); p.s_tc = const_cast<T*>(s_tc);                            \
@@ -617,9 +656,9 @@ class _Loop:
                 torch.empty(self._rows(hidden), dtype=self.dtype) if self.cell == "lstm" else None,
             )
         out = torch.empty(self._rows(hidden), dtype=self.dtype)
-        w_t = self.w_hh.transpose(1, 2).contiguous()
         self.forward_kernel(
-            self.steps, self.directions, self.batch, hidden, self.ih.data_ptr(), w_t.data_ptr(),
+            self.steps, self.directions, self.batch, hidden, self.ih.data_ptr(),
+            self.w_hh.data_ptr(),
             self.b_hh.data_ptr(), self.lengths.data_ptr(), self.modes.data_ptr(),
             self.scales.data_ptr(), self.lows.data_ptr(), self.highs.data_ptr(),
             self._pointer_table(records), self._pointer_table(inside), out.data_ptr(),
