@@ -290,7 +290,7 @@ class PTQEvaluator:
             ]
         return self._batches[split]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def error(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> float:
         """PER of ``assignment`` on ``split`` (``"optimization"`` or ``"test"``)."""
         check_split(split)
@@ -302,7 +302,7 @@ class PTQEvaluator:
             self._metric.update(logits.cpu(), targets.cpu())
         return float(self._metric.compute())
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _raced(self, assignment: BitAssignment, stop_above: float) -> EvaluationResult:
         from mohaq.phone_error import utterance_errors
 
