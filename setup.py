@@ -33,6 +33,8 @@ setup(
         "torch>=2.1",
         "torchmetrics>=1.3",
         "nevergrad>=1.0.5",
+        "pymoo>=0.6.1",
+        "scikit-learn>=1.4",
         "lightning-utilities>=0.10",
         "tensorboard>=2.14",
         "soundfile>=0.12",
@@ -44,9 +46,20 @@ setup(
         "tqdm>=4.65",
     ],
     extras_require={
-        # sru: the reference SRU whose weights mohaq.models.sru_import converts
-        # (its test compares both forwards); the 2.x weight layout.
-        "test": ["pytest>=7.4", "ruff>=0.4", "sru>=2.6,<3"],
+        "test": [
+            "pytest>=7.4",
+            "ruff>=0.4",
+            "submitit>=1.5",
+            "safetensors>=0.4",
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+            # the reference SRU whose weights mohaq.models.sru_import converts
+            # (its test compares both forwards); the 2.x weight layout.
+            "sru>=2.6,<3",
+        ],
+        # `mohaq export` and `mohaq test --exported`: packed weights in safetensors,
+        # the ONNX QDQ graph (opset 21), and onnxruntime to score it.
+        "export": ["safetensors>=0.4", "onnx>=1.16", "onnxruntime>=1.18"],
         "cluster": ["submitit>=1.5"],
         "bench": ["sru>=2.6,<3"],
     },

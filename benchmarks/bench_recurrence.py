@@ -1,29 +1,41 @@
-"""Speed of the quantizable SRU against the `sru` package, torch.nn.LSTM and torch.nn.GRU.
+"""Speed of the quantizable recurrent layers against torch.nn.LSTM/GRU and the `sru` package.
 
-Measures, on the CPU (and on CUDA when ``--device cuda`` is given and
-available), the median wall time of a forward pass (no grad, eval mode) and
-of a forward + backward pass (train mode, dropout 0) of a 2-layer
-bidirectional network at equal hidden size per direction:
+Measures the median wall time of a forward pass (eval mode, no grad) and of a
+forward + backward pass (train mode, dropout 0) of a 2-layer bidirectional
+network at equal hidden size per direction, on the CPU (or CUDA with
+``--device cuda``), for each intra-op thread count of ``--threads``:
 
-- ``mohaq_sru``: :class:`mohaq.models.sru.SRULayer` x 2 (fused TorchScript
-  recurrence, quantizers in float);
-- ``sru_pkg``: the `sru` package's ``SRU`` (rescale on, highway bias -1; on
-  the CPU it runs a compiled C++ recurrence without grad and a per-step
-  Python loop under autograd when training);
-- ``torch_lstm``, ``torch_gru``: torch.nn.LSTM / torch.nn.GRU (oneDNN/ATen);
-- ``mohaq_gru``, ``mohaq_lstm``: this toolkit's quantizable GRU and LSTM
-  layers (a per-step Python loop, so per-operator points are possible);
-- ``recurrence_*``: the SRU recurrence alone, fused (``fused``) against a
-  per-step autograd loop of the same equations (``naive``).
+- ``mohaq_sru``: :class:`mohaq.models.sru.SRULayer` x 2, float: one product
+  per layer (oneDNN with the weight packed once in inference) and the
+  compiled CPU recurrence kernel;
+- ``mohaq_sru_mkl``: the same with the products through ``F.linear`` (MKL),
+  to compare the GEMM paths;
+- ``mohaq_sru_script``: the same with the TorchScript recurrence, the path
+  other devices take;
+- ``sru_pkg``: the `sru` package's ``SRU`` (rescale on, highway bias -1);
+- ``torch_lstm``, ``torch_gru``: torch.nn.LSTM / torch.nn.GRU;
+- ``mohaq_{gru,lstm}_layer``: our layers with per-layer points, float (the
+  states are not quantized, so the cell runs in torch's fused kernel);
+- ``mohaq_{gru,lstm}_layer_q16``: per-layer points, calibrated, every point
+  and the fixed-precision states at 16 bits (a PTQ candidate; QAT when
+  training): the scripted per-step loop;
+- ``mohaq_{gru,lstm}_op_q8``: per-operator points, calibrated, every point
+  at 8 bits (the fixed extras at 16): the scripted loop with every operator
+  quantized.
 
-Implementations are timed round-robin, one run each per repeat, so a load
-change on the machine hits them alike; ratios ``mohaq_sru / other`` are taken
-from the same run. The `sru` package is imported here only.
+Implementations are timed round-robin, one call each per round, so a load
+change on the machine hits them alike; every ratio is taken within one run.
+The 1-minute load average is recorded before and after each shape. The SRU
+recurrence is also timed alone (forward + backward): compiled kernel,
+TorchScript loop and a per-step autograd loop.
 
-Run: python benchmarks/bench_recurrence.py --threads 1  (writes
-benchmarks/results/recurrence.json and recurrence.md; the recorded results
-were taken so, on a shared 2-CPU machine, where 2-thread timings of the
-torch RNNs varied by 10x between runs). It takes about 10 minutes.
+Targets (issue 18): mohaq_sru / torch_lstm <= 0.5; per-layer GRU/LSTM <= 1.5
+of torch's; per-operator <= 2.5.
+
+Run: python benchmarks/bench_recurrence.py  (writes benchmarks/results/
+recurrence.json and recurrence.md; both shapes at 1 and 2 threads take about
+15 minutes on 2 quiet cores). The `sru` package (``pip install sru``, the
+``bench`` extra) is imported here only.
 """
 
 from __future__ import annotations
@@ -45,9 +57,22 @@ from torch import Tensor, nn
 from mohaq.models.gru import GRULayer
 from mohaq.models.lstm import LSTMLayer
 from mohaq.models.sru import SRULayer
-from mohaq.models.sru_recurrence import sru_recurrence
+from mohaq.models.sru_recurrence import sru_layer_recurrence
+from mohaq.quant.apply import apply_bit_assignment
+from mohaq.quant.assignment import BitAssignment
+from mohaq.quant.calibration import observing
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# (numerator, denominator, target): the issue's speed targets.
+TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("mohaq_sru", "torch_lstm", 0.5),
+    ("mohaq_gru_layer", "torch_gru", 1.5),
+    ("mohaq_lstm_layer", "torch_lstm", 1.5),
+    ("mohaq_gru_layer_q16", "torch_gru", 1.5),
+    ("mohaq_lstm_layer_q16", "torch_lstm", 1.5),
+    ("mohaq_gru_op_q8", "torch_gru", 2.5),
+    ("mohaq_lstm_op_q8", "torch_lstm", 2.5),
+)
 
 
 @dataclass(frozen=True)
@@ -59,20 +84,10 @@ class Config:
     hidden_size: int
     layers: int = 2
     repeats: int = 5
-    # Implementations too slow at this size to time in reasonable time.
-    skip: tuple[str, ...] = ()
 
 
 CONFIGS = (
-    Config(
-        "paper",
-        batch=8,
-        steps=300,
-        input_size=256,
-        hidden_size=550,
-        repeats=5,
-        skip=("mohaq_gru", "mohaq_lstm"),
-    ),  # fmt: skip
+    Config("paper", batch=8, steps=300, input_size=256, hidden_size=550, repeats=5),
     Config("small", batch=8, steps=100, input_size=64, hidden_size=128, repeats=9),
 )
 
@@ -91,19 +106,43 @@ class Stack(nn.Module):
         return x
 
 
+def _quantize(stack: Stack, bits: int, config: Config, device: torch.device) -> Stack:
+    """Calibrates on one utterance, then puts every point at ``bits`` (fixed extras 16)."""
+    with observing(stack), torch.no_grad():
+        utterance = torch.randn(1, config.steps, config.input_size, device=device)
+        stack(utterance, torch.tensor([config.steps]))
+    names = [q.name for layer in stack.layers for q in layer.quant_points()]
+    apply_bit_assignment(stack, BitAssignment(dict.fromkeys(names, bits)), fixed_bits=16)
+    return stack
+
+
 def build(
     config: Config, device: torch.device
 ) -> tuple[dict[str, Callable[[Tensor, Tensor], Tensor]], list[nn.Module]]:
     """Name -> a function of batch-first features and lengths; and every module (for train/eval)."""
     hidden, layers = config.hidden_size, config.layers
-    ours = {
-        "mohaq_sru": Stack(lambda n, name: SRULayer(n, hidden, layer=name), config),
-        "mohaq_gru": Stack(lambda n, name: GRULayer(n, hidden, layer=name), config),
-        "mohaq_lstm": Stack(lambda n, name: LSTMLayer(n, hidden, layer=name), config),
+
+    def stack(make: Callable[[int, str], nn.Module]) -> Stack:
+        return Stack(make, config).to(device)
+
+    sru_mkl = stack(lambda n, name: SRULayer(n, hidden, layer=name))
+    for layer in sru_mkl.layers:
+        layer.product.enabled = False
+    ours: dict[str, nn.Module] = {
+        "mohaq_sru": stack(lambda n, name: SRULayer(n, hidden, layer=name)),
+        "mohaq_sru_mkl": sru_mkl,
+        "mohaq_sru_script": stack(lambda n, name: SRULayer(n, hidden, layer=name, kernel="script")),
     }
-    runs: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-        name: module.to(device) for name, module in ours.items()
-    }
+    for cell, cls in (("gru", GRULayer), ("lstm", LSTMLayer)):
+        ours[f"mohaq_{cell}_layer"] = stack(lambda n, name, cls=cls: cls(n, hidden, layer=name))
+        ours[f"mohaq_{cell}_layer_q16"] = _quantize(
+            stack(lambda n, name, cls=cls: cls(n, hidden, layer=name)), 16, config, device
+        )
+        ours[f"mohaq_{cell}_op_q8"] = _quantize(
+            stack(lambda n, name, cls=cls: cls(n, hidden, layer=name, granularity="operator")),
+            8, config, device,
+        )  # fmt: skip
+    runs: dict[str, Callable[[Tensor, Tensor], Tensor]] = dict(ours.items())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # CUDA-kernel and grad-on-CPU warnings of `sru`
         import sru
@@ -128,18 +167,22 @@ def build(
     return runs, modules
 
 
-def naive_recurrence(u: Tensor, f_in: Tensor, r_in: Tensor, hw: Tensor, v_f: Tensor, v_r: Tensor,
-                     b_f: Tensor, b_r: Tensor) -> Tensor:  # fmt: skip
-    """The SRU recurrence as a per-step autograd loop over ``(D, T, B, H)`` tensors."""
-    c = u.new_zeros(u.shape[0], u.shape[2], u.shape[3])
-    v_f, v_r, b_f, b_r = (p[:, None, :] for p in (v_f, v_r, b_f, b_r))
+def naive_recurrence(u: Tensor, highway: Tensor, v_f: Tensor, v_r: Tensor, b_f: Tensor,
+                     b_r: Tensor) -> Tensor:  # fmt: skip
+    """The SRU recurrence as a per-step autograd loop over ``(B, T, D, 3, H)``, one direction
+    per slice (direction 1 over reversed time)."""
     outputs = []
-    for t in range(u.shape[1]):
-        f = torch.sigmoid(f_in[:, t] + v_f * c + b_f)
-        r = torch.sigmoid(r_in[:, t] + v_r * c + b_r)
-        c = f * c + (1 - f) * u[:, t]
-        outputs.append(r * c + (1 - r) * hw[:, t])
-    return torch.stack(outputs, dim=1)
+    for d in range(u.shape[2]):
+        order = range(u.shape[1]) if d == 0 else range(u.shape[1] - 1, -1, -1)
+        c = u.new_zeros(u.shape[0], u.shape[-1])
+        steps = {}
+        for t in order:
+            f = torch.sigmoid(u[:, t, d, 1] + v_f[d] * c + b_f[d])
+            r = torch.sigmoid(u[:, t, d, 2] + v_r[d] * c + b_r[d])
+            c = f * c + (1 - f) * u[:, t, d, 0]
+            steps[t] = r * c + (1 - r) * highway[:, t, d]
+        outputs.append(torch.stack([steps[t] for t in range(u.shape[1])], dim=1))
+    return torch.stack(outputs, dim=2)
 
 
 def synchronize(device: torch.device) -> None:
@@ -166,10 +209,23 @@ def time_round_robin(
     return median, {name: min(values) for name, values in samples.items()}
 
 
+def _ratios(seconds: dict[str, float]) -> dict[str, float]:
+    return {
+        f"{mine}/{reference}": seconds[mine] / seconds[reference]
+        for mine, reference, _ in TARGETS
+        if mine in seconds and reference in seconds
+    } | {
+        f"mohaq_sru/{name}": seconds["mohaq_sru"] / value
+        for name, value in seconds.items()
+        if "mohaq_sru" in seconds and name.startswith(("mohaq_sru_", "sru_pkg", "torch_"))
+    }
+
+
 def bench_config(config: Config, device: torch.device, skip: set[str]) -> dict[str, object]:
+    load_before = os.getloadavg()[0]
     torch.manual_seed(0)
     runs, modules = build(config, device)
-    runs = {n: run for n, run in runs.items() if n not in skip and n not in config.skip}
+    runs = {n: run for n, run in runs.items() if n not in skip}
     x = torch.randn(config.batch, config.steps, config.input_size, device=device)
     lengths = torch.full((config.batch,), config.steps, dtype=torch.long)
 
@@ -197,76 +253,109 @@ def bench_config(config: Config, device: torch.device, skip: set[str]) -> dict[s
         {n: forward_backward(r) for n, r in runs.items()}, config.repeats, device
     )
 
-    # The recurrence alone, fused vs a per-step autograd loop.
-    d, t, b, h = 2, config.steps, config.batch, config.hidden_size
-    tensors = [torch.randn(d, t, b, h, device=device, requires_grad=True) for _ in range(4)]
-    vectors = [torch.randn(d, h, device=device, requires_grad=True) for _ in range(4)]
-    recurrence, _ = time_round_robin(
-        {
-            "fused": lambda: sru_recurrence(*tensors, *vectors)[0].sum().backward(),
-            "naive": lambda: naive_recurrence(*tensors, *vectors).sum().backward(),
-        },
-        config.repeats,
-        device,
-    )
-    ratios = {
-        "forward": {f"mohaq_sru/{n}": forward["mohaq_sru"] / s for n, s in forward.items()},
-        "forward_backward": {f"mohaq_sru/{n}": both["mohaq_sru"] / s for n, s in both.items()},
-        "recurrence_fused/naive": recurrence["fused"] / recurrence["naive"],
-        "forward_of_minima": {f"mohaq_sru/{n}": forward_min["mohaq_sru"] / s
-                              for n, s in forward_min.items()},
-        "forward_backward_of_minima": {f"mohaq_sru/{n}": both_min["mohaq_sru"] / s
-                                       for n, s in both_min.items()},
-    }  # fmt: skip
+    # The SRU recurrence alone (3 matrices, highway from the input), forward + backward.
+    b, t, h = config.batch, config.steps, config.hidden_size
+    u = torch.randn(b, t, 2, 3, h, device=device, requires_grad=True)
+    highway = torch.randn(b, t, 2 * h, device=device, requires_grad=True)
+    vectors = [torch.randn(2, h, device=device, requires_grad=True) for _ in range(4)]
+
+    def recurrence(kernel: str) -> Callable[[], None]:
+        return lambda: sru_layer_recurrence(
+            u, highway, *vectors, lengths, alpha=1.0, kernel=kernel  # type: ignore[arg-type]
+        )[0].sum().backward()  # fmt: skip
+
+    alone = {"compiled": recurrence("auto"), "torchscript": recurrence("script")}
+    alone["per_step_autograd"] = lambda: naive_recurrence(
+        u, highway.view(b, t, 2, h), *vectors
+    ).sum().backward()  # fmt: skip
+    recurrence_s, _ = time_round_robin(alone, config.repeats, device)
     return {
         "config": asdict(config),
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "forward_s": forward,
         "forward_backward_s": both,
         "forward_min_s": forward_min,
         "forward_backward_min_s": both_min,
-        "recurrence_forward_backward_s": recurrence,
-        "ratios": ratios,
+        "recurrence_forward_backward_s": recurrence_s,
+        "ratios": {
+            "forward": _ratios(forward),
+            "forward_backward": _ratios(both),
+            "forward_of_minima": _ratios(forward_min),
+            "forward_backward_of_minima": _ratios(both_min),
+        },
     }
+
+
+def _mark(value: float, target: float) -> str:
+    return f"{value:.2f} {'ok' if value <= target else 'MISSED'}"
 
 
 def markdown(results: dict[str, object]) -> str:
     lines = [
         "# Recurrent layer speed",
         "",
-        f"Device: {results['device']}; torch {results['torch']}; threads {results['threads']}; "
-        f"{results['machine']}. Median of the repeats, seconds per call; ratio = mohaq_sru / column "
-        "(below 1: ours is faster); the ratio of the minima is less sensitive to other load on the machine. Generated by `benchmarks/bench_recurrence.py`.",
+        f"Device: {results['device']}; torch {results['torch']}; {results['machine']}. "
+        "Medians of the repeats, seconds per call, every implementation timed round-robin in "
+        "the same run; ratios within a run. Generated by `benchmarks/bench_recurrence.py`.",
         "",
+        "## Targets",
+        "",
+        "Ratios of medians; in brackets the ratio of the minima, less sensitive to other load.",
+        "",
+        "| threads | shape | ratio | target | forward | forward+backward |",
+        "|---:|---|---|---:|---:|---:|",
     ]
-    for entry in results["configs"]:  # type: ignore[union-attr]
-        config = entry["config"]
-        lines += [
-            f"## {config['name']}: batch {config['batch']}, T {config['steps']}, input "
-            f"{config['input_size']}, hidden {config['hidden_size']} x 2 directions, "
-            f"{config['layers']} layers, {config['repeats']} repeats",
-            "",
-            "| implementation | forward (s) | ratio | ratio of minima | forward+backward (s) "
-            "| ratio | ratio of minima |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for name, seconds in entry["forward_s"].items():
-            both = entry["forward_backward_s"][name]
-            key, ratios = f"mohaq_sru/{name}", entry["ratios"]
-            lines.append(
-                f"| {name} | {seconds:.4f} | {ratios['forward'][key]:.2f} "
-                f"| {ratios['forward_of_minima'][key]:.2f} | {both:.4f} "
-                f"| {ratios['forward_backward'][key]:.2f} "
-                f"| {ratios['forward_backward_of_minima'][key]:.2f} |"
-            )
-        rec = entry["recurrence_forward_backward_s"]
-        lines += [
-            "",
-            f"SRU recurrence alone, forward+backward: fused {rec['fused']:.4f} s, per-step "
-            f"autograd loop {rec['naive']:.4f} s (ratio "
-            f"{entry['ratios']['recurrence_fused/naive']:.3f}).",
-            "",
-        ]
-    return "\n".join(lines)
+    runs = results["runs"]  # type: ignore[index]
+    for run in runs:  # type: ignore[union-attr]
+        for entry in run["configs"]:
+            ratios = entry["ratios"]
+            for mine, reference, target in TARGETS:
+                key = f"{mine}/{reference}"
+                if key not in ratios["forward"]:
+                    continue
+                cells = [
+                    f"{_mark(ratios[kind][key], target)} ({ratios[kind + '_of_minima'][key]:.2f})"
+                    if key in ratios[kind]
+                    else "-"
+                    for kind in ("forward", "forward_backward")
+                ]
+                lines.append(
+                    f"| {run['threads']} | {entry['config']['name']} | {key} | {target} "
+                    f"| {cells[0]} | {cells[1]} |"
+                )
+    for run in runs:  # type: ignore[union-attr]
+        for entry in run["configs"]:
+            config, load = entry["config"], entry["load_average_1min"]
+            lines += [
+                "",
+                f"## {run['threads']} thread(s), {config['name']}: batch {config['batch']}, "
+                f"T {config['steps']}, input {config['input_size']}, hidden "
+                f"{config['hidden_size']} x 2 directions, {config['layers']} layers, "
+                f"{config['repeats']} repeats; load average {load['before']:.1f} -> "
+                f"{load['after']:.1f}",
+                "",
+                "| implementation | forward (s) | forward+backward (s) |",
+                "|---|---:|---:|",
+            ]
+            for name, seconds in entry["forward_s"].items():
+                both = entry["forward_backward_s"].get(name)
+                lines.append(
+                    f"| {name} | {seconds:.4f} | {f'{both:.4f}' if both is not None else '-'} |"
+                )
+            lines += ["", "| ratio | forward | forward+backward |", "|---|---:|---:|"]
+            for key, value in entry["ratios"]["forward"].items():
+                both = entry["ratios"]["forward_backward"].get(key)
+                lines.append(
+                    f"| {key} | {value:.3f} | {f'{both:.3f}' if both is not None else '-'} |"
+                )
+            rec = entry["recurrence_forward_backward_s"]
+            lines += [
+                "",
+                "SRU recurrence alone, forward+backward: "
+                + ", ".join(f"{name} {seconds:.4f} s" for name, seconds in rec.items())
+                + ".",
+            ]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -274,38 +363,37 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--configs", nargs="*", default=[c.name for c in CONFIGS])
     parser.add_argument("--skip", nargs="*", default=[], help="implementations to leave out")
+    parser.add_argument("--threads", nargs="*", type=int, default=[1, 2],
+                        help="intra-op thread counts to run, one after the other")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument(
-        "--threads", type=int, default=None,
-        help="intra-op threads (default: torch's); 1 is steadier on a shared machine, where a "
-        "multi-threaded kernel stalls whenever another process holds one of its cores",
-    )  # fmt: skip
     args = parser.parse_args()
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if any(threads < 1 for threads in args.threads):
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
     results: dict[str, object] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, "
-        f"load average at start {os.getloadavg()[0]:.1f}",
-        "configs": [],
+        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
+        "runs": [],
     }
-    for config in CONFIGS:
-        if config.name in args.configs:
-            print(f"config {config.name} ...", flush=True)
-            entry = bench_config(config, device, set(args.skip))
-            results["configs"].append(entry)  # type: ignore[union-attr]
-            print(json.dumps(entry["ratios"], indent=1), flush=True)
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        run: dict[str, object] = {"threads": threads, "configs": []}
+        results["runs"].append(run)  # type: ignore[union-attr]
+        for config in CONFIGS:
+            if config.name in args.configs:
+                print(f"{threads} thread(s), {config.name} ...", flush=True)
+                entry = bench_config(config, device, set(args.skip))
+                run["configs"].append(entry)  # type: ignore[union-attr]
+                print(json.dumps(entry["ratios"]["forward"], indent=1), flush=True)
+                print(json.dumps(entry["ratios"]["forward_backward"], indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "recurrence.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "recurrence.md").write_text(markdown(results))
-    print((args.out / "recurrence.md").read_text())
+    suffix = "" if args.device == "cpu" else f"_{args.device}"
+    (args.out / f"recurrence{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"recurrence{suffix}.md").write_text(markdown(results))
+    print((args.out / f"recurrence{suffix}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -64,9 +64,7 @@ class QuantizationAwareTraining(Callback):
                 f"uniform_bits must be in [{MIN_BITS}, {MAX_BITS}], got {uniform_bits}"
             )
         if calibration_utterances < 1:
-            raise ValueError(
-                f"calibration_utterances must be >= 1, got {calibration_utterances}"
-            )
+            raise ValueError(f"calibration_utterances must be >= 1, got {calibration_utterances}")
         self.requested_bits = BitAssignment(dict(bits)) if bits is not None else None
         self.uniform_bits = uniform_bits
         self.fixed_bits = fixed_bits
@@ -105,7 +103,11 @@ class QuantizationAwareTraining(Callback):
     def _quantize(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self.assignment is not None, "setup() resolves the assignment first"
         datamodule = trainer.datamodule
-        if self.calibrate and not self._calibrated and hasattr(datamodule, "optimization_dataloader"):
+        if (
+            self.calibrate
+            and not self._calibrated
+            and hasattr(datamodule, "optimization_dataloader")
+        ):
             # Thresholds come from the float model, as post-training calibration does.
             pl_module.apply_bit_assignment(BitAssignment())
             calibrate_activations(

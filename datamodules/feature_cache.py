@@ -6,6 +6,12 @@ the same folder, fsynced, then moved into place with ``os.replace`` (atomic on
 one file system). A folder without a manifest, or whose manifest does not
 match the files, is incomplete: a run killed mid-way leaves at most stray
 temporary files, which the next run deletes before recomputing.
+
+The manifest holds each split's size and SHA-256. Loading a split verifies its
+content (once per process: a loaded split is kept by its DataModule); a damaged
+one raises :class:`CacheDamagedError`, naming the file, so its owner recomputes
+that split (see ``TIMITDataModule``). A failed write (full disk) raises
+:class:`FeatureCacheError`.
 """
 
 from __future__ import annotations
@@ -22,9 +28,29 @@ from typing import Any, BinaryIO
 
 import torch
 
+from mohaq.datamodules.checksums import file_sha256
+
 MANIFEST = "manifest.json"
-CACHE_FORMAT_VERSION = 1
+#: 2: the manifest holds a SHA-256 per split (caches of format 1 are recomputed once).
+CACHE_FORMAT_VERSION = 2
 _TEMP_PREFIX = ".tmp-"
+
+
+class FeatureCacheError(RuntimeError):
+    """The feature cache cannot be written (full or read-only disk, permissions)."""
+
+
+class CacheDamagedError(FeatureCacheError):
+    """A cached split whose content does not match its manifest.
+
+    Attributes:
+        split: the split.
+        path: its file.
+    """
+
+    def __init__(self, message: str, *, split: str, path: Path) -> None:
+        super().__init__(message)
+        self.split, self.path = split, path
 
 
 def default_cache_root() -> Path:
@@ -139,26 +165,90 @@ class FeatureCache:
             for stray in self.directory.glob(f"{_TEMP_PREFIX}*"):
                 stray.unlink(missing_ok=True)
 
+    def _write(self, path: Path, write: Callable[[BinaryIO], None]) -> None:
+        try:
+            atomic_write(path, write)
+        except OSError as error:
+            raise FeatureCacheError(
+                f"cannot write the feature cache file {path}: {error.strerror or error} (errno "
+                f"{error.errno}); make room, or put the cache on another disk (the DataModule's "
+                "cache_dir, e.g. --data.cache_dir)"
+            ) from error
+
     def save_split(self, split: str, payload: Mapping[str, Any]) -> None:
-        """Writes one split atomically (not trusted until :meth:`commit`)."""
-        atomic_write(self.split_path(split), lambda handle: torch.save(dict(payload), handle))
+        """Writes one split atomically (not trusted until :meth:`commit`).
+
+        Raises:
+            FeatureCacheError: the disk refused it.
+        """
+        self._write(self.split_path(split), lambda handle: torch.save(dict(payload), handle))
 
     def commit(self, splits: Iterable[str], metadata: Mapping[str, Any]) -> None:
-        """Writes the manifest, last: from now on the splits are trusted."""
+        """Writes the manifest, last: from now on the splits are trusted.
+
+        Raises:
+            FeatureCacheError: the disk refused it.
+        """
+        splits = list(splits)
         files = {split: self.split_path(split).stat().st_size for split in splits}
-        manifest = {"format": CACHE_FORMAT_VERSION, "files": files, **metadata}
+        digests = {split: file_sha256(self.split_path(split)) for split in splits}
+        manifest = {"format": CACHE_FORMAT_VERSION, "files": files, "sha256": digests, **metadata}
+        self._write_manifest(manifest)
+
+    def _write_manifest(self, manifest: Mapping[str, Any]) -> None:
         text = json.dumps(manifest, indent=1, sort_keys=True, default=str).encode()
-        atomic_write(self.directory / MANIFEST, lambda handle: handle.write(text))
+        self._write(self.directory / MANIFEST, lambda handle: handle.write(text))
+
+    def replace_split(self, split: str, payload: Mapping[str, Any]) -> None:
+        """Rewrites one split of a complete cache and its manifest entry (a repair).
+
+        Call it under :meth:`lock`.
+        """
+        manifest = self.manifest()
+        if manifest is None:
+            raise FileNotFoundError(f"feature cache {str(self.directory)!r} has no manifest")
+        self.save_split(split, payload)
+        path = self.split_path(split)
+        manifest["files"][split] = path.stat().st_size
+        manifest["sha256"][split] = file_sha256(path)
+        self._write_manifest(manifest)
+
+    def verify_split(self, split: str) -> None:
+        """Checks one split's content against the manifest.
+
+        Raises:
+            CacheDamagedError: naming the file.
+        """
+        path = self.split_path(split)
+        expected = (self.manifest() or {}).get("sha256", {}).get(split)
+        actual = file_sha256(path)
+        if actual != expected:
+            raise CacheDamagedError(
+                f"feature cache file {path} is damaged: its SHA-256 {actual[:12]}... does not "
+                f"match the manifest's {str(expected)[:12]}...",
+                split=split,
+                path=path,
+            )
 
     def load_split(self, split: str) -> dict[str, Any]:
-        """Loads one split of a complete cache.
+        """Loads one split of a complete cache, verified against its checksum.
 
         Raises:
             FileNotFoundError: if the cache is incomplete (``prepare_data`` did not finish).
+            CacheDamagedError: if the file's content does not match the manifest.
         """
         if not self.is_complete([split]):
             raise FileNotFoundError(
                 f"feature cache {str(self.directory)!r} has no complete {split!r} split; "
                 "call prepare_data() first (Lightning's Trainer does)"
             )
-        return torch.load(self.split_path(split), map_location="cpu", weights_only=True)
+        self.verify_split(split)
+        try:
+            return torch.load(self.split_path(split), map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, ValueError, OSError) as error:  # pragma: no cover
+            # A file that matches its checksum but does not load: written by a broken run.
+            raise CacheDamagedError(
+                f"feature cache file {self.split_path(split)} cannot be loaded ({error})",
+                split=split,
+                path=self.split_path(split),
+            ) from error

@@ -12,6 +12,11 @@ only on the arguments, not on the number of worker processes: each speaker is
 made in a fresh process, since espeak's audio depends on what the process
 synthesized before.
 
+``corpus.json`` records the SHA-256 of every file. Generating into a folder
+that already holds the same corpus verifies them (:func:`verify_corpus`), and
+the speakers of damaged or missing files are generated again (a warning names
+the files); so does ``TIMITDataModule`` before it computes features.
+
 Command line::
 
     mohaq-synth-timit --out DIR --speakers N --utterances-per-speaker K --seed S
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -39,11 +45,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 
+from mohaq.datamodules.checksums import checksums, mismatches
 from mohaq.datamodules.phones import PHONES_61
 from mohaq.datamodules.sentences import generate_sentence
 
 if TYPE_CHECKING:
     from mohaq.datamodules.espeak import Espeak
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 MANIFEST = "corpus.json"
@@ -513,6 +522,102 @@ def _wav_count(out: Path) -> int:
     return sum(1 for _ in out.glob("*/DR*/*/*.WAV"))
 
 
+def _corpus_files(out: Path) -> list[Path]:
+    """Every file the generator wrote (temporary files start with a dot)."""
+    return [p for p in sorted(out.glob("*/DR*/*/*.*")) if not p.name.startswith(".")]
+
+
+def _speaker_of(name: str) -> tuple[str, ...]:
+    """``TRAIN/DR1/MABC0/SI1.WAV`` -> ``("TRAIN", "DR1", "MABC0")``."""
+    return tuple(name.split("/")[:3])
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SynthesisError(
+            f"{path} is damaged ({error}); delete its folder and generate the corpus again"
+        ) from error
+    if not isinstance(manifest, dict):
+        raise SynthesisError(f"{path} is damaged; delete its folder and generate the corpus again")
+    return manifest
+
+
+def verify_corpus(out_dir: str | Path, *, workers: int = 0) -> list[str]:
+    """Checks a generated corpus against the checksums in its ``corpus.json``.
+
+    The speakers of damaged or missing files are generated again (the output
+    depends only on the parameters, so they come back byte for byte; if they do
+    not, e.g. with another espeak build, the manifest records the new
+    checksums and says so). A corpus made before checksums existed gets them
+    recorded now, as it is.
+
+    Args:
+        out_dir: the corpus folder.
+        workers: processes for the regeneration (0: one per core).
+
+    Returns:
+        The relative paths that were damaged or missing ([] when intact).
+
+    Raises:
+        SynthesisError: if ``corpus.json`` is missing or damaged, or synthesis fails.
+    """
+    out = Path(out_dir)
+    manifest_path = out / MANIFEST
+    manifest = _read_manifest(manifest_path)
+    recorded = manifest.get("checksums")
+    if recorded is None:
+        manifest["checksums"] = checksums(out, _corpus_files(out))
+        _write_json(manifest_path, manifest)
+        log.info(
+            "synthetic corpus %s: checksums of %d files recorded", out, len(manifest["checksums"])
+        )
+        return []
+    damaged = mismatches(out, recorded)
+    if not damaged:
+        return []
+    speakers = sorted({_speaker_of(name) for name in damaged})
+    log.warning(
+        "synthetic corpus %s: %d file(s) are damaged or missing (%s%s); generating speaker(s) %s "
+        "again",
+        out,
+        len(damaged),
+        ", ".join(damaged[:3]),
+        ", ..." if len(damaged) > 3 else "",
+        ", ".join("/".join(s) for s in speakers),
+    )
+    parameters = manifest["parameters"]
+    specs = speaker_specs(
+        parameters["speakers"], parameters["seed"], parameters["test_speaker_fraction"]
+    )
+    snr_db = tuple(parameters["snr_db"])
+    jobs = [
+        (spec, parameters["utterances_per_speaker"], parameters["seed"], snr_db, str(out))
+        for spec in specs
+        if (spec.part, spec.dialect, spec.speaker_id) in speakers
+    ]
+    if jobs:
+        _run_in_fresh_interpreter(jobs, min(workers or os.cpu_count() or 1, len(jobs)))
+    names = [name for name in recorded if _speaker_of(name) in speakers]
+    fresh = checksums(out, [out / name for name in names if (out / name).is_file()])
+    differ = sorted(name for name in names if fresh.get(name) != recorded[name])
+    if differ:
+        log.warning(
+            "synthetic corpus %s: %d regenerated file(s) differ from their recorded checksums "
+            "(another espeak build?); the manifest now records the new ones",
+            out,
+            len(differ),
+        )
+        recorded.update(fresh)
+        _write_json(manifest_path, manifest)
+    else:
+        log.warning(
+            "synthetic corpus %s: repaired; the regenerated files match their checksums", out
+        )
+    return damaged
+
+
 def _write_json(path: Path, payload: dict) -> None:
     """Writes ``payload`` through a temporary file and an atomic rename."""
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
@@ -542,13 +647,44 @@ def generate_corpus(
     snr_db = (float(snr_db[0]), float(snr_db[1]))
     _validate(speakers, utterances_per_speaker, snr_db, test_speaker_fraction, workers)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SynthesisError(
+            f"{str(out)!r} is a file, not a folder: choose a new or empty folder (or one that "
+            "holds an earlier corpus) as the output"
+        )
+    try:
+        return _generate(out, speakers, utterances_per_speaker, seed, snr_db,
+                         test_speaker_fraction, workers)  # fmt: skip
+    except OSError as error:
+        raise SynthesisError(
+            f"cannot write the corpus into {str(out)!r}: {error.strerror or error} (errno "
+            f"{error.errno}); choose a writable folder with room for it"
+        ) from error
+
+
+def _generate(
+    out: Path,
+    speakers: int,
+    utterances_per_speaker: int,
+    seed: int,
+    snr_db: tuple[float, float],
+    test_speaker_fraction: float,
+    workers: int,
+) -> CorpusSummary:
     parameters = _parameters(speakers, utterances_per_speaker, seed, snr_db, test_speaker_fraction)
     manifest_path, partial_path = out / MANIFEST, out / PARTIAL_MANIFEST
     if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
+        try:
+            manifest = _read_manifest(manifest_path)
+        except SynthesisError:
+            manifest = {}  # our own manifest, damaged: the corpus is generated again
+        if manifest.get("parameters") == parameters and "checksums" in manifest:
+            verify_corpus(out, workers=workers)
+            return CorpusSummary(**manifest["summary"])
         if manifest.get("parameters") == parameters and _wav_count(out) == manifest.get(
             "summary", {}
         ).get("utterances"):
+            verify_corpus(out, workers=workers)  # made before checksums: records them
             return CorpusSummary(**manifest["summary"])
     if manifest_path.is_file() or partial_path.is_file():
         # Our own corpus, with other parameters or left incomplete: replaced.
@@ -575,7 +711,10 @@ def generate_corpus(
         frames=sum(1 + (n - 400) // 160 for n in samples if n >= 400),
         seconds_taken=round(time.perf_counter() - started, 3),
     )
-    _write_json(manifest_path, {"parameters": parameters, "summary": asdict(summary)})
+    files = checksums(out, _corpus_files(out))
+    _write_json(
+        manifest_path, {"parameters": parameters, "summary": asdict(summary), "checksums": files}
+    )
     partial_path.unlink()
     return summary
 

@@ -2,7 +2,10 @@
 
 ``prepare_data`` (once per node) scans the corpus, checks every file, computes
 log-mel features with per-speaker CMVN and frame targets, and caches them.
-``setup`` only loads the cache. Splits: train = TRAIN without SA sentences;
+``setup`` only loads the cache, verifying each split's checksum; a damaged
+split is recomputed (with a warning naming the file). Before features are
+computed from the synthetic corpus, its files are checked against their
+checksums and damaged speakers regenerated. Splits: train = TRAIN without SA sentences;
 dev and test = Kaldi's 50-speaker dev set and 24-speaker core test set on the
 real TIMIT, or a by-speaker split of TEST on any other corpus (see
 :mod:`mohaq.datamodules.speakers`). The optimization set, used by quantization
@@ -31,6 +34,7 @@ from mohaq.datamodules.batching import (
     collate_utterances,
 )
 from mohaq.datamodules.feature_cache import (
+    CacheDamagedError,
     FeatureCache,
     default_cache_root,
     file_lock,
@@ -381,14 +385,30 @@ class TIMITDataModule(pl.LightningDataModule):
             self._cache, self._cache_key = self._cache_for(root, self._splits(root))
         return self._cache
 
+    def _repaired_synthetic_corpus(self, root: Path) -> bool:
+        """Checks the synthetic corpus against its checksums, regenerating damaged
+        speakers; True if any file was rewritten (then the cache key changed)."""
+        if self.corpus_dir is not None:
+            return False  # the user's corpus: no checksums of ours to check against
+        from mohaq.datamodules.synth_timit import verify_corpus  # heavy: espeak
+
+        with file_lock(root.with_name(root.name + ".lock")):
+            return bool(verify_corpus(root))
+
     def prepare_data(self) -> None:
         """Checks the corpus and computes the feature cache, unless it is complete.
 
         Raises:
             CorpusError: for a missing or malformed corpus or file, before any
                 feature is computed.
+            FeatureCacheError: the cache cannot be written (full disk).
         """
         root = self.corpus_root(generate=True)
+        while not self._prepare_cache(root):
+            pass  # the synthetic corpus was repaired: its files, and so the key, changed
+
+    def _prepare_cache(self, root: Path) -> bool:
+        """Computes the cache for the corpus as it is; False if the corpus had to be repaired first."""
         splits = self._splits(root)
         for name in SPLITS:
             if not splits[name]:
@@ -398,7 +418,9 @@ class TIMITDataModule(pl.LightningDataModule):
         with cache.lock():
             manifest = cache.manifest()
             if cache.is_complete(SPLITS) and manifest is not None and manifest.get("key") == key:
-                return
+                return True
+            if self._repaired_synthetic_corpus(root):
+                return False
             every = [u for name in SPLITS for u in splits[name]]
             log.info("checking %d utterances of %s", len(every), root)
             validate_utterances(every, self.feature_config)
@@ -421,6 +443,7 @@ class TIMITDataModule(pl.LightningDataModule):
                 },
             )
             log.info("feature cache written to %s", cache.directory)
+        return True
 
     def setup(self, stage: str | None = None) -> None:
         """Loads the cached splits that ``stage`` needs (no computation).
@@ -431,9 +454,27 @@ class TIMITDataModule(pl.LightningDataModule):
         for name in _STAGE_SPLITS.get(stage, SPLITS):
             self._load(name)
 
+    def _recompute_split(self, name: str, damage: CacheDamagedError) -> dict[str, Any]:
+        """A damaged split, computed again from the corpus and written back."""
+        log.warning("%s; recomputing the %r split", damage, name)
+        cache = self._resolve_cache()
+        root = self.corpus_root()
+        self._repaired_synthetic_corpus(root)
+        with cache.lock():
+            try:
+                cache.verify_split(name)  # another process repaired it meanwhile
+            except CacheDamagedError:
+                utterances = self._splits(root)[name]
+                cache.replace_split(name, compute_split(utterances, self.feature_config))
+                log.warning("feature cache file %s was recomputed", cache.split_path(name))
+        return cache.load_split(name)
+
     def _load(self, name: str) -> UtteranceDataset:
         if name not in self.datasets:
-            payload = self._resolve_cache().load_split(name)
+            try:
+                payload = self._resolve_cache().load_split(name)
+            except CacheDamagedError as damage:
+                payload = self._recompute_split(name, damage)
             self.datasets[name] = UtteranceDataset(
                 payload["features"],
                 payload["targets"],

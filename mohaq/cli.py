@@ -1,22 +1,29 @@
-"""The `mohaq` command: LightningCLI with fit, validate, test, cost and search.
+"""The `mohaq` command: LightningCLI with fit, validate, test, cost, search, beacons and export.
 
 Custom subcommands are methods of a Trainer subclass: LightningCLI builds each
 subcommand's arguments from the method's signature and takes the help text
-from its docstring's first line.
+from its docstring's first line. ``search`` and ``beacons`` take their
+settings from the :class:`~mohaq.search.settings.SearchSettings` and
+:class:`~mohaq.beacons.settings.BeaconSettings` dataclasses, field by field
+(:func:`~mohaq.search.settings.takes_settings`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from mohaq.beacons import BeaconConfigError, BeaconSettings, beacon_search_settings
+from mohaq.callbacks.divergence import DivergenceDetector
 from mohaq.datamodules.timit import TIMITDataModule
 from mohaq.quant.assignment import BitAssignment
+from mohaq.search.lock import ensure_free
+from mohaq.search.settings import SearchSettings, split_settings, takes_settings
 from mohaq.system import AcousticSystem
 
 
@@ -74,25 +81,15 @@ class MohaqTrainer(pl.Trainer):
         print(table)
         return table
 
+    @takes_settings(SearchSettings)
     def search(
         self,
         model: AcousticSystem,
         datamodule: TIMITDataModule,
         checkpoint: str,
-        platform: str = "silago",
-        objectives: list[str] | None = None,
-        constraints: dict[str, float] | None = None,
-        bit_choices: list[int] | None = None,
-        budget: int = 200,
-        algorithm: str = "TwoPointsDE-LHS",
-        seed: int = 0,
-        workers: int = 1,
-        run_dir: str = "runs/search",
         resume: bool = False,
-        batch_size: int = 16,
-        nsga2_population: int = 40,
-        nsga2_offspring: int = 10,
-        platform_overrides: dict[str, Any] | None = None,
+        truncate_damaged: bool = False,
+        **settings: Any,
     ) -> Any:
         """Search per-point precisions for the Pareto front of error and hardware cost.
 
@@ -100,134 +97,171 @@ class MohaqTrainer(pl.Trainer):
             model: the model config; the float weights come from ``checkpoint``.
             datamodule: the data (optimization set for the search, test set for the front).
             checkpoint: the trained float checkpoint.
-            platform: a registered platform name or a platform YAML file.
-            objectives: "error" plus the platform's cost metrics (default: error, speedup).
-            constraints: e.g. {"max_error": 0.24, "max_memory_mb": 2}.
-            bit_choices: precisions to search (default: 2/4/8/16 that the platform allows).
-            budget: distinct evaluations, uniform baselines included.
-            algorithm: the search optimizer: "TwoPointsDE-LHS", "nsga2" (MOHAQ's
-                setting), "RandomSearch" or any nevergrad optimizer name (the name
-                `--optimizer` belongs to LightningCLI's training optimizer).
-            seed: random seed of the optimizer.
-            workers: evaluations in flight; > 1 uses worker processes.
-            run_dir: where evaluations, the front, plots and the summary go.
             resume: continue an interrupted run in ``run_dir``.
-            batch_size: utterances per batch when scoring a candidate.
-            nsga2_population: NSGA-II population (MOHAQ: 40).
-            nsga2_offspring: NSGA-II offspring per generation (MOHAQ: 10).
-            platform_overrides: constants of the platform to override.
+            truncate_damaged: with resume, move a damaged part of the evaluation log
+                aside and evaluate it again (otherwise a damaged log stops the run).
         """
-        from mohaq.search import run_search
+        from mohaq.search import search_model
+        from mohaq.search.run import default_callbacks
 
+        search_settings = SearchSettings(**settings)
+        ensure_free(search_settings.run_dir)  # before the long loading
         _load_for_search(model, datamodule, checkpoint)
-        logger = self.logger if isinstance(self.logger, TensorBoardLogger) else None
-        result = run_search(
+        result = search_model(
+            search_settings,
             system=model,
             datamodule=datamodule,
-            platform=platform,
-            objectives=tuple(objectives or ("error", "speedup")),
-            constraints=constraints,
-            bit_choices=bit_choices,
-            budget=budget,
-            optimizer=algorithm,
-            seed=seed,
-            workers=workers,
-            run_dir=run_dir,
+            checkpoint=checkpoint,
             resume=resume,
-            checkpoint_path=checkpoint,
-            logger=logger,
-            batch_size=batch_size,
-            platform_overrides=platform_overrides,
-            nsga2_population=nsga2_population,
-            nsga2_offspring=nsga2_offspring,
+            callbacks=default_callbacks(tensorboard=self._tensorboard()),
+            truncate_damaged=truncate_damaged,
         )
-        print(f"search report: {Path(run_dir).resolve() / 'summary.md'}")
+        print(f"search report: {Path(search_settings.run_dir).resolve() / 'summary.md'}")
         return result
 
+    @takes_settings(SearchSettings, BeaconSettings, optional=(True, False))
     def beacons(
         self,
         model: AcousticSystem,
         datamodule: TIMITDataModule,
-        checkpoint: str,
-        search_run_dir: str = "runs/search",
-        platform: str = "silago",
-        objectives: list[str] | None = None,
-        constraints: dict[str, float] | None = None,
-        num_beacons: int = 4,
-        distance_threshold: float = 5.0,
-        retrain_epochs: int = 3,
-        retrain_lr: float | None = None,
-        budget: int = 100,
-        devices: int | None = None,
-        promising_max_error: float | None = None,
-        max_new_beacons: int = 2,
-        max_attempts: int = 2,
-        ddp_devices: int = 1,
-        bit_choices: list[int] | None = None,
-        algorithm: str = "TwoPointsDE-LHS",
-        seed: int = 0,
+        checkpoint: str | None = None,
         resume: bool = False,
-        batch_size: int = 16,
-        platform_overrides: dict[str, Any] | None = None,
+        truncate_damaged: bool = False,
+        strict: bool = False,
+        **settings: Any,
     ) -> Any:
         """Refine a search with retrained beacons (MOHAQ's beacon-based stage).
 
-        Args:
-            model: the model config; the float weights come from ``checkpoint``.
-            datamodule: the data of the inference-only search.
-            checkpoint: the trained float checkpoint the beacons are retrained from.
-            search_run_dir: the run directory of the inference-only ``mohaq search``.
-            platform: the search's platform name or YAML file.
-            objectives: the search's objectives (default: error, speedup).
-            constraints: the search's constraints.
-            num_beacons: beacons selected from the inference-only evaluations.
-            distance_threshold: L1 distance in precision levels (2, 4, 8, 16 -> 2..5)
-                within which a candidate is scored with a beacon's weights (MOHAQ: 5-6).
-            retrain_epochs: QAT epochs per beacon (MOHAQ: 20 on TIMIT).
-            retrain_lr: QAT learning rate (default: a tenth of the model's).
-            budget: evaluations of the continued, beacon-aware search.
-            devices: beacons retrained at once, one process each (one per GPU on GPUs).
-            promising_max_error: a candidate above this error never gets a beacon.
-            max_new_beacons: beacons the continued search may add.
-            max_attempts: tries per beacon before it is recorded as failed.
-            ddp_devices: devices of one beacon's DDP retraining (its own process).
-            bit_choices: the search's bit choices.
-            algorithm: the continued search's optimizer.
-            seed: random seed.
-            resume: reuse finished beacons and evaluations after a crash.
-            batch_size: utterances per batch when scoring.
-            platform_overrides: constants of the platform to override.
-        """
-        from mohaq.search.beacon_stage import run_beacon_search
+        The platform, objectives, constraints and bit choices are the search's
+        (read from ``run_dir``); a value given here must agree with them. Other
+        search settings (budget, algorithm, seed, batch_size) set the continued search.
 
+        Args:
+            model: the model config; the float weights come from the search's checkpoint.
+            datamodule: the data of the inference-only search.
+            checkpoint: the float checkpoint (default: the one the search scored).
+            resume: reuse finished beacons and evaluations after a crash; retrain
+                interrupted beacons.
+            truncate_damaged: with resume, move a damaged part of the beacon-aware
+                search's log aside and evaluate it again.
+            strict: fail (non-zero exit) when a beacon was not retrained in the end.
+        """
+        from mohaq.beacons import run_beacon_stage
+        from mohaq.search.run import default_callbacks
+
+        overrides = split_settings(settings, SearchSettings)
+        beacon_settings = BeaconSettings(**split_settings(settings, BeaconSettings))
+        run_dir = overrides.pop("run_dir", None) or SearchSettings.run_dir
+        stored, _ = beacon_search_settings(run_dir, overrides)  # refuse contradictions first
+        ensure_free(run_dir)
+        checkpoint = checkpoint or stored.checkpoint
+        if checkpoint is None:
+            raise BeaconConfigError(
+                f"the search in {run_dir} stored no checkpoint; give --checkpoint"
+            )
         _load_for_search(model, datamodule, checkpoint)
-        result = run_beacon_search(
+        result = run_beacon_stage(
+            run_dir,
+            beacon_settings,
+            search_overrides=overrides,
             system=model,
             datamodule=datamodule,
-            checkpoint_path=checkpoint,
-            search_run_dir=search_run_dir,
-            platform=platform,
-            objectives=tuple(objectives or ("error", "speedup")),
-            constraints=constraints,
-            num_beacons=num_beacons,
-            distance_threshold=distance_threshold,
-            retrain_epochs=retrain_epochs,
-            retrain_lr=retrain_lr,
-            budget=budget,
-            devices=devices,
-            promising_max_error=promising_max_error,
-            max_new_beacons=max_new_beacons,
-            max_attempts=max_attempts,
-            ddp_devices=ddp_devices,
-            bit_choices=bit_choices,
-            optimizer=algorithm,
-            seed=seed,
+            checkpoint=checkpoint,
             resume=resume,
-            batch_size=batch_size,
-            platform_overrides=platform_overrides,
+            callbacks=default_callbacks(tensorboard=self._tensorboard()),
+            truncate_damaged=truncate_damaged,
         )
-        print(f"beacon report: {Path(search_run_dir).resolve()}")
+        print(f"beacon report: {Path(run_dir).resolve() / 'beacon_summary.md'}")
+        failed = result.failed_beacons
+        if failed:
+            from mohaq.beacons.report import beacon_problems
+
+            print(f"WARNING: {len(failed)} of {len(result.beacons)} beacons were not retrained:")
+            for line in beacon_problems(failed):
+                print(f"  - {line}")
+        if strict:
+            result.raise_for_failures()
         return result
+
+    def _tensorboard(self) -> Any:
+        """The Trainer's TensorBoard writer, or None (the search writes its own)."""
+        return self.logger.experiment if isinstance(self.logger, TensorBoardLogger) else None
+
+    # -- integer export and scoring what ships ------------------------------------------
+    def export(
+        self,
+        model: AcousticSystem,
+        datamodule: TIMITDataModule,
+        checkpoint: str,
+        out_dir: str = "exports/model",
+        bits: dict[str, int] | None = None,
+        uniform_bits: int | None = None,
+        run_dir: str | None = None,
+        index: int | None = None,
+        fixed_bits: int = 16,
+        recalibrate: bool = False,
+        onnx: bool = True,
+        rounding: Literal["single", "gemmlowp"] = "single",
+    ) -> Any:
+        """Export a checkpoint at a bit assignment as an integer model (safetensors, ONNX QDQ).
+
+        Args:
+            model: the model config; the weights come from ``checkpoint``.
+            datamodule: the data (its optimization set calibrates the activations).
+            checkpoint: the trained checkpoint (float, QAT or a beacon's).
+            out_dir: where model.safetensors, manifest.json and model.onnx go.
+            bits: point name -> bits, every point.
+            uniform_bits: every point at this precision.
+            run_dir: a search run directory; with ``index``, export that record's bits.
+            index: the record's index in ``run_dir/evaluations.jsonl``.
+            fixed_bits: precision of biases, recurrent vectors and states (MOHAQ: 16).
+            recalibrate: calibrate even when the checkpoint carries calibration.
+            onnx: also write the ONNX QDQ model.
+            rounding: int32 requantization: "single" (one rounding, as the fake
+                quantizer) or "gemmlowp" (high multiply then shift, two roundings).
+        """
+        from mohaq.export.command import run_export
+
+        return run_export(
+            model, datamodule, checkpoint=checkpoint, out_dir=out_dir, bits=bits,
+            uniform_bits=uniform_bits, run_dir=run_dir, index=index, fixed_bits=fixed_bits,
+            recalibrate=recalibrate, onnx=onnx, rounding=rounding,
+        )  # fmt: skip
+
+    def test(
+        self,
+        model: pl.LightningModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | Path | None = None,
+        verbose: bool = True,
+        datamodule: pl.LightningDataModule | None = None,
+        weights_only: bool | None = None,
+        exported: str | None = None,
+        engine: Literal["integer", "onnx"] = "integer",
+        split: Literal["test", "dev", "optimization", "train"] = "test",
+    ) -> Any:
+        """Score the model on the test set, another split, or an exported integer/ONNX model.
+
+        Args:
+            model: the model to score.
+            dataloaders: Lightning's test dataloaders (instead of a DataModule).
+            ckpt_path: checkpoint to load (not with ``exported``).
+            verbose: print the results.
+            datamodule: the data.
+            weights_only: Lightning's checkpoint loading option.
+            exported: an export directory (or its model.safetensors / model.onnx):
+                score what would ship instead of the fake-quantized model.
+            engine: "integer" (integer-only reference inference) or "onnx" (onnxruntime).
+            split: the data split scored: test, dev, optimization or train.
+        """
+        if exported is not None or split != "test":
+            from mohaq.export.scoring import prepare_test
+
+            datamodule = prepare_test(
+                model, datamodule, exported=exported, engine=engine, split=split,
+                ckpt_path=ckpt_path, callbacks=self.callbacks,
+            )  # fmt: skip
+        return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
 
 class MohaqCLI(LightningCLI):
@@ -240,6 +274,7 @@ class MohaqCLI(LightningCLI):
         commands["cost"] = {"model", "datamodule"}
         commands["search"] = {"model", "datamodule"}
         commands["beacons"] = {"model", "datamodule"}
+        commands["export"] = {"model", "datamodule"}
         return commands
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -247,6 +282,9 @@ class MohaqCLI(LightningCLI):
         parser.link_arguments("data.num_features", "model.num_features", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.scoring_map", "model.scoring_map", apply_on="instantiate")
+        # Always on (``--divergence.max_loss_ratio`` tunes it): a diverging fit
+        # stops with TrainingDivergedError before any checkpoint of it is saved.
+        parser.add_lightning_class_args(DivergenceDetector, "divergence")
 
 
 def build_cli(args: Sequence[str] | None = None) -> MohaqCLI:

@@ -85,3 +85,39 @@ class PhoneErrorRate(WordErrorRate):
         pairs = [(h, r) for h, r in zip(hypotheses, references, strict=True) if r]
         if pairs:
             super().update([h for h, _ in pairs], [r for _, r in pairs])
+
+
+def edit_distance(hypothesis: Sequence[str], reference: Sequence[str]) -> int:
+    """Levenshtein distance between two token sequences (substitutions,
+    insertions and deletions cost 1), as WordErrorRate counts errors."""
+    previous = list(range(len(reference) + 1))
+    for i, token in enumerate(hypothesis, start=1):
+        current = [i] + [0] * len(reference)
+        for j, wanted in enumerate(reference, start=1):
+            current[j] = min(
+                previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (token != wanted)
+            )
+        previous = current
+    return previous[-1]
+
+
+def utterance_errors(
+    logits_or_predictions: Tensor, targets: Tensor, scoring_map: Tensor, ignore_index: int
+) -> list[tuple[int, int]]:
+    """``(phone errors, reference phones)`` per utterance of a batch, the terms
+    whose sums over a corpus give :class:`PhoneErrorRate` (utterances with an
+    empty reference are left out, as there)."""
+    predictions = (
+        logits_or_predictions.argmax(dim=-1)
+        if logits_or_predictions.dim() == 3
+        else logits_or_predictions
+    )
+    hypotheses, references = frames_to_phone_strings(
+        predictions.cpu(), targets.cpu(), scoring_map.cpu(), ignore_index
+    )
+    counts = []
+    for hypothesis, reference in zip(hypotheses, references, strict=True):
+        if reference:
+            tokens = reference.split()
+            counts.append((edit_distance(hypothesis.split(), tokens), len(tokens)))
+    return counts

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,8 @@ import torch
 from test_timit_corpus import write_small_corpus
 
 from mohaq.cli import build_cli as main
+from mohaq.search.lock import RunLock
+from mohaq.search.records import ResumeError
 from mohaq.system import BIT_ASSIGNMENT_KEY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,13 +65,17 @@ def test_test_with_the_qat_callback_quantizes_post_training(workdir: Path) -> No
     assert torch.load(checkpoint, weights_only=False)[BIT_ASSIGNMENT_KEY] == {}
 
 
-def test_bad_config_value_is_reported_before_work(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_config_value_is_reported_before_work(
+    workdir: Path, capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(SystemExit):
         main(["fit", *_common(workdir), "--model.cell", "transformer"])
     assert "transformer" in capsys.readouterr().err
 
 
-def test_search_subcommand_writes_the_report_and_rejects_a_mismatched_checkpoint(workdir: Path) -> None:
+def test_search_subcommand_writes_the_report_and_rejects_a_mismatched_checkpoint(
+    workdir: Path,
+) -> None:
     from mohaq.checkpoints import CheckpointMismatchError
 
     main(["fit", *_common(workdir), "--trainer.max_epochs", "1"])
@@ -74,10 +84,123 @@ def test_search_subcommand_writes_the_report_and_rejects_a_mismatched_checkpoint
         "search", *_common(workdir), "--checkpoint", checkpoint, "--platform", "bitfusion-mohaq",
         "--budget", "7", "--run_dir", str(workdir / "search"), "--batch_size", "4",
     ]  # fmt: skip
-    main(search)
+    main([*search, "--algorithm", "NSGA2", "--algorithm.population", "5"])
     for name in ("evaluations.jsonl", "pareto.csv", "pareto.png", "summary.md"):
         assert (workdir / "search" / name).is_file(), name
     assert len((workdir / "search" / "evaluations.jsonl").read_text().splitlines()) == 7
+    stored = json.loads((workdir / "search" / "search_settings.json").read_text())
+    assert stored["settings"]["algorithm"] == {
+        "name": "nsga2",
+        "options": {
+            "population": 5, "offspring": 10, "crossover_probability": 0.9,
+            "crossover_eta": 15.0, "mutation_eta": 20.0,
+        },
+    }  # fmt: skip
+    assert (
+        stored["checkpoint"] == checkpoint and stored["settings"]["platform"] == "bitfusion-mohaq"
+    )
     with pytest.raises(CheckpointMismatchError, match="hidden_size: checkpoint 8, config 12"):
         main([*search, "--model.hidden_size", "12", "--run_dir", str(workdir / "other")])
     assert not (workdir / "other").exists()
+
+
+def test_beacons_subcommand_continues_the_stored_search(
+    workdir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from mohaq.beacons import BeaconsFailedError
+    from mohaq.search import SearchConfigError
+
+    main(["fit", *_common(workdir), "--trainer.max_epochs", "1"])
+    checkpoint = str(workdir / "runs" / "quickstart" / "checkpoints" / "best.ckpt")
+    run_dir = str(workdir / "search")
+    main([
+        "search", *_common(workdir), "--checkpoint", checkpoint, "--platform", "bitfusion-mohaq",
+        "--budget", "6", "--run_dir", run_dir, "--batch_size", "4", "--rescore_test", "false",
+    ])  # fmt: skip
+    beacons = [
+        "beacons", *_common(workdir), "--run_dir", run_dir, "--budget", "6",
+        "--num_beacons", "1", "--retrain_epochs", "1", "--retrain_in_process", "true",
+        "--max_new_beacons", "0", "--accelerator", "cpu", "--rescore_test", "false",
+        "--retrain_trainer_kwargs", "{limit_train_batches: 1, limit_val_batches: 1}",
+    ]  # fmt: skip
+    # A value that contradicts the search is refused before any retraining, naming both.
+    with pytest.raises(
+        SearchConfigError, match="platform: search 'bitfusion-mohaq', given 'silago'"
+    ):
+        main([*beacons, "--platform", "silago"])
+    assert not (workdir / "search" / "beacons").exists()
+    # The checkpoint, platform and objectives come from the search. A retraining
+    # that diverges is a failed attempt; --strict makes a beacon that failed for
+    # good an error, after the reports are written.
+    diverging = [
+        "--retrain_lr", "1e12", "--max_attempts", "1", "--strict", "true",
+        "--retrain_trainer_kwargs", "{limit_train_batches: 2, limit_val_batches: 1}",
+    ]  # fmt: skip
+    with pytest.raises(
+        BeaconsFailedError, match="b000 failed after 1 attempt.*TrainingDivergedError"
+    ):
+        main([*beacons, *diverging])
+    assert "WARNING: 1 of 1 beacons were not retrained" in capsys.readouterr().out
+    summary = (workdir / "search" / "beacon_summary.md").read_text()
+    assert "## Beacons that were not retrained" in summary and "training diverged" in summary
+    search_summary = (workdir / "search" / "beacon_search" / "summary.md").read_text()
+    assert "## Warnings" in search_summary and "beacon b000 failed" in search_summary
+    assert (
+        len((workdir / "search" / "beacon_search" / "evaluations.jsonl").read_text().splitlines())
+        == 6
+    )
+    # A fresh start would mix with the stored stage: refused. Resuming with one
+    # more attempt and a sane rate retrains the beacon.
+    with pytest.raises(ResumeError, match="already holds a beacon stage.*--resume true"):
+        main(beacons)
+    main([*beacons, "--resume", "true", "--max_attempts", "2", "--strict", "true"])
+    summary = (workdir / "search" / "beacon_summary.md").read_text()
+    assert "b000" in summary and "not retrained" not in summary
+
+
+def test_a_diverging_fit_fails_and_saves_no_checkpoint(workdir: Path) -> None:
+    from mohaq.callbacks.divergence import TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError, match="training diverged at epoch 0, step 1"):
+        main(["fit", *_common(workdir), "--trainer.max_epochs", "1", "--model.learning_rate", "1e12"])  # fmt: skip
+    assert not list((workdir / "runs" / "quickstart").rglob("*.ckpt"))
+
+
+def test_a_run_directory_in_use_exits_non_zero_naming_the_holder(tmp_path: Path) -> None:
+    """The `mohaq` console script, in its own process, on a directory this test holds."""
+    run_dir = tmp_path / "search"
+    command = [
+        sys.executable, "-c", "import sys; from mohaq.cli import main; sys.exit(main())",
+        "search", "-c", QUICKSTART, "--checkpoint", "never-loaded.ckpt", "--run_dir", str(run_dir),
+    ]  # fmt: skip
+    with RunLock(run_dir, "mohaq search"):
+        completed = subprocess.run(
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=600
+        )
+    assert completed.returncode != 0
+    assert "RunDirectoryInUseError" in completed.stderr
+    assert f"in use by mohaq search (pid {os.getpid()} on host" in completed.stderr
+
+
+def test_search_options_come_typed_from_the_settings_dataclasses() -> None:
+    from jsonargparse import ArgumentParser
+
+    from mohaq.cli import MohaqTrainer
+    from mohaq.search import NSGA2, SearchSettings, Submitit
+    from mohaq.search.settings import split_settings
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_method_arguments(MohaqTrainer, "search", skip={"model", "datamodule"})
+    config = parser.parse_args([
+        "--checkpoint", "c.ckpt", "--budget", "12", "--constraints", "{max_memory_mb: 2}",
+        "--algorithm", "NSGA2", "--algorithm.population", "20",
+        "--workers", "4", "--executor", "Submitit", "--executor.cluster", "local",
+        "--executor.parameters", "{timeout_min: 5}",
+    ])  # fmt: skip
+    values = parser.instantiate_classes(config).as_dict()
+    settings = SearchSettings(**split_settings(values, SearchSettings))
+    assert settings.algorithm == NSGA2(population=20) and settings.budget == 12
+    assert settings.executor == Submitit(cluster="local", parameters={"timeout_min": 5})
+    assert settings.constraints == {"max_memory_mb": 2.0} and values["checkpoint"] == "c.ckpt"
+    with pytest.raises(Exception, match="budget"):
+        parser.parse_args(["--checkpoint", "c", "--budget", "many"])

@@ -62,7 +62,9 @@ def test_bit_assignment_round_trips_through_a_checkpoint(tmp_path: Path) -> None
     assert restored.bit_assignment == assignment
 
 
-def test_checkpoint_of_another_architecture_is_rejected_with_the_differences(tmp_path: Path) -> None:
+def test_checkpoint_of_another_architecture_is_rejected_with_the_differences(
+    tmp_path: Path,
+) -> None:
     system = tiny_system(hidden_size=16)
     trainer = quiet_trainer(tmp_path, max_steps=1, enable_checkpointing=False)
     trainer.fit(system, datamodule=TinyDataModule())

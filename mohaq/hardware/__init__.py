@@ -1,12 +1,19 @@
 """Hardware cost models: SiLago, Bit Fusion, BISMO, size and BOPs proxies, lookup tables."""
 
 from mohaq.hardware.base import (
+    ConstantError,
     CostModel,
     CostModelError,
     CostReport,
     InfeasibleAssignmentError,
 )
-from mohaq.hardware.platform import PlatformError, load_platform, shipped_platforms
+from mohaq.hardware.platform import (
+    MissingConstantError,
+    PlatformConstantError,
+    PlatformError,
+    load_platform,
+    shipped_platforms,
+)
 from mohaq.hardware.registry import (
     UnknownCostModelError,
     available_cost_models,
@@ -15,10 +22,13 @@ from mohaq.hardware.registry import (
 )
 
 __all__ = [
+    "ConstantError",
     "CostModel",
     "CostModelError",
     "CostReport",
     "InfeasibleAssignmentError",
+    "MissingConstantError",
+    "PlatformConstantError",
     "PlatformError",
     "UnknownCostModelError",
     "available_cost_models",

@@ -23,10 +23,13 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mohaq.quant.assignment import FLOAT_BITS, BitAssignment
 from mohaq.quant.points import QuantPoint, Workload
+
+if TYPE_CHECKING:
+    from mohaq.hardware.constants import Constant
 
 MIB = 2**20
 
@@ -38,6 +41,48 @@ class CostModelError(ValueError):
 class InfeasibleAssignmentError(CostModelError):
     """The platform cannot run the assignment (bits not allowed, float points,
     broken shared precision, missing lookup-table entries)."""
+
+
+class ConstantError(CostModelError):
+    """A platform constant has the wrong type, is out of range, or a table lacks
+    an entry the platform needs.
+
+    Attributes:
+        key: the constant's name (``sram_pj_per_bit``).
+        value: the value received.
+        problem: what is wrong with it (``is negative``).
+        allowed: what the constant accepts.
+        source: where the value came from (a platform file, a cost model name);
+            empty when unknown.
+    """
+
+    def __init__(self, key: str, value: Any, problem: str, allowed: str, source: str = "") -> None:
+        self.key, self.value, self.problem, self.allowed, self.source = (
+            key,
+            value,
+            problem,
+            allowed,
+            source,
+        )
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        return (
+            f"{where}constant {self.key!r} = {self.value!r} {self.problem}; allowed: {self.allowed}"
+        )
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def with_source(self, source: str, cls: type[ConstantError] | None = None) -> ConstantError:
+        """The same error, said of ``source``, as ``cls`` (default: this error's class)."""
+        kind = cls or type(self)
+        error = kind.__new__(kind)
+        error.__dict__.update(vars(self))
+        error.source = source
+        error.args = (error._message(),)
+        return error
 
 
 @dataclass(frozen=True)
@@ -97,12 +142,32 @@ def memory_totals(workload: Workload, assignment: BitAssignment) -> dict[str, fl
     return {"memory_mb": size / MIB, "memory_bytes": float(size)}
 
 
-def mac_weighted_mean(values: Sequence[tuple[int, float]]) -> float:
-    """Mean of ``value`` weighted by ``macs`` over ``(macs, value)`` pairs."""
+def _total_macs(values: Sequence[tuple[int, float]]) -> int:
     total = sum(macs for macs, _ in values)
     if total == 0:
         raise CostModelError("the workload has no matrix products (zero MACs) to cost")
-    return sum(macs * value for macs, value in values) / total
+    return total
+
+
+def mac_weighted_mean(values: Sequence[tuple[int, float]]) -> float:
+    """Mean of ``value`` weighted by ``macs`` over ``(macs, value)`` pairs.
+
+    Over per-layer speedups this is MOHAQ's ``speedup`` (``speedup_mohaq``
+    here): it overstates the time saved whenever layers differ (half the MACs
+    at 4x and half at 1x give 2.5, the hardware runs 1.6x faster).
+    """
+    return sum(macs * value for macs, value in values) / _total_macs(values)
+
+
+def time_ratio_speedup(values: Sequence[tuple[int, float]]) -> float:
+    """Physical speedup from per-layer speedups: time adds up over layers.
+
+    With ``(macs, speedup)`` pairs, where a layer takes ``macs / speedup`` time
+    units against ``macs`` at the baseline: ``sum(macs) / sum(macs / speedup)``,
+    the baseline's total time over the assignment's.
+    """
+    total = _total_macs(values)
+    return total / sum(macs / speed for macs, speed in values)
 
 
 @dataclass
@@ -194,29 +259,31 @@ class CostModel(ABC):
     """Base of the hardware cost models.
 
     Subclasses set the class attributes, take their constants as keyword-only
-    constructor arguments (those are the keys a platform YAML may override) and
-    implement :meth:`metrics`.
+    constructor arguments (those are the keys a platform YAML may override),
+    declare each of them in ``constants`` (type, range, meaning; checked when
+    the model is built) and implement :meth:`metrics`.
 
     Attributes:
         name: the registered name (a platform YAML may rename an instance).
         metric_names: the metrics :meth:`metrics` reports in ``totals``.
         higher_is_better: metric -> True where a search should maximize it.
         units: metric/column -> unit.
+        metric_descriptions: metric -> what it measures, for reports and plots
+            (which ``speedup`` a platform reports, for one).
+        constants: constructor argument -> its
+            :class:`~mohaq.hardware.constants.Constant` (type, range, meaning).
         allowed_bits: precisions the platform runs; None: any (float too).
         shared_layer_precision: weights and input activation share one precision.
         memory_capacity_bytes: weight memory available; None: unbounded.
         baseline_bits: the uniform precision that speedups are measured against.
-        per_channel_weights: the platform applies one weight scale per output
-            channel (post-training quantization may use them; the extra scales
-            count in memory through the workload's fixed-precision values).
-        asymmetric_activations: the platform runs activations with a zero
-            point (an unsigned grid over a skewed range).
     """
 
     name: str = "cost-model"
     metric_names: ClassVar[tuple[str, ...]] = ()
     higher_is_better: ClassVar[Mapping[str, bool]] = {}
     units: ClassVar[Mapping[str, str]] = {}
+    metric_descriptions: ClassVar[Mapping[str, str]] = {}
+    constants: ClassVar[Mapping[str, Constant]] = {}
 
     def __init__(
         self,
@@ -225,28 +292,44 @@ class CostModel(ABC):
         shared_layer_precision: bool = False,
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 16,
-        per_channel_weights: bool = False,
-        asymmetric_activations: bool = False,
     ) -> None:
-        self.per_channel_weights = bool(per_channel_weights)
-        self.asymmetric_activations = bool(asymmetric_activations)
         if allowed_bits is not None:
             allowed_bits = tuple(sorted({int(b) for b in allowed_bits}))
             if not allowed_bits:
-                raise CostModelError(f"{self.name}: allowed_bits must not be empty")
+                raise ConstantError(
+                    "allowed_bits", [], "is empty", "a non-empty list of bit widths"
+                )
         self.allowed_bits: tuple[int, ...] | None = allowed_bits
         self.shared_layer_precision = bool(shared_layer_precision)
         if memory_capacity_bytes is not None and memory_capacity_bytes <= 0:
-            raise CostModelError(
-                f"{self.name}: memory_capacity_bytes must be positive or None, "
-                f"got {memory_capacity_bytes!r}"
+            raise ConstantError(
+                "memory_capacity_bytes",
+                memory_capacity_bytes,
+                "is not positive",
+                "an integer > 0 (bytes), or null for unbounded",
             )
         self.memory_capacity_bytes = memory_capacity_bytes
         if allowed_bits is not None and baseline_bits not in allowed_bits:
-            raise CostModelError(
-                f"{self.name}: baseline_bits {baseline_bits} is not one of allowed_bits {allowed_bits}"
+            raise ConstantError(
+                "baseline_bits",
+                baseline_bits,
+                "is not one of allowed_bits",
+                f"one of allowed_bits {list(allowed_bits)}",
             )
         self.baseline_bits = int(baseline_bits)
+
+    def describe(self, metric: str) -> str:
+        """``metric`` with what it measures, e.g. for a plot's axis label.
+
+        Raises:
+            CostModelError: the model does not report ``metric``.
+        """
+        if metric not in self.metric_names:
+            raise CostModelError(
+                f"{self.name} reports no metric {metric!r}; metrics: {', '.join(self.metric_names)}"
+            )
+        description = self.metric_descriptions.get(metric)
+        return f"{metric} ({description})" if description else metric
 
     # -- what subclasses implement ------------------------------------------------
     @abstractmethod
@@ -320,7 +403,12 @@ class CostModel(ABC):
         rows: list[dict[str, Any]],
         notes: Sequence[str] = (),
     ) -> CostReport:
-        return CostReport(self.name, totals, rows, dict(self.units), list(notes))
+        described = [
+            f"{metric}: {self.metric_descriptions[metric]}"
+            for metric in totals
+            if metric in self.metric_descriptions
+        ]
+        return CostReport(self.name, totals, rows, dict(self.units), [*described, *notes])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

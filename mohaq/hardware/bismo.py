@@ -6,7 +6,13 @@ product one bit-plane pair at a time, so its execute cycles are
 operand's precision (any width runs, unlike Bit Fusion's power-of-two steps).
 Here m = output features, k = input features and n = ``batch`` frames; a
 matrix-vector product (batch 1) uses 1/Dn of the array. Memory traffic is not
-modelled (execute cycles only).
+modelled (execute cycles only). ``speedup`` is the all-baseline model's cycles
+over the assignment's: a physical time ratio.
+
+At 1 x 1 bits the array does 2 x Dm x Dk x Dn binary operations per cycle:
+6.55 TOPS for PYNQ-Z1 (8 x 256 x 8 at 200 MHz) and 15.4 TOPS for Ultra96
+(10 x 256 x 10 at 300 MHz), the peaks BISMO's authors publish (6.5 and 15
+binary TOPS, EECS-NTNU/bismo ``doc/platforms.md``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from mohaq.hardware.base import (
     product_row,
     products,
 )
+from mohaq.hardware.constants import Constant, check_constants, common_constants
 from mohaq.hardware.registry import register_cost_model
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
@@ -42,6 +49,9 @@ class BismoCostModel(CostModel):
         shared_layer_precision: weights and input share one precision.
         memory_capacity_bytes: weight memory (None: unbounded).
         baseline_bits: uniform precision that ``speedup`` compares with (8x8, as HAQ).
+
+    Raises:
+        ConstantError: a constant of the wrong type or sign.
     """
 
     metric_names = ("speedup", "latency_cycles", "latency_s", "memory_mb", "memory_bytes")
@@ -52,6 +62,17 @@ class BismoCostModel(CostModel):
         "memory_mb": "MiB",
         "memory_bytes": "B",
     }
+    metric_descriptions = {"speedup": "physical: cycles at the baseline precision / cycles"}
+    constants = {
+        "dm": Constant("int", "array rows: output features per tile", minimum=0, strict=True),
+        "dk": Constant("int", "dot-product width: input features per tile", minimum=0, strict=True),
+        "dn": Constant("int", "array columns: frames per tile", minimum=0, strict=True),
+        "frequency_hz": Constant("number", "clock, Hz", minimum=0, strict=True),
+        "batch": Constant("int", "frames per product", minimum=0, strict=True),
+        **common_constants(
+            "allowed_bits", "shared_layer_precision", "memory_capacity_bytes", "baseline_bits"
+        ),
+    }
 
     def __init__(
         self,
@@ -61,28 +82,20 @@ class BismoCostModel(CostModel):
         dn: int = 8,
         frequency_hz: float = 200e6,
         batch: int = 1,
-        allowed_bits: Sequence[int] | None = tuple(range(1, 17)),
+        allowed_bits: Sequence[int] = tuple(range(1, 17)),
         shared_layer_precision: bool = False,
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 8,
     ) -> None:
-        for key, value in (
-            ("dm", dm),
-            ("dk", dk),
-            ("dn", dn),
-            ("frequency_hz", frequency_hz),
-            ("batch", batch),
-        ):
-            if value <= 0:
-                raise CostModelError(f"bismo: {key} must be positive, got {value!r}")
-        self.dm, self.dk, self.dn = int(dm), int(dk), int(dn)
-        self.frequency_hz = float(frequency_hz)
-        self.batch = int(batch)
+        c = check_constants(self.constants, locals())
+        self.dm, self.dk, self.dn = c["dm"], c["dk"], c["dn"]
+        self.frequency_hz: float = c["frequency_hz"]
+        self.batch: int = c["batch"]
         super().__init__(
-            allowed_bits=allowed_bits,
-            shared_layer_precision=shared_layer_precision,
-            memory_capacity_bytes=memory_capacity_bytes,
-            baseline_bits=baseline_bits,
+            allowed_bits=c["allowed_bits"],
+            shared_layer_precision=c["shared_layer_precision"],
+            memory_capacity_bytes=c["memory_capacity_bytes"],
+            baseline_bits=c["baseline_bits"],
         )
 
     def cycles(self, product: Product) -> int:

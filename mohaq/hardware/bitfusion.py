@@ -2,32 +2,37 @@
 
 ``bitfusion-mohaq`` is the MOHAQ code's model: a layer's speedup over 16x16
 bits depends only on weight bits x activation bits (256 -> 1, 128 -> 2,
-64 -> 4, 32 -> 8, 16 -> 16, 8 -> 32, <= 4 -> 64), MAC-weighted over layers. It
-prices compute alone, as if weights were always on chip.
+64 -> 4, 32 -> 8, 16 -> 16, 8 -> 32, <= 4 -> 64). It prices compute alone, as
+if weights were always on chip. ``speedup`` is the physical time ratio over
+layers, ``sum(MACs) / sum(MACs / layer speedup)``; ``speedup_mohaq`` is the
+MAC-weighted mean of the layer speedups, as the MOHAQ code computes it.
 
 ``bitfusion`` models the accelerator: a 16 x 32 array of fusion units (2-bit
 BitBricks) at 500 MHz with weight/input/output buffers and a 192-bit/cycle DRAM
 interface. Per matrix product of B frames (B = ``batch``: frames that share one
-fetch of the weights; 1 for a recurrent layer, whose next input depends on its
-output):
+pass over the weights; 1 for a recurrent layer, whose next input depends on its
+output), :mod:`mohaq.hardware.bitfusion_tiling` picks the loop order and tiling
+with the fewest cycles for the configured buffers, as Bit Fusion's simulator
+does, and gives:
 
-- compute cycles = B x ceil(OC / 32) x ceil(IC / (16 x pf)) x passes, with
-  pf = floor(8 / max(a, 2)) x floor(8 / max(w, 2)) for operands up to 8 bits.
-  A 16-bit operand is run as two 8-bit halves (temporal decomposition, as the
-  paper's fused 16-bit mode costs): passes = 2 per 16-bit operand, so 16x16
-  takes 4 passes of 8x8 (pf 1/4) and 16x8 two. Bits 9 to 15 cost as 16.
-- DRAM bits: weights IC x OC x w once per batch; inputs B x IC x a (again for
-  every output tile when they do not fit in half the input buffer); outputs
-  B x OC x 32; partial sums 2 x 32 bits per output and extra input-dimension
-  tile when one output column's weights do not fit in half the weight buffer.
-- latency = max(compute, DRAM - first load - last store) + first load + last
-  store: transfers other than the first tile in and the last tile out overlap
-  compute (double buffering), so a product is bound by the slower of the two.
-- energy = compute (non-stalled) cycles x array energy per cycle + SRAM bits x
-  per-bit energies + DRAM bits x 15 pJ. SRAM traffic: every DRAM bit is written
-  to (or read from) its buffer; each MAC reads its weight; inputs are read once
-  per 32-column output group; each compute cycle updates 32 partial sums of 32
-  bits (a read and a write).
+- compute cycles = B x column groups x input steps x passes, with
+  pf = floor(8 / max(a, 2)) x floor(8 / max(w, 2)) products per fusion unit per
+  cycle for operands up to 8 bits, an input step being ``rows x pf`` inputs and
+  a column group ``columns`` outputs. A 16-bit operand is run as two 8-bit
+  halves (temporal decomposition, as the paper's fused 16-bit mode costs):
+  passes = 2 per 16-bit operand, so 16x16 takes 4 passes of 8x8. Bits 9 to 15
+  cost as 16;
+- DRAM traffic of weights, inputs and outputs for that tiling, and latency =
+  compute + DRAM stalls + the first load and the last store;
+- energy = compute cycles x array energy per cycle + SRAM bits x per-bit
+  energies + DRAM bits x 15 pJ. SRAM traffic: every DRAM bit is written to (or
+  read from) its buffer; each MAC reads its weight; inputs are read once per
+  column group (a row broadcasts them to its columns); each output is read and
+  written once per input tile (the columns accumulate within a tile).
+
+``speedup`` is the all-16x16 model's cycles over the assignment's: a physical
+time ratio. ``benchmarks/validate_bitfusion.py`` compares the cycles with the
+simulator's, layer by layer (``benchmarks/results/bitfusion_validation.md``).
 
 At batch 1 a recurrent layer is bound by weight traffic: its latency and
 energy follow the weight bits, not the pf of the fused multipliers.
@@ -35,12 +40,12 @@ energy follow the weight bits, not the pf of the fused multipliers.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mohaq.hardware.base import (
+    ConstantError,
     CostModel,
     CostModelError,
     CostReport,
@@ -49,7 +54,10 @@ from mohaq.hardware.base import (
     memory_totals,
     product_row,
     products,
+    time_ratio_speedup,
 )
+from mohaq.hardware.bitfusion_tiling import ArraySpec, LayerShape, Schedule, best_schedule
+from mohaq.hardware.constants import Constant, check_constants, common_constants
 from mohaq.hardware.registry import register_cost_model
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
@@ -66,62 +74,90 @@ MOHAQ_BITFUSION_SPEEDUP: dict[int, float] = {
 }
 
 
+_COMMON = common_constants(
+    "allowed_bits", "shared_layer_precision", "memory_capacity_bytes", "baseline_bits"
+)
+
+
 @register_cost_model("bitfusion-mohaq")
 class BitFusionMohaqCostModel(CostModel):
     """Bit Fusion as in the MOHAQ code: speedup from a weight x activation bits table.
 
     Args:
-        speedup_per_bit_product: w x a bits -> speedup over 16x16; a product
-            below the smallest key takes the smallest key's speedup.
+        speedup_per_bit_product: w x a bits -> speedup over 16x16 (> 0); a
+            product below the smallest key takes the smallest key's speedup
+            (MOHAQ: "4 or less -> 64").
         allowed_bits: precisions of each operand (2/4/8/16).
         shared_layer_precision: weights and input share one precision.
         memory_capacity_bytes: weight memory (None: unbounded).
         baseline_bits: uniform precision of speedup 1.
-        per_channel_weights, asymmetric_activations: grids the platform runs
-            (see :class:`~mohaq.hardware.base.CostModel`); the table prices
-            compute only, so neither changes the speedup.
+
+    Raises:
+        ConstantError: a constant of the wrong type or sign, or a table
+            without a speedup for a product the allowed bits can form.
     """
 
-    metric_names = ("speedup", "memory_mb", "memory_bytes")
-    higher_is_better = {"speedup": True}
+    metric_names = ("speedup", "speedup_mohaq", "memory_mb", "memory_bytes")
+    higher_is_better = {"speedup": True, "speedup_mohaq": True}
     units = {"memory_mb": "MiB", "memory_bytes": "B"}
+    metric_descriptions = {
+        "speedup": "physical: total time at the baseline precision / total time",
+        "speedup_mohaq": "MOHAQ's MAC-weighted mean of the per-layer speedups",
+    }
+    constants = {
+        "speedup_per_bit_product": Constant(
+            "bits_table",
+            "weight bits x activation bits -> layer speedup over 16x16",
+            minimum=0,
+            strict=True,
+        ),
+        **_COMMON,
+    }
 
     def __init__(
         self,
         *,
-        speedup_per_bit_product: Mapping[int, float] | None = None,
-        allowed_bits: Sequence[int] | None = (2, 4, 8, 16),
+        speedup_per_bit_product: Mapping[int, float] = MOHAQ_BITFUSION_SPEEDUP,
+        allowed_bits: Sequence[int] = (2, 4, 8, 16),
         shared_layer_precision: bool = False,
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 16,
-        per_channel_weights: bool = False,
-        asymmetric_activations: bool = False,
     ) -> None:
-        table = speedup_per_bit_product or MOHAQ_BITFUSION_SPEEDUP
-        self.speedup_per_bit_product = {int(k): float(v) for k, v in table.items()}
+        c = check_constants(self.constants, locals())
+        self.speedup_per_bit_product: dict[int, float] = c["speedup_per_bit_product"]
         super().__init__(
-            allowed_bits=allowed_bits,
-            shared_layer_precision=shared_layer_precision,
-            memory_capacity_bytes=memory_capacity_bytes,
-            baseline_bits=baseline_bits,
-            per_channel_weights=per_channel_weights,
-            asymmetric_activations=asymmetric_activations,
+            allowed_bits=c["allowed_bits"],
+            shared_layer_precision=c["shared_layer_precision"],
+            memory_capacity_bytes=c["memory_capacity_bytes"],
+            baseline_bits=c["baseline_bits"],
         )
-        # Every product the allowed bits can form must be in the table (or below it).
-        for w in self.allowed_bits or ():
-            for a in self.allowed_bits or ():
-                self._speedup(w * a)
+        allowed = self.allowed_bits or ()
+        uncovered = sorted({w * a for w in allowed for a in allowed if self._lookup(w * a) is None})
+        if uncovered:
+            raise ConstantError(
+                "speedup_per_bit_product",
+                self.speedup_per_bit_product,
+                f"has no speedup for weight x activation bits {uncovered}",
+                f"an entry for every product of allowed_bits {list(allowed)} that is not "
+                f"below the smallest key",
+            )
 
-    def _speedup(self, bit_product: int) -> float:
+    def _lookup(self, bit_product: int) -> float | None:
         if bit_product in self.speedup_per_bit_product:
             return self.speedup_per_bit_product[bit_product]
         smallest = min(self.speedup_per_bit_product)
         if bit_product < smallest:
             return self.speedup_per_bit_product[smallest]
-        raise CostModelError(
-            f"{self.name}: no speedup for weight x activation bits = {bit_product}; "
-            f"table keys: {sorted(self.speedup_per_bit_product)}"
-        )
+        return None
+
+    def _speedup(self, bit_product: int) -> float:
+        speed = self._lookup(bit_product)
+        if speed is None:
+            raise CostModelError(
+                f"{self.name}: no speedup for weight x activation bits = {bit_product}; "
+                f"table keys: {sorted(self.speedup_per_bit_product)}"
+            )
+        return speed
 
     def metrics(self, workload: Workload, assignment: BitAssignment) -> CostReport:
         self.require_runnable(workload, assignment)
@@ -138,9 +174,13 @@ class BitFusionMohaqCostModel(CostModel):
                     "memory_bytes": product.point.params * product.weight_bits / 8,
                 }
             )
-        totals = {"speedup": mac_weighted_mean(speeds), **memory_totals(workload, assignment)}
+        totals = {
+            "speedup": time_ratio_speedup(speeds),
+            "speedup_mohaq": mac_weighted_mean(speeds),
+            **memory_totals(workload, assignment),
+        }
         notes = [
-            f"speedup over all points at {self.baseline_bits}x{self.baseline_bits} bits, "
+            f"speedups over all points at {self.baseline_bits}x{self.baseline_bits} bits, "
             "compute only (MOHAQ's table; weights assumed on chip)"
         ]
         return self._report(totals, rows, notes)
@@ -148,18 +188,25 @@ class BitFusionMohaqCostModel(CostModel):
 
 @dataclass(frozen=True)
 class BitFusionLayerCost:
-    """Cycles and traffic of one product for one batch of frames."""
+    """Cycles, traffic and energy of one product for one batch of frames.
 
+    Attributes:
+        schedule: the loop order and tiling chosen, with its cycles and traffic.
+        compute_cycles: cycles the array computes.
+        dram_bits: bits moved to and from DRAM.
+        dram_cycles: those bits over the DRAM interface width.
+        latency_cycles: compute plus DRAM stalls, first load and last store.
+        compute_pj, sram_pj, dram_pj: the energy's parts.
+    """
+
+    schedule: Schedule
     compute_cycles: int
     dram_bits: int
     dram_cycles: int
-    first_load_cycles: int
-    last_store_cycles: int
     latency_cycles: int
-    sram_pj: float
     compute_pj: float
+    sram_pj: float
     dram_pj: float
-    weight_dram_bits: int
 
     @property
     def energy_pj(self) -> float:
@@ -179,9 +226,17 @@ def _operand(bits: int) -> tuple[int, int]:
     raise CostModelError(f"bitfusion: {bits}-bit operands are not supported (at most 16)")
 
 
+def _positive_int(doc: str) -> Constant:
+    return Constant("int", doc, minimum=0, strict=True)
+
+
+def _pj_per_bit(doc: str) -> Constant:
+    return Constant("number", f"{doc}, pJ per bit", minimum=0)
+
+
 @register_cost_model("bitfusion")
 class BitFusionCostModel(CostModel):
-    """Analytic Bit Fusion: cycles, DRAM traffic, latency and energy per frame.
+    """Analytic Bit Fusion: best tiling per layer; cycles, DRAM traffic, latency, energy.
 
     Args:
         rows: fusion-unit rows (input dimension), 16.
@@ -191,8 +246,8 @@ class BitFusionCostModel(CostModel):
         input_buffer_bytes: 32 KiB.
         output_buffer_bytes: 16 KiB.
         dram_bits_per_cycle: 192.
-        batch: frames per weight fetch (1: a recurrent layer at batch 1).
-        accumulator_bits: width of outputs and partial sums in DRAM, 32.
+        batch: frames per pass over the weights (1: a recurrent layer at batch 1).
+        accumulator_bits: width of outputs and partial sums, 32.
         array_pj_per_cycle: energy of one cycle of the whole array, 235.104 pJ.
         dram_pj_per_bit: 15 pJ.
         weight_read_pj_per_bit, weight_write_pj_per_bit,
@@ -203,6 +258,10 @@ class BitFusionCostModel(CostModel):
         memory_capacity_bytes: weight memory in DRAM (None: unbounded).
         baseline_bits: uniform precision that ``speedup`` and
             ``energy_saving`` compare with (16: 16x16, like MOHAQ's table).
+
+    Raises:
+        ConstantError: a constant of the wrong type or sign, or an allowed bit
+            width above 16.
     """
 
     metric_names = (
@@ -211,6 +270,7 @@ class BitFusionCostModel(CostModel):
         "latency_s",
         "energy",
         "energy_saving",
+        "dram_bits",
         "memory_mb",
         "memory_bytes",
     )
@@ -219,8 +279,35 @@ class BitFusionCostModel(CostModel):
         "latency_cycles": "cycles/frame",
         "latency_s": "s/frame",
         "energy": "pJ/frame",
+        "dram_bits": "bits/frame",
         "memory_mb": "MiB",
         "memory_bytes": "B",
+    }
+    metric_descriptions = {
+        "speedup": "physical: cycles at the baseline precision / cycles",
+        "energy_saving": "energy at the baseline precision / energy",
+    }
+    constants = {
+        "rows": _positive_int("fusion-unit rows"),
+        "columns": _positive_int("fusion-unit columns"),
+        "frequency_hz": Constant("number", "clock, Hz", minimum=0, strict=True),
+        "weight_buffer_bytes": _positive_int("weight buffer, bytes"),
+        "input_buffer_bytes": _positive_int("input buffer, bytes"),
+        "output_buffer_bytes": _positive_int("output buffer, bytes"),
+        "dram_bits_per_cycle": _positive_int("DRAM interface, bits per cycle"),
+        "batch": _positive_int("frames per pass over the weights"),
+        "accumulator_bits": _positive_int("width of outputs and partial sums, bits"),
+        "array_pj_per_cycle": Constant(
+            "number", "energy of one cycle of the whole array, pJ", minimum=0, strict=True
+        ),
+        "dram_pj_per_bit": _pj_per_bit("DRAM access energy"),
+        "weight_read_pj_per_bit": _pj_per_bit("weight buffer read energy"),
+        "weight_write_pj_per_bit": _pj_per_bit("weight buffer write energy"),
+        "input_read_pj_per_bit": _pj_per_bit("input buffer read energy"),
+        "input_write_pj_per_bit": _pj_per_bit("input buffer write energy"),
+        "output_read_pj_per_bit": _pj_per_bit("output buffer read energy"),
+        "output_write_pj_per_bit": _pj_per_bit("output buffer write energy"),
+        **_COMMON,
     }
 
     def __init__(
@@ -243,49 +330,58 @@ class BitFusionCostModel(CostModel):
         input_write_pj_per_bit: float = 0.114,
         output_read_pj_per_bit: float = 0.033,
         output_write_pj_per_bit: float = 0.073,
-        allowed_bits: Sequence[int] | None = (2, 4, 8, 16),
+        allowed_bits: Sequence[int] = (2, 4, 8, 16),
         shared_layer_precision: bool = False,
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 16,
     ) -> None:
-        for key, value in (
-            ("rows", rows),
-            ("columns", columns),
-            ("frequency_hz", frequency_hz),
-            ("weight_buffer_bytes", weight_buffer_bytes),
-            ("input_buffer_bytes", input_buffer_bytes),
-            ("output_buffer_bytes", output_buffer_bytes),
-            ("dram_bits_per_cycle", dram_bits_per_cycle),
-            ("batch", batch),
-            ("accumulator_bits", accumulator_bits),
-        ):
-            if value <= 0:
-                raise CostModelError(f"bitfusion: {key} must be positive, got {value!r}")
-        self.rows = int(rows)
-        self.columns = int(columns)
-        self.frequency_hz = float(frequency_hz)
-        self.weight_buffer_bytes = int(weight_buffer_bytes)
-        self.input_buffer_bytes = int(input_buffer_bytes)
-        self.output_buffer_bytes = int(output_buffer_bytes)
-        self.dram_bits_per_cycle = int(dram_bits_per_cycle)
-        self.batch = int(batch)
-        self.accumulator_bits = int(accumulator_bits)
-        self.array_pj_per_cycle = float(array_pj_per_cycle)
-        self.dram_pj_per_bit = float(dram_pj_per_bit)
-        self.weight_read_pj_per_bit = float(weight_read_pj_per_bit)
-        self.weight_write_pj_per_bit = float(weight_write_pj_per_bit)
-        self.input_read_pj_per_bit = float(input_read_pj_per_bit)
-        self.input_write_pj_per_bit = float(input_write_pj_per_bit)
-        self.output_read_pj_per_bit = float(output_read_pj_per_bit)
-        self.output_write_pj_per_bit = float(output_write_pj_per_bit)
+        c = check_constants(self.constants, locals())
+        self.rows: int = c["rows"]
+        self.columns: int = c["columns"]
+        self.frequency_hz: float = c["frequency_hz"]
+        self.weight_buffer_bytes: int = c["weight_buffer_bytes"]
+        self.input_buffer_bytes: int = c["input_buffer_bytes"]
+        self.output_buffer_bytes: int = c["output_buffer_bytes"]
+        self.dram_bits_per_cycle: int = c["dram_bits_per_cycle"]
+        self.batch: int = c["batch"]
+        self.accumulator_bits: int = c["accumulator_bits"]
+        self.array_pj_per_cycle: float = c["array_pj_per_cycle"]
+        self.dram_pj_per_bit: float = c["dram_pj_per_bit"]
+        self.weight_read_pj_per_bit: float = c["weight_read_pj_per_bit"]
+        self.weight_write_pj_per_bit: float = c["weight_write_pj_per_bit"]
+        self.input_read_pj_per_bit: float = c["input_read_pj_per_bit"]
+        self.input_write_pj_per_bit: float = c["input_write_pj_per_bit"]
+        self.output_read_pj_per_bit: float = c["output_read_pj_per_bit"]
+        self.output_write_pj_per_bit: float = c["output_write_pj_per_bit"]
+        too_wide = [b for b in c["allowed_bits"] if b > 16]
+        if too_wide:
+            raise ConstantError(
+                "allowed_bits",
+                list(c["allowed_bits"]),
+                f"holds {too_wide}, wider than 16 bits",
+                "bit widths 1 to 16 (2/4/8 native, 16 as two 8-bit passes)",
+            )
         super().__init__(
-            allowed_bits=allowed_bits,
-            shared_layer_precision=shared_layer_precision,
-            memory_capacity_bytes=memory_capacity_bytes,
-            baseline_bits=baseline_bits,
+            allowed_bits=c["allowed_bits"],
+            shared_layer_precision=c["shared_layer_precision"],
+            memory_capacity_bytes=c["memory_capacity_bytes"],
+            baseline_bits=c["baseline_bits"],
         )
-        for bits in self.allowed_bits or ():
-            _operand(bits)
+        # (in, out, weight bits, activation bits, batch) -> best schedule; the
+        # search prices the same few shapes at the same few precisions again and again.
+        self._schedules: dict[tuple[int, int, int, int, int], Schedule] = {}
+
+    def array(self) -> ArraySpec:
+        """The array and buffers (usable halves) the tiling must fit."""
+        return ArraySpec(
+            rows=self.rows,
+            columns=self.columns,
+            weight_buffer_bits=self.weight_buffer_bytes * 8 // 2,
+            input_buffer_bits=self.input_buffer_bytes * 8 // 2,
+            output_buffer_bits=self.output_buffer_bytes * 8 // 2,
+            dram_bits_per_cycle=self.dram_bits_per_cycle,
+            accumulator_bits=self.accumulator_bits,
+        )
 
     def parallelism(self, weight_bits: int, activation_bits: int) -> float:
         """Products per fusion unit per cycle (pf); 1/4 for 16x16."""
@@ -293,8 +389,12 @@ class BitFusionCostModel(CostModel):
         a, a_passes = _operand(activation_bits)
         return (8 // a) * (8 // w) / (w_passes * a_passes)
 
-    def layer_cost(self, product: Product, batch: int | None = None) -> BitFusionLayerCost:
-        """Cycles, traffic and energy of ``product`` for one batch of frames."""
+    def schedule(self, product: Product, batch: int | None = None) -> Schedule:
+        """The best loop order and tiling of ``product`` for one batch of frames.
+
+        Raises:
+            CostModelError: the product has no shape, or no tiling fits the buffers.
+        """
         b = self.batch if batch is None else batch
         w, a = product.weight_bits, product.activation_bits
         ic, oc = product.point.in_features, product.point.out_features
@@ -303,56 +403,49 @@ class BitFusionCostModel(CostModel):
                 f"{self.name}: weight point {product.point.name!r} needs in_features and "
                 "out_features to be costed"
             )
-        w_run, w_passes = _operand(w)
-        a_run, a_passes = _operand(a)
-        pf_native = (8 // a_run) * (8 // w_run)
-        k_steps = math.ceil(ic / (self.rows * pf_native))
-        compute = b * math.ceil(oc / self.columns) * k_steps * w_passes * a_passes
+        key = (ic, oc, w, a, b)
+        if key not in self._schedules:
+            w_run, w_passes = _operand(w)
+            a_run, a_passes = _operand(a)
+            shape = LayerShape(
+                in_features=ic,
+                out_features=oc,
+                batch=b,
+                weight_bits=w,
+                activation_bits=a,
+                pf=(8 // a_run) * (8 // w_run),
+                passes=w_passes * a_passes,
+            )
+            try:
+                self._schedules[key] = best_schedule(self.array(), shape)
+            except ValueError as exc:
+                raise CostModelError(f"{self.name}: {exc}") from exc
+        return self._schedules[key]
 
-        half_w = self.weight_buffer_bytes * 8 // 2
-        half_in = self.input_buffer_bytes * 8 // 2
-        half_out = self.output_buffer_bytes * 8 // 2
-        weight_bits = ic * oc * w
-        column_bits = ic * w
-        if column_bits <= half_w:
-            k_tiles = 1
-            oc_tiles = math.ceil(oc / (half_w // column_bits))
-        else:
-            k_tiles = math.ceil(column_bits / half_w)
-            oc_tiles = oc
-        input_bits = b * ic * a
-        input_reads = 1 if input_bits <= half_in else oc_tiles
-        output_bits = b * oc * self.accumulator_bits
-        psum_bits = 2 * (k_tiles - 1) * output_bits
-        dram_bits = weight_bits + input_bits * input_reads + output_bits + psum_bits
-        dram_cycles = math.ceil(dram_bits / self.dram_bits_per_cycle)
-        first_load = math.ceil(
-            (min(weight_bits, half_w) + min(input_bits, half_in)) / self.dram_bits_per_cycle
-        )
-        last_store = math.ceil(min(output_bits, half_out) / self.dram_bits_per_cycle)
-        overlapped = max(0, dram_cycles - first_load - last_store)
-        latency = max(compute, overlapped) + first_load + last_store
-
-        psum_updates = compute * self.columns * self.accumulator_bits
+    def layer_cost(self, product: Product, batch: int | None = None) -> BitFusionLayerCost:
+        """Cycles, traffic and energy of ``product`` for one batch of frames."""
+        b = self.batch if batch is None else batch
+        s = self.schedule(product, b)
+        w, a = product.weight_bits, product.activation_bits
+        ic, oc = product.point.in_features, product.point.out_features
+        psum_bits = b * s.column_groups * self.columns * self.accumulator_bits * s.in_tile_count
         sram_pj = (
-            weight_bits * self.weight_write_pj_per_bit
+            s.weight_dram_bits * self.weight_write_pj_per_bit
             + b * ic * oc * w * self.weight_read_pj_per_bit
-            + input_bits * input_reads * self.input_write_pj_per_bit
-            + input_bits * math.ceil(oc / self.columns) * self.input_read_pj_per_bit
-            + psum_updates * (self.output_read_pj_per_bit + self.output_write_pj_per_bit)
-            + output_bits * self.output_read_pj_per_bit
+            + s.input_dram_bits * self.input_write_pj_per_bit
+            + b * ic * a * s.column_groups * self.input_read_pj_per_bit
+            + (s.output_load_bits + psum_bits) * self.output_write_pj_per_bit
+            + (s.output_store_bits + psum_bits) * self.output_read_pj_per_bit
         )
         return BitFusionLayerCost(
-            compute_cycles=compute,
-            dram_bits=dram_bits,
-            dram_cycles=dram_cycles,
-            first_load_cycles=first_load,
-            last_store_cycles=last_store,
-            latency_cycles=latency,
+            schedule=s,
+            compute_cycles=s.compute_cycles,
+            dram_bits=s.dram_bits,
+            dram_cycles=s.dram_cycles(self.dram_bits_per_cycle),
+            latency_cycles=s.latency_cycles,
+            compute_pj=s.compute_cycles * self.array_pj_per_cycle,
             sram_pj=sram_pj,
-            compute_pj=compute * self.array_pj_per_cycle,
-            dram_pj=dram_bits * self.dram_pj_per_bit,
-            weight_dram_bits=weight_bits,
+            dram_pj=s.dram_bits * self.dram_pj_per_bit,
         )
 
     def _totals(
@@ -374,7 +467,9 @@ class BitFusionCostModel(CostModel):
                 {
                     **product_row(product),
                     "pf": self.parallelism(product.weight_bits, product.activation_bits),
+                    "schedule": cost.schedule.describe(),
                     "compute_cycles": cost.compute_cycles / b,
+                    "dram_bits": cost.dram_bits / b,
                     "dram_cycles": cost.dram_cycles / b,
                     "latency_cycles": cost.latency_cycles / b,
                     "bound": "dram" if cost.dram_cycles > cost.compute_cycles else "compute",
@@ -389,12 +484,14 @@ class BitFusionCostModel(CostModel):
             "latency_s": cycles / self.frequency_hz,
             "energy": energy,
             "energy_saving": base_energy / energy,
+            "dram_bits": sum(c.dram_bits for _, c in costs) / b,
             **memory_totals(workload, assignment),
         }
         notes = [
-            f"per frame at batch {b} (frames per weight fetch); speedup and energy_saving over "
-            f"all points at {self.baseline_bits}x{self.baseline_bits} bits",
+            f"per frame at batch {b} (frames per pass over the weights); speedup and "
+            f"energy_saving over all points at {self.baseline_bits}x{self.baseline_bits} bits",
             f"{self.rows}x{self.columns} fusion units at {self.frequency_hz / 1e6:g} MHz, DRAM "
-            f"{self.dram_bits_per_cycle} bits/cycle; 16-bit operands run as two 8-bit passes",
+            f"{self.dram_bits_per_cycle} bits/cycle; 16-bit operands run as two 8-bit passes; "
+            "schedule: loops outermost first, then batch/input/output tile sizes",
         ]
         return self._report(totals, rows, notes)

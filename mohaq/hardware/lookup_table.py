@@ -12,20 +12,27 @@ CSV: a header ``layer,weight_bits,activation_bits,latency,energy`` and one row
 per entry. YAML: ``{layer: {"<w>x<a>": {latency: ..., energy: ...}}}``, under an
 optional top-level ``layers:`` key. Units are the user's (``latency_unit``,
 ``energy_unit``).
+
+The table is checked when the model is built: every latency and energy must be
+a positive number, and every layer in it must have an entry for each allowed
+(weight bits, activation bits) pair (equal pairs only with
+``shared_layer_precision``), so a search never meets a hole in the table. A
+workload layer the table does not name is reported by ``check``.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mohaq.hardware.base import (
+    ConstantError,
     CostModel,
-    CostModelError,
     CostReport,
     InfeasibleAssignmentError,
     Product,
@@ -33,31 +40,65 @@ from mohaq.hardware.base import (
     product_row,
     products,
 )
+from mohaq.hardware.constants import Constant, check_constants, common_constants
 from mohaq.hardware.registry import register_cost_model
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
 
 TableKey = tuple[str, int, int]
 CSV_COLUMNS = ("layer", "weight_bits", "activation_bits", "latency", "energy")
+TABLE_ALLOWED = (
+    "a .csv file with the header layer,weight_bits,activation_bits,latency,energy or a "
+    ".yaml file {layer: {'<w>x<a>': {latency, energy}}}, latency > 0 and energy > 0 in "
+    "every entry, and each layer's entries covering every allowed (weight bits, activation "
+    "bits) pair"
+)
 
 
-class LookupTableError(CostModelError):
-    """A lookup table file is malformed."""
+class LookupTableError(ConstantError):
+    """A lookup table is unreadable, malformed or does not cover the allowed bit widths.
+
+    Args:
+        table: the table's file (or a description of an in-memory table).
+        problem: what is wrong, with the line or entry where it is.
+    """
+
+    def __init__(
+        self, table: Any, problem: str, allowed: str = TABLE_ALLOWED, source: str = ""
+    ) -> None:
+        super().__init__("table", str(table), problem, allowed, source)
 
 
-def _number(value: Any, where: str) -> float:
+def _number(value: Any, path: Path | str, where: str, column: str) -> float:
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError) as exc:
-        raise LookupTableError(f"{where}: {value!r} is not a number") from exc
+        raise LookupTableError(path, f"{where}: {column} {value!r} is not a number") from exc
+    if not math.isfinite(number) or number <= 0:
+        shown = (
+            "is not finite"
+            if not math.isfinite(number)
+            else ("is negative" if number < 0 else "is zero")
+        )
+        raise LookupTableError(path, f"{where}: {column} {value!r} {shown}")
+    return number
 
 
-def _bits(value: Any, where: str) -> int:
+def _bits(value: Any, path: Path | str, where: str) -> int:
     try:
         bits = int(str(value).strip())
     except ValueError as exc:
-        raise LookupTableError(f"{where}: bits {value!r} is not an integer") from exc
+        raise LookupTableError(path, f"{where}: bits {value!r} is not an integer") from exc
+    if bits < 1:
+        raise LookupTableError(path, f"{where}: bits {bits} is below 1")
     return bits
+
+
+def _entry(values: tuple[Any, Any], path: Path | str, where: str) -> tuple[float, float]:
+    return (
+        _number(values[0], path, where, "latency"),
+        _number(values[1], path, where, "energy"),
+    )
 
 
 def read_table_csv(path: Path) -> dict[TableKey, tuple[float, float]]:
@@ -68,18 +109,19 @@ def read_table_csv(path: Path) -> dict[TableKey, tuple[float, float]]:
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise LookupTableError(
-                f"{path}: missing column(s) {missing}; the header must be {','.join(CSV_COLUMNS)}"
+                path,
+                f"has missing column(s) {missing} (the header must be {','.join(CSV_COLUMNS)})",
             )
         for line, row in enumerate(reader, start=2):
-            where = f"{path}:{line}"
+            where = f"line {line}"
             key = (
                 row["layer"].strip(),
-                _bits(row["weight_bits"], where),
-                _bits(row["activation_bits"], where),
+                _bits(row["weight_bits"], path, where),
+                _bits(row["activation_bits"], path, where),
             )
             if key in table:
-                raise LookupTableError(f"{where}: duplicate entry for {key}")
-            table[key] = (_number(row["latency"], where), _number(row["energy"], where))
+                raise LookupTableError(path, f"{where}: a second entry for {key}")
+            table[key] = _entry((row["latency"], row["energy"]), path, where)
     return table
 
 
@@ -89,35 +131,55 @@ def read_table_yaml(path: Path) -> dict[TableKey, tuple[float, float]]:
     if isinstance(data, Mapping) and "layers" in data:
         data = data["layers"]
     if not isinstance(data, Mapping):
-        raise LookupTableError(
-            f"{path}: expected a mapping layer -> {{'<w>x<a>': {{latency, energy}}}}"
-        )
+        raise LookupTableError(path, "is not a mapping layer -> {'<w>x<a>': {latency, energy}}")
     table: dict[TableKey, tuple[float, float]] = {}
     for layer, entries in data.items():
         if not isinstance(entries, Mapping):
-            raise LookupTableError(f"{path}: layer {layer!r} must map '<w>x<a>' to latency/energy")
+            raise LookupTableError(path, f"layer {layer!r} does not map '<w>x<a>' to entries")
         for bits_key, values in entries.items():
-            where = f"{path}: {layer} {bits_key}"
+            where = f"layer {layer} {bits_key}"
             parts = str(bits_key).lower().split("x")
             if len(parts) != 2:
-                raise LookupTableError(f"{where}: key must be '<weight bits>x<activation bits>'")
+                raise LookupTableError(
+                    path, f"{where}: key must be '<weight bits>x<activation bits>'"
+                )
             if not isinstance(values, Mapping) or not {"latency", "energy"} <= set(values):
-                raise LookupTableError(f"{where}: needs latency and energy")
-            key = (str(layer), _bits(parts[0], where), _bits(parts[1], where))
-            table[key] = (_number(values["latency"], where), _number(values["energy"], where))
+                raise LookupTableError(path, f"{where}: needs latency and energy")
+            key = (str(layer), _bits(parts[0], path, where), _bits(parts[1], path, where))
+            table[key] = _entry((values["latency"], values["energy"]), path, where)
     return table
 
 
 def read_table(path: str | Path) -> dict[TableKey, tuple[float, float]]:
-    """Reads a CSV (``.csv``) or YAML (``.yaml``/``.yml``) lookup table."""
+    """Reads a CSV (``.csv``) or YAML (``.yaml``/``.yml``) lookup table.
+
+    Raises:
+        LookupTableError: a missing, unreadable or malformed file, or an entry
+            whose latency or energy is not a positive number.
+    """
     path = Path(path)
     if not path.is_file():
-        raise LookupTableError(f"lookup table {path} does not exist")
+        raise LookupTableError(path, "does not exist")
     if path.suffix.lower() == ".csv":
         return read_table_csv(path)
     if path.suffix.lower() in (".yaml", ".yml"):
         return read_table_yaml(path)
-    raise LookupTableError(f"lookup table {path}: use a .csv, .yaml or .yml file")
+    raise LookupTableError(path, "is neither a .csv nor a .yaml/.yml file")
+
+
+def uncovered_entries(
+    table: Mapping[TableKey, tuple[float, float]],
+    allowed_bits: Sequence[int],
+    shared_precision: bool,
+) -> dict[str, list[tuple[int, int]]]:
+    """Layer -> the allowed (weight bits, activation bits) pairs it has no entry for."""
+    pairs = [(w, a) for w in allowed_bits for a in allowed_bits if not shared_precision or w == a]
+    gaps: dict[str, list[tuple[int, int]]] = {}
+    for layer in sorted({key[0] for key in table}):
+        missing = [(w, a) for w, a in pairs if (layer, w, a) not in table]
+        if missing:
+            gaps[layer] = missing
+    return gaps
 
 
 @register_cost_model("lookup-table")
@@ -135,11 +197,30 @@ class LookupTableCostModel(CostModel):
         baseline_bits: uniform precision of speedup 1 (8/8 as HAQ).
 
     Raises:
-        LookupTableError: an unreadable or malformed table.
+        LookupTableError: an unreadable or malformed table, an entry whose
+            latency or energy is not positive, or a layer without an entry for
+            an allowed (weight bits, activation bits) pair (only equal pairs
+            when ``shared_layer_precision``).
+        ConstantError: another constant of the wrong type or range.
     """
 
     metric_names = ("speedup", "latency", "energy", "energy_saving", "memory_mb", "memory_bytes")
     higher_is_better = {"speedup": True, "energy_saving": True}
+    metric_descriptions = {
+        "speedup": "physical: latency at the baseline precision / latency",
+        "energy_saving": "energy at the baseline precision / energy",
+    }
+    constants = {
+        "table": Constant("file_or_mapping", TABLE_ALLOWED),
+        "latency_unit": Constant("str", "unit of the table's latency, e.g. ms or cycles"),
+        "energy_unit": Constant("str", "unit of the table's energy, e.g. mJ"),
+        "allowed_bits": Constant(
+            "optional_bits",
+            "operand precisions; null or absent: every bit width in the table",
+            optional=True,
+        ),
+        **common_constants("shared_layer_precision", "memory_capacity_bytes", "baseline_bits"),
+    }
 
     def __init__(
         self,
@@ -152,31 +233,44 @@ class LookupTableCostModel(CostModel):
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 8,
     ) -> None:
-        if isinstance(table, (str, Path)):
-            self.table_path: Path | None = Path(table)
-            self.table = read_table(table)
-        else:
-            self.table_path = None
+        c = check_constants(self.constants, locals())
+        if isinstance(table, Mapping):
+            self.table_path: Path | None = None
+            where = "an in-memory table"
             self.table = {
-                (str(k[0]), int(k[1]), int(k[2])): (float(v[0]), float(v[1]))
+                (str(k[0]), int(k[1]), int(k[2])): _entry((v[0], v[1]), where, f"entry {k}")
                 for k, v in table.items()
             }
+        else:
+            self.table_path = Path(table)
+            where = str(self.table_path)
+            self.table = read_table(self.table_path)
         if not self.table:
-            raise LookupTableError("the lookup table is empty")
-        if allowed_bits is None:
-            allowed_bits = sorted({k[1] for k in self.table} | {k[2] for k in self.table})
-        self.latency_unit, self.energy_unit = latency_unit, energy_unit
+            raise LookupTableError(where, "is empty")
+        in_table = sorted({k[1] for k in self.table} | {k[2] for k in self.table})
+        allowed = c["allowed_bits"] or tuple(in_table)
+        gaps = uncovered_entries(self.table, allowed, c["shared_layer_precision"])
+        if gaps:
+            shown = "; ".join(
+                f"layer {layer!r} lacks {', '.join(f'{w}x{a}' for w, a in pairs)}"
+                for layer, pairs in list(gaps.items())[:4]
+            )
+            more = f"; ... ({len(gaps)} layers in all)" if len(gaps) > 4 else ""
+            raise LookupTableError(
+                where, f"does not cover allowed bits {list(allowed)}: {shown}{more}"
+            )
+        self.latency_unit, self.energy_unit = c["latency_unit"], c["energy_unit"]
         self.units = {
-            "latency": latency_unit,
-            "energy": energy_unit,
+            "latency": self.latency_unit,
+            "energy": self.energy_unit,
             "memory_mb": "MiB",
             "memory_bytes": "B",
         }
         super().__init__(
-            allowed_bits=allowed_bits,
-            shared_layer_precision=shared_layer_precision,
-            memory_capacity_bytes=memory_capacity_bytes,
-            baseline_bits=baseline_bits,
+            allowed_bits=allowed,
+            shared_layer_precision=c["shared_layer_precision"],
+            memory_capacity_bytes=c["memory_capacity_bytes"],
+            baseline_bits=c["baseline_bits"],
         )
 
     def _key(self, product: Product, weight_bits: int, activation_bits: int) -> TableKey | None:

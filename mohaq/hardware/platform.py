@@ -11,9 +11,17 @@ A platform file names a registered cost model and its constants::
 
 ``load_platform`` accepts a path to such a file, a bare name (a YAML shipped in
 ``lightning_configs/hardware``, installed as ``mohaq.configs.hardware``; ``-``
-and ``_`` are interchangeable), a registered cost model name (its defaults), or
-a mapping ``{"name": <any of those>, "overrides": {...}}``. Relative paths in
-constants ending in ``_path`` or named ``table`` resolve against the YAML's folder.
+and ``_`` are interchangeable), a registered cost model name (its built-in
+defaults), or a mapping ``{"name": <any of those>, "overrides": {...}}``.
+Relative paths in constants ending in ``_path`` or named ``table`` resolve
+against the YAML's folder.
+
+A platform file is checked when it loads: it must state every constant of its
+cost model except the optional ones (an error lists the missing ones with
+their built-in values, to copy if they apply), and every value must have the
+constant's type and range (a negative energy or speedup, a table without an
+allowed bit width are refused). Errors name the file, the key, the value and
+what is allowed.
 """
 
 from __future__ import annotations
@@ -25,9 +33,10 @@ from typing import Any
 
 import yaml
 
-from mohaq.hardware.base import CostModel, CostModelError
+from mohaq.hardware.base import ConstantError, CostModel, CostModelError
 from mohaq.hardware.registry import (
     available_cost_models,
+    constructor_defaults,
     constructor_keys,
     cost_model_class,
     get_cost_model,
@@ -38,6 +47,35 @@ PLATFORM_KEYS = ("cost_model", "name", "description", "constants")
 
 class PlatformError(CostModelError):
     """A platform name, file or override is not valid."""
+
+
+class PlatformConstantError(PlatformError, ConstantError):
+    """A platform file or override gives a constant a value its cost model refuses."""
+
+
+class MissingConstantError(PlatformError):
+    """A platform file leaves out constants that are not optional.
+
+    Attributes:
+        path: the platform file.
+        missing: the constants left out.
+    """
+
+    def __init__(self, path: Path, model_name: str, missing: list[str]) -> None:
+        self.path, self.missing = path, missing
+        cls = cost_model_class(model_name)
+        defaults = constructor_defaults(cls)
+        shown = "; ".join(
+            f"{key} ({cls.constants[key].doc}): "
+            + (f"built-in value {defaults[key]!r}" if key in defaults else "no built-in value")
+            for key in missing
+        )
+        optional = sorted(k for k, spec in cls.constants.items() if spec.optional)
+        super().__init__(
+            f"platform file {path} (cost model {model_name}): missing constant(s) {missing}; "
+            f"a platform file states every constant but the optional ones ({', '.join(optional)}). "
+            f"{shown}"
+        )
 
 
 def shipped_platform_dir() -> Path:
@@ -75,7 +113,12 @@ def _resolve_paths(constants: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 
 def read_platform_file(path: str | Path) -> tuple[str, str, dict[str, Any]]:
-    """(cost model name, platform name, constants) of a platform YAML file."""
+    """(cost model name, platform name, constants) of a platform YAML file.
+
+    Raises:
+        PlatformError: the file is not a mapping with a ``cost_model`` key and
+            known top-level keys, or its ``constants`` is not a mapping.
+    """
     path = Path(path)
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, Mapping) or "cost_model" not in data:
@@ -87,11 +130,15 @@ def read_platform_file(path: str | Path) -> tuple[str, str, dict[str, Any]]:
         raise PlatformError(
             f"platform file {path}: unknown key(s) {unknown}; valid: {PLATFORM_KEYS}"
         )
-    constants = dict(data.get("constants") or {})
+    constants = data.get("constants") or {}
+    if not isinstance(constants, Mapping):
+        raise PlatformError(
+            f"platform file {path}: 'constants' = {constants!r} is not a mapping constant -> value"
+        )
     return (
         str(data["cost_model"]),
         str(data.get("name") or path.stem),
-        _resolve_paths(constants, path.parent),
+        _resolve_paths(dict(constants), path.parent),
     )
 
 
@@ -110,6 +157,11 @@ def load_platform(path_or_name: str | Path | Mapping[str, Any], **overrides: Any
         PlatformError: an unknown name (lists the shipped platforms and the
             registered models), a bad file, or an unknown override key (lists
             the valid ones).
+        MissingConstantError: a platform file leaves out a constant that is
+            not optional (lists the built-in values).
+        PlatformConstantError: a constant of the wrong type or range, or a
+            table that does not cover the allowed bit widths (names the file or
+            the override, the key, the value and what is allowed).
     """
     if isinstance(path_or_name, Mapping):
         spec = dict(path_or_name)
@@ -131,7 +183,8 @@ def load_platform(path_or_name: str | Path | Mapping[str, Any], **overrides: Any
             f"{', '.join(shipped_platforms())}; registered cost models: "
             f"{', '.join(available_cost_models())}"
         )
-    valid = constructor_keys(cost_model_class(model_name))
+    cls = cost_model_class(model_name)
+    valid = constructor_keys(cls)
     for source, keys in (("platform file", constants), ("override", overrides)):
         unknown = sorted(set(keys) - set(valid))
         if unknown:
@@ -139,6 +192,19 @@ def load_platform(path_or_name: str | Path | Mapping[str, Any], **overrides: Any
                 f"platform {platform_name!r} ({model_name}): unknown {source} key(s) {unknown}; "
                 f"valid: {', '.join(valid)}"
             )
-    model = get_cost_model(model_name, **{**constants, **overrides})
+    if path is not None:
+        required = [k for k in valid if k in cls.constants and not cls.constants[k].optional]
+        missing = [k for k in required if k not in constants and k not in overrides]
+        if missing:
+            raise MissingConstantError(path, model_name, missing)
+    try:
+        model = get_cost_model(model_name, **{**constants, **overrides})
+    except ConstantError as exc:
+        origin = (
+            f"platform {platform_name!r}: override"
+            if exc.key in overrides or path is None
+            else f"platform file {path}"
+        )
+        raise exc.with_source(origin, PlatformConstantError) from exc
     model.name = platform_name
     return model

@@ -13,6 +13,7 @@ from mohaq.hardware.base import (
     product_row,
     products,
 )
+from mohaq.hardware.constants import check_constants, common_constants
 from mohaq.hardware.registry import register_cost_model
 from mohaq.quant.assignment import FLOAT_BITS, BitAssignment
 from mohaq.quant.points import Workload
@@ -32,10 +33,15 @@ class ModelSizeCostModel(CostModel):
     metric_names = ("memory_mb", "memory_bytes", "compression")
     higher_is_better = {"compression": True}
     units = {"memory_mb": "MiB", "memory_bytes": "B"}
+    metric_descriptions = {"compression": "float32 size / size"}
+    constants = common_constants("memory_capacity_bytes")
 
     def __init__(self, *, memory_capacity_bytes: int | None = None) -> None:
+        c = check_constants(self.constants, locals())
         super().__init__(
-            allowed_bits=None, memory_capacity_bytes=memory_capacity_bytes, baseline_bits=FLOAT_BITS
+            allowed_bits=None,
+            memory_capacity_bytes=c["memory_capacity_bytes"],
+            baseline_bits=FLOAT_BITS,
         )
 
     def metrics(self, workload: Workload, assignment: BitAssignment) -> CostReport:
@@ -73,12 +79,15 @@ class BopsCostModel(CostModel):
     metric_names = ("bops", "bops_ratio", "memory_mb", "memory_bytes")
     higher_is_better = {"bops_ratio": True}
     units = {"bops": "bit-ops/frame", "memory_mb": "MiB", "memory_bytes": "B"}
+    metric_descriptions = {"bops_ratio": "BOPs at the baseline precision / BOPs"}
+    constants = common_constants("baseline_bits", "memory_capacity_bytes")
 
     def __init__(self, *, baseline_bits: int = 8, memory_capacity_bytes: int | None = None) -> None:
+        c = check_constants(self.constants, locals())
         super().__init__(
             allowed_bits=None,
-            memory_capacity_bytes=memory_capacity_bytes,
-            baseline_bits=baseline_bits,
+            memory_capacity_bytes=c["memory_capacity_bytes"],
+            baseline_bits=c["baseline_bits"],
         )
 
     @staticmethod

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mohaq.hardware.base import CostModel, CostModelError
+from mohaq.hardware.base import ConstantError, CostModel, CostModelError
 
 _BUILTIN_MODULES: tuple[str, ...] = (
     "mohaq.hardware.silago",
@@ -111,12 +111,25 @@ def constructor_keys(cls: type[CostModel]) -> list[str]:
     ]
 
 
+def constructor_defaults(cls: type[CostModel]) -> dict[str, Any]:
+    """Constant -> its built-in default, for the constants that have one."""
+    parameters = inspect.signature(cls.__init__).parameters
+    return {
+        key: parameters[key].default
+        for key in constructor_keys(cls)
+        if parameters[key].default is not inspect.Parameter.empty
+    }
+
+
 def get_cost_model(name: str, **overrides: Any) -> CostModel:
     """Builds the cost model registered under ``name`` with constants overridden.
 
     Raises:
         UnknownCostModelError: unknown name (lists the registered ones).
-        CostModelError: an override key the model does not have (lists the valid ones).
+        CostModelError: an override key the model does not have (lists the
+            valid ones), or a constant without a default left out.
+        ConstantError: a constant of the wrong type or range (names the key,
+            the value and what is allowed).
     """
     cls = cost_model_class(name)
     valid = constructor_keys(cls)
@@ -125,4 +138,10 @@ def get_cost_model(name: str, **overrides: Any) -> CostModel:
         raise CostModelError(
             f"cost model {name!r} has no constant(s) {unknown}; valid: {', '.join(valid)}"
         )
-    return cls(**overrides)
+    needed = sorted(set(valid) - set(constructor_defaults(cls)) - set(overrides))
+    if needed:
+        raise CostModelError(f"cost model {name!r} needs constant(s) {needed} (no default)")
+    try:
+        return cls(**overrides)
+    except ConstantError as exc:
+        raise exc.with_source(f"cost model {name!r}") from exc

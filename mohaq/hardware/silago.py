@@ -1,15 +1,21 @@
-"""SiLago (KTH DRRA) with the constants of the MOHAQ code.
+"""SiLago (KTH DRRA) with the constants of the MOHAQ paper and code.
 
 The DPU datapath is 16 bits wide and runs one 16-bit, two 8-bit or four 4-bit
 multiplications per cycle; a layer's weights and input activation share one
-precision. MOHAQ's model, per frame:
+precision. Per frame:
 
-- speedup of a layer over 16 bits = its precision's speedup (16 -> 1, 8 -> 2,
-  4 -> 4); the model's speedup is the MAC-weighted mean over layers;
-- energy (pJ) = weight bits x SRAM energy per bit + sum of MACs x energy per
-  MAC at the layer's precision; weight bits = sum of params x bits over all
-  weight points (the MOHAQ code counts every weight bit read once per frame);
-- memory = (weight bits + fixed params x 16) / 8 bytes.
+- a layer at ``b`` bits runs ``speedup_per_bits[b]`` times faster than at 16
+  bits (16 -> 1, 8 -> 2, 4 -> 4), so it takes ``MACs / speedup`` time units.
+  ``speedup`` is the physical time ratio, ``sum(MACs) / sum(MACs / speedup)``
+  (the time of the all-16-bit model over this one's); ``speedup_mohaq`` is the
+  MAC-weighted mean of the layer speedups, as the MOHAQ code computes it
+  (higher whenever layers differ);
+- energy (pJ) = stored bits x SRAM energy per bit + sum of MACs x energy per
+  MAC at the layer's precision. Every stored bit is read once per frame: the
+  quantized weights (params x bits over all weight points) and the
+  fixed-precision values (biases, element-wise recurrent vectors:
+  ``workload.fixed_params`` at ``workload.fixed_bits``, 16 bits in MOHAQ);
+- memory = the same stored bits / 8 bytes.
 """
 
 from __future__ import annotations
@@ -19,12 +25,19 @@ from typing import Any
 
 from mohaq.hardware.base import (
     CostModel,
-    CostModelError,
     CostReport,
     mac_weighted_mean,
     memory_totals,
     product_row,
     products,
+    time_ratio_speedup,
+    weight_memory_bits,
+)
+from mohaq.hardware.constants import (
+    Constant,
+    check_constants,
+    common_constants,
+    require_table_covers,
 )
 from mohaq.hardware.registry import register_cost_model
 from mohaq.quant.assignment import BitAssignment
@@ -40,51 +53,79 @@ class SiLagoCostModel(CostModel):
     """SiLago/DRRA: MOHAQ's speedup, energy and memory model.
 
     Args:
-        speedup_per_bits: layer speedup over 16 bits at each precision.
-        energy_per_mac_pj: energy of one MAC at each precision (pJ).
-        sram_pj_per_bit: SRAM read energy per weight bit (pJ).
+        speedup_per_bits: layer speedup over 16 bits at each precision (> 0).
+        energy_per_mac_pj: energy of one MAC at each precision (pJ, > 0).
+        sram_pj_per_bit: SRAM read energy per stored bit (pJ, >= 0).
         allowed_bits: the precisions the DPU runs (default: the keys of
             ``speedup_per_bits``, i.e. 4/8/16; MOHAQ marks 2 bits infeasible).
         shared_layer_precision: weights and input share one precision.
         memory_capacity_bytes: weight memory (None: unbounded).
         baseline_bits: the precision of speedup 1 and of the baseline energy.
+
+    Raises:
+        ConstantError: a constant of the wrong type or sign, or a table
+            without an entry for an allowed bit width.
     """
 
-    metric_names = ("speedup", "energy", "energy_saving", "memory_mb", "memory_bytes")
-    higher_is_better = {"speedup": True, "energy_saving": True}
+    metric_names = (
+        "speedup",
+        "speedup_mohaq",
+        "energy",
+        "energy_saving",
+        "memory_mb",
+        "memory_bytes",
+    )
+    higher_is_better = {"speedup": True, "speedup_mohaq": True, "energy_saving": True}
     units = {"energy": "pJ/frame", "memory_mb": "MiB", "memory_bytes": "B"}
+    metric_descriptions = {
+        "speedup": "physical: total time at the baseline precision / total time",
+        "speedup_mohaq": "MOHAQ's MAC-weighted mean of the per-layer speedups",
+        "energy": "stored bits x SRAM energy per bit + MACs x energy per MAC",
+        "energy_saving": "energy at the baseline precision / energy",
+    }
+    constants = {
+        "speedup_per_bits": Constant(
+            "bits_table", "layer speedup over 16 bits at each precision", minimum=0, strict=True
+        ),
+        "energy_per_mac_pj": Constant(
+            "bits_table", "energy of one MAC at each precision, pJ", minimum=0, strict=True
+        ),
+        "sram_pj_per_bit": Constant("number", "SRAM read energy per stored bit, pJ", minimum=0),
+        "allowed_bits": Constant(
+            "optional_bits",
+            "the precisions the DPU runs; null or absent: the keys of speedup_per_bits",
+            optional=True,
+        ),
+        **common_constants("shared_layer_precision", "memory_capacity_bytes", "baseline_bits"),
+    }
 
     def __init__(
         self,
         *,
-        speedup_per_bits: Mapping[int, float] | None = None,
-        energy_per_mac_pj: Mapping[int, float] | None = None,
+        speedup_per_bits: Mapping[int, float] = SILAGO_SPEEDUP,
+        energy_per_mac_pj: Mapping[int, float] = SILAGO_ENERGY_PER_MAC_PJ,
         sram_pj_per_bit: float = SILAGO_SRAM_PJ_PER_BIT,
         allowed_bits: Sequence[int] | None = None,
         shared_layer_precision: bool = True,
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 16,
     ) -> None:
-        self.speedup_per_bits = {
-            int(k): float(v) for k, v in (speedup_per_bits or SILAGO_SPEEDUP).items()
-        }
-        self.energy_per_mac_pj = {
-            int(k): float(v) for k, v in (energy_per_mac_pj or SILAGO_ENERGY_PER_MAC_PJ).items()
-        }
-        self.sram_pj_per_bit = float(sram_pj_per_bit)
-        allowed = tuple(allowed_bits) if allowed_bits is not None else tuple(self.speedup_per_bits)
-        missing = sorted(
-            b for b in allowed if b not in self.speedup_per_bits or b not in self.energy_per_mac_pj
+        c = check_constants(self.constants, locals())
+        self.speedup_per_bits: dict[int, float] = c["speedup_per_bits"]
+        self.energy_per_mac_pj: dict[int, float] = c["energy_per_mac_pj"]
+        self.sram_pj_per_bit: float = c["sram_pj_per_bit"]
+        allowed = c["allowed_bits"] or tuple(sorted(self.speedup_per_bits))
+        require_table_covers(
+            "speedup_per_bits", self.speedup_per_bits, allowed, "the layer speedup at each"
         )
-        if missing:
-            raise CostModelError(
-                f"silago: allowed bits {missing} have no speedup_per_bits/energy_per_mac_pj entry"
-            )
+        require_table_covers(
+            "energy_per_mac_pj", self.energy_per_mac_pj, allowed, "the MAC energy at each"
+        )
         super().__init__(
             allowed_bits=allowed,
-            shared_layer_precision=shared_layer_precision,
-            memory_capacity_bytes=memory_capacity_bytes,
-            baseline_bits=baseline_bits,
+            shared_layer_precision=c["shared_layer_precision"],
+            memory_capacity_bytes=c["memory_capacity_bytes"],
+            baseline_bits=c["baseline_bits"],
         )
 
     def _layer_bits(self, weight_bits: int, activation_bits: int) -> int:
@@ -92,16 +133,16 @@ class SiLagoCostModel(CostModel):
         # override), the datapath runs in the mode of the wider operand.
         return max(weight_bits, activation_bits)
 
+    def stored_bits(self, workload: Workload, assignment: BitAssignment) -> int:
+        """Bits read from SRAM per frame: every weight and fixed-precision value."""
+        return weight_memory_bits(workload, assignment)
+
     def _energy(self, workload: Workload, assignment: BitAssignment) -> tuple[float, list[Any]]:
-        found = products(workload, assignment)
-        weight_bits = sum(
-            p.params * assignment.get(p.name) for p in workload.points if p.kind == "weight"
-        )
         mac_pj = [
             p.macs * self.energy_per_mac_pj[self._layer_bits(p.weight_bits, p.activation_bits)]
-            for p in found
+            for p in products(workload, assignment)
         ]
-        return weight_bits * self.sram_pj_per_bit + sum(mac_pj), mac_pj
+        return self.stored_bits(workload, assignment) * self.sram_pj_per_bit + sum(mac_pj), mac_pj
 
     def metrics(self, workload: Workload, assignment: BitAssignment) -> CostReport:
         self.require_runnable(workload, assignment)
@@ -120,19 +161,28 @@ class SiLagoCostModel(CostModel):
                 {
                     **product_row(product),
                     "speedup": speed,
+                    "time_share": product.macs / speed,
                     "mac_energy_pj": compute_pj,
                     "sram_energy_pj": sram_pj,
                     "memory_bytes": product.point.params * product.weight_bits / 8,
                 }
             )
+        total_time = sum(row["time_share"] for row in rows)
+        for row in rows:
+            row["time_share"] /= total_time
+        fixed_pj = workload.fixed_params * workload.fixed_bits * self.sram_pj_per_bit
         totals = {
-            "speedup": mac_weighted_mean(speeds),
+            "speedup": time_ratio_speedup(speeds),
+            "speedup_mohaq": mac_weighted_mean(speeds),
             "energy": energy,
             "energy_saving": baseline_energy / energy,
             **memory_totals(workload, assignment),
         }
         notes = [
-            f"speedup and energy_saving relative to all points at {self.baseline_bits} bits",
-            f"energy = weight bits x {self.sram_pj_per_bit} pJ + sum of MACs x energy per MAC",
+            f"speedup, speedup_mohaq and energy_saving relative to all points at "
+            f"{self.baseline_bits} bits",
+            f"energy = stored bits x {self.sram_pj_per_bit:g} pJ + sum of MACs x energy per MAC; "
+            f"stored bits include {workload.fixed_params:,} fixed values at "
+            f"{workload.fixed_bits} bits ({fixed_pj:,.1f} pJ)",
         ]
         return self._report(totals, rows, notes)

@@ -27,7 +27,9 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+from typing_extensions import override
 
+from mohaq.models.native import KernelChoice
 from mohaq.models.recurrent_base import StepwiseRecurrentLayer
 from mohaq.quant.clipping import ClippingMethod
 
@@ -36,7 +38,10 @@ GRU_OPERATORS: tuple[str, ...] = ("ih", "hh", "r", "z", "n", "rhn", "zh", "zn")
 
 
 class GRULayer(StepwiseRecurrentLayer):
-    """One (bi)directional GRU layer with named quantization points."""
+    """One (bi)directional GRU layer with named quantization points.
+
+    Arguments as :class:`mohaq.models.lstm.LSTMLayer`.
+    """
 
     def __init__(
         self,
@@ -48,38 +53,24 @@ class GRULayer(StepwiseRecurrentLayer):
         granularity: Granularity = "layer",
         weight_clipping: ClippingMethod = "mmse",
         activation_clipping: ClippingMethod = "mmse",
+        kernel: KernelChoice = "auto",
     ) -> None:
-        super().__init__(input_size, hidden_size, 3, layer=layer, bidirectional=bidirectional)
+        super().__init__(
+            input_size, hidden_size, 3, layer=layer, bidirectional=bidirectional, kernel=kernel
+        )
         self.init_quantizers(
             granularity=granularity, operators=GRU_OPERATORS, states=("h",),
             weight_clipping=weight_clipping, activation_clipping=activation_clipping,
         )  # fmt: skip
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        batch, steps, _ = x.shape
-        lengths = lengths.to(x.device)
-        w_ih, w_hh = self.quantized_weights()
-        w_hh = self.per_direction(w_hh)
-        b_ih = self.bias_quant(self.bias_ih).view(self.directions, -1)
-        b_hh = self.bias_quant(self.bias_hh).view(self.directions, -1)
-        ih_all = self.input_product(self.input_quant(x), w_ih, lengths) + b_ih
-        ih_all = self.op("ih", ih_all)
-        masks = self.masks(lengths, steps, x.dtype)
-        h = x.new_zeros(batch, self.directions, self.hidden_size)
-        outputs = []
-        hidden = self.hidden_size
-        for t in range(steps):
-            h_in = self.step_quant(self.hidden_quant, h)
-            hh = self.op("hh", torch.einsum("bdk,dgk->bdg", h_in, w_hh) + b_hh)
-            ih = ih_all[t]
-            r = self.op("r", torch.sigmoid(ih[..., :hidden] + hh[..., :hidden]))
-            z = self.op(
-                "z", torch.sigmoid(ih[..., hidden : 2 * hidden] + hh[..., hidden : 2 * hidden])
-            )
-            rhn = self.op("rhn", r * hh[..., 2 * hidden :])
-            n = self.op("n", torch.tanh(ih[..., 2 * hidden :] + rhn))
-            h_new = self.op("zn", (1.0 - z) * n) + self.op("zh", z * h_in)
-            m = masks[t]
-            h = m * h_new + (1.0 - m) * h
-            outputs.append(m * h)
-        return self.finish(outputs, lengths)
+        """``(B, T, input_size)``, lengths ``(B,)`` -> ``(B, T, hidden_size * directions)``,
+        zero at padded frames."""
+        return self.run(x, lengths, "gru")
+
+    @override
+    def torch_kernel(self, x: Tensor, weights: list[Tensor], bidirectional: bool) -> Tensor:
+        h0 = x.new_zeros(2 if bidirectional else 1, x.shape[0], self.hidden_size)
+        return torch.gru(
+            x, h0, weights, True, 1, 0.0, torch.is_grad_enabled(), bidirectional, True
+        )[0]

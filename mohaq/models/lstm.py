@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from mohaq.models.gru import Granularity
+from mohaq.models.native import KernelChoice
 from mohaq.models.recurrent_base import StepwiseRecurrentLayer
 from mohaq.quant.clipping import ClippingMethod
 
@@ -40,9 +42,11 @@ class LSTMLayer(StepwiseRecurrentLayer):
         bidirectional: two directions.
         granularity: ``"layer"`` or ``"operator"`` points (see the module docstring).
         weight_clipping, activation_clipping: clipping methods of the quantizers.
+        kernel: how the per-step loop runs: ``"auto"``, ``"cpu"`` or ``"script"``
+            (see :meth:`~mohaq.models.recurrent_base.StepwiseRecurrentLayer.run`).
 
     Raises:
-        ValueError: on an unknown granularity.
+        ValueError: on an unknown granularity or kernel.
     """
 
     def __init__(
@@ -55,38 +59,32 @@ class LSTMLayer(StepwiseRecurrentLayer):
         granularity: Granularity = "layer",
         weight_clipping: ClippingMethod = "mmse",
         activation_clipping: ClippingMethod = "mmse",
+        kernel: KernelChoice = "auto",
     ) -> None:
-        super().__init__(input_size, hidden_size, 4, layer=layer, bidirectional=bidirectional)
+        super().__init__(
+            input_size, hidden_size, 4, layer=layer, bidirectional=bidirectional, kernel=kernel
+        )
         self.init_quantizers(
             granularity=granularity, operators=LSTM_OPERATORS, states=("h", "c"),
             weight_clipping=weight_clipping, activation_clipping=activation_clipping,
         )  # fmt: skip
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        batch, steps, _ = x.shape
-        lengths = lengths.to(x.device)
-        w_ih, w_hh = self.quantized_weights()
-        w_hh = self.per_direction(w_hh)
-        b_ih = self.bias_quant(self.bias_ih).view(self.directions, -1)
-        b_hh = self.bias_quant(self.bias_hh).view(self.directions, -1)
-        ih_all = self.op("ih", self.input_product(self.input_quant(x), w_ih, lengths) + b_ih)
-        masks = self.masks(lengths, steps, x.dtype)
-        h = x.new_zeros(batch, self.directions, self.hidden_size)
-        c = torch.zeros_like(h)
-        outputs = []
-        hsz = self.hidden_size
-        for t in range(steps):
-            h_in = self.step_quant(self.hidden_quant, h)
-            hh = self.op("hh", torch.einsum("bdk,dgk->bdg", h_in, w_hh) + b_hh)
-            gates = ih_all[t] + hh
-            i = self.op("i", torch.sigmoid(gates[..., :hsz]))
-            f = self.op("f", torch.sigmoid(gates[..., hsz : 2 * hsz]))
-            g = self.op("g", torch.tanh(gates[..., 2 * hsz : 3 * hsz]))
-            o = self.op("o", torch.sigmoid(gates[..., 3 * hsz :]))
-            c_new = self.step_quant(self.cell_quant, self.op("fc", f * c) + self.op("ig", i * g))
-            h_new = self.op("oc", o * self.op("tanh_c", torch.tanh(c_new)))
-            m = masks[t]
-            c = m * c_new + (1.0 - m) * c
-            h = m * h_new + (1.0 - m) * h
-            outputs.append(m * h)
-        return self.finish(outputs, lengths)
+        """``(B, T, input_size)``, lengths ``(B,)`` -> ``(B, T, hidden_size * directions)``,
+        zero at padded frames."""
+        return self.run(x, lengths, "lstm")
+
+    @override
+    def torch_kernel(self, x: Tensor, weights: list[Tensor], bidirectional: bool) -> Tensor:
+        h0 = x.new_zeros(2 if bidirectional else 1, x.shape[0], self.hidden_size)
+        return torch.lstm(
+            x,
+            (h0, torch.zeros_like(h0)),
+            weights,
+            True,
+            1,
+            0.0,
+            torch.is_grad_enabled(),
+            bidirectional,
+            True,
+        )[0]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mohaq.models.packed_linear import PackedLinear
 from mohaq.quant.clipping import ClippingMethod
 from mohaq.quant.points import QuantPoint
 from mohaq.quant.quantizer import FakeQuantizer
@@ -48,10 +48,12 @@ class QuantLinear(nn.Module):
             f"{layer}.input", role="activation", clipping=activation_clipping
         )
         self.bias_quant = FakeQuantizer(None, role="fixed", clipping="minmax")
+        # Packs the (quantized) weight once for oneDNN in inference.
+        self.product = PackedLinear()
 
     def forward(self, x: Tensor) -> Tensor:
         bias = self.bias_quant(self.bias) if self.bias is not None else None
-        return F.linear(self.input_quant(x), self.weight_quant(self.weight), bias)
+        return self.product(self.input_quant(x), self.weight_quant(self.weight), bias)
 
     def quant_points(self) -> tuple[QuantPoint, ...]:
         return (

@@ -12,15 +12,21 @@ def step_mask(lengths: Tensor, steps: int, dtype: torch.dtype = torch.float32) -
     return (positions[None, :] < lengths[:, None]).to(dtype)
 
 
-def reverse_within_lengths(batch_major: Tensor, lengths: Tensor) -> Tensor:
-    """Reverses each sequence of a ``(B, T, ...)`` tensor within its length.
+def reverse_within_lengths(x: Tensor, lengths: Tensor, *, time_dim: int = 1) -> Tensor:
+    """Reverses each sequence within its length along ``time_dim`` (batch-first
+    ``(B, T, ...)`` by default, time-major ``(T, B, ...)`` with ``time_dim=0``).
 
     Padding positions stay where they are, so a backward direction never reads
     padding before the real frames.
     """
-    batch, steps = batch_major.shape[:2]
-    positions = torch.arange(steps, device=batch_major.device).expand(batch, steps)
-    lengths = lengths.to(batch_major.device)[:, None]
+    if time_dim not in (0, 1):
+        raise ValueError(f"time_dim must be 0 or 1, got {time_dim}")
+    batch_dim = 1 - time_dim
+    batch, steps = x.shape[batch_dim], x.shape[time_dim]
+    positions = torch.arange(steps, device=x.device).expand(batch, steps)
+    lengths = lengths.to(x.device)[:, None]
     index = torch.where(positions < lengths, lengths - 1 - positions, positions)
-    index = index.view(batch, steps, *([1] * (batch_major.dim() - 2))).expand_as(batch_major)
-    return batch_major.gather(1, index)
+    if time_dim == 0:
+        index = index.t()
+    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(time_dim, index)

@@ -25,10 +25,11 @@ weights). With a projection the highway reads the layer input in float (its
 quantized copy feeds only the projection); without one it reads the product's
 quantized input.
 
-The element-wise recurrence runs fused, both directions in one call
-(:mod:`mohaq.models.sru_recurrence`); the backward direction runs over the
-time-reversed padded sequence with padded steps masked, so it starts at each
-sequence's last valid frame. Dropout between layers belongs to the stack
+One matrix product over all frames gives U for both directions; the
+element-wise recurrence then runs fused, both directions in one call
+(:func:`mohaq.models.sru_recurrence.sru_layer_recurrence`: a compiled kernel
+on the CPU, a TorchScript loop elsewhere); the backward direction starts at
+each sequence's last valid frame. Dropout between layers belongs to the stack
 (:class:`mohaq.models.acoustic.AcousticModel`).
 
 Quantization points: the product's weight (``<layer>.weight``, all matrices,
@@ -44,9 +45,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from mohaq.models.native import KERNEL_CHOICES, KernelChoice
+from mohaq.models.packed_linear import PackedLinear
 from mohaq.models.quant_linear import QuantLinear
-from mohaq.models.sequence import step_mask
-from mohaq.models.sru_recurrence import sru_recurrence
+from mohaq.models.sru_recurrence import sru_layer_recurrence
 from mohaq.quant.clipping import ClippingMethod
 from mohaq.quant.points import QuantPoint
 from mohaq.quant.quantizer import FakeQuantizer
@@ -66,6 +68,13 @@ class SRULayer(nn.Module):
         highway_bias: initial bias of the reset (highway) gate.
         rescale: scale the highway term by ``sqrt(1 + 2 exp(highway_bias))``.
         weight_clipping, activation_clipping: clipping methods of the quantizers.
+        kernel: the recurrence's implementation (see
+            :func:`mohaq.models.sru_recurrence.sru_layer_recurrence`): ``"auto"``
+            the compiled CPU kernel on CPU tensors where a compiler exists, else
+            the TorchScript loop; ``"cpu"`` or ``"script"`` to force one.
+
+    Raises:
+        ValueError: on an unknown ``kernel``.
     """
 
     def __init__(
@@ -81,8 +90,12 @@ class SRULayer(nn.Module):
         rescale: bool = True,
         weight_clipping: ClippingMethod = "mmse",
         activation_clipping: ClippingMethod = "mmse",
+        kernel: KernelChoice = "auto",
     ) -> None:
         super().__init__()
+        if kernel not in KERNEL_CHOICES:
+            raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
+        self.kernel: KernelChoice = kernel
         self.input_size, self.hidden_size, self.layer = input_size, hidden_size, layer
         self.directions = 2 if bidirectional else 1
         self.output_size = hidden_size * self.directions
@@ -106,6 +119,8 @@ class SRULayer(nn.Module):
         self.b_reset = nn.Parameter(torch.full(shape, float(highway_bias)))
         self.alpha = math.sqrt(1.0 + 2.0 * math.exp(highway_bias)) if rescale else 1.0
         self.product_input = product_input
+        # Packs the (quantized) weight once for oneDNN in inference.
+        self.product = PackedLinear()
         self.weight_quant = FakeQuantizer(
             f"{layer}.weight", role="weight", clipping=weight_clipping
         )
@@ -128,45 +143,29 @@ class SRULayer(nn.Module):
         Outputs at padded frames (``t >= lengths[b]``) are zero.
         """
         batch, steps, _ = x.shape
-        directions, hidden = self.directions, self.hidden_size
-        time_major = x.transpose(0, 1)
-        product_input = self.projection(time_major) if self.projection is not None else time_major
+        product_input = self.projection(x) if self.projection is not None else x
         product_input = self.input_quant(product_input)
-        # Direction-major (D, T, B, ...): direction 1 runs over the time-reversed
-        # padded sequence; masked steps keep its state at zero until the last
-        # valid frame, so reversing within each length is not needed.
-        stacked = _by_direction(product_input, directions)
-        weight = self.weight_quant(self.weight).view(directions, -1, self.product_input)
-        u = torch.bmm(stacked.reshape(directions, steps * batch, -1), weight.transpose(1, 2))
-        u = u.view(directions, steps, batch, self.num_matrices, hidden)
-        if self.highway_matrix:
-            highway = u[..., 3, :] * self.alpha
-        else:
-            # The highway is the layer input itself: quantized by the product's
-            # input point when there is no projection, in float otherwise.
-            source = time_major if self.projection is not None else product_input
-            highway = _by_direction(source, directions, split=True) * self.alpha
-        valid = step_mask(lengths.to(x.device), steps, torch.bool).t()  # (T, B)
-        padded = bool((lengths < steps).any()) if steps > 0 else False
-        mask = _by_direction(valid, directions).unsqueeze(-1) if padded else None
+        # One product over all frames and both directions, batch-first: the
+        # recurrence reads each direction's frames in its own order in place.
+        u = self.product(product_input, self.weight_quant(self.weight))
+        u = u.view(batch, steps, self.directions, self.num_matrices, self.hidden_size)
+        # Without a 4th matrix the highway is the layer input itself: quantized
+        # by the product's input point when there is no projection, in float otherwise.
+        highway = None
+        if not self.highway_matrix:
+            highway = x if self.projection is not None else product_input
         v_forget, v_reset, b_forget, b_reset = (
             self.vector_quant(p) for p in (self.v_forget, self.v_reset, self.b_forget, self.b_reset)
         )
-        state_quant = self.state_quant.quant_params(u[..., 0, :])
-        h, states = sru_recurrence(
-            u[..., 0, :], u[..., 1, :], u[..., 2, :], highway, v_forget, v_reset, b_forget,
-            b_reset, mask, state_quant=state_quant,
+        observing = self.state_quant.observing
+        h, states = sru_layer_recurrence(
+            u, highway, v_forget, v_reset, b_forget, b_reset, lengths, alpha=self.alpha,
+            state_quant=self.state_quant.quant_params(u[..., 0, :]), keep_states=observing,
+            kernel=self.kernel,
         )  # fmt: skip
-        if self.state_quant.observing:
+        if observing:
             self.state_quant(states)
-        if directions == 2:
-            h = torch.stack((h[0], h[1].flip(0)), dim=2)  # (T, B, D, H)
-        else:
-            h = h[0].unsqueeze(2)
-        out = h.transpose(0, 1).reshape(batch, steps, self.output_size)
-        if padded:
-            out = out * valid.t().unsqueeze(-1).to(out.dtype)
-        return out
+        return h
 
     def quant_points(self) -> tuple[QuantPoint, ...]:
         projection = self.projection.quant_points() if self.projection is not None else ()
@@ -182,17 +181,3 @@ class SRULayer(nn.Module):
 
     def fixed_params(self) -> int:
         return 4 * self.directions * self.hidden_size
-
-
-def _by_direction(time_major: Tensor, directions: int, *, split: bool = False) -> Tensor:
-    """``(T, B, ...)`` -> ``(D, T, B, ...)``, direction 1 reversed in time.
-
-    With ``split`` the last dimension holds the directions (``D * H``) and
-    each direction gets its own slice, ``(D, T, B, H)``.
-    """
-    if directions == 1:
-        return time_major.unsqueeze(0)
-    if split:
-        halves = time_major.unflatten(-1, (directions, -1))
-        return torch.stack((halves[..., 0, :], halves[..., 1, :].flip(0)))
-    return torch.stack((time_major, time_major.flip(0)))

@@ -32,32 +32,14 @@ range, 0 where clamped).
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
-from typing import TypeVar
-
 import torch
 from torch import Tensor
 
-_Function = TypeVar("_Function", bound=Callable[..., Tensor])
+from mohaq.models.native import KERNEL_CHOICES, KernelChoice
+from mohaq.models.scripting import script
 
 
-def _scripted(function: _Function) -> _Function:
-    """TorchScript-compiles a loop, or returns it as plain Python if scripting is unavailable.
-
-    torch 2.13 deprecates ``torch.jit.script`` in favour of torch.compile,
-    which cannot yet compile these loops without unrolling them; the warning
-    is silenced here because users cannot act on it.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            return torch.jit.script(function)
-        except Exception:  # noqa: BLE001 - any scripting failure falls back to eager
-            return function
-
-
-@_scripted
+@script
 def _state_loop(
     candidate: Tensor,
     forget: Tensor,
@@ -86,7 +68,7 @@ def _state_loop(
     return states
 
 
-@_scripted
+@script
 def _linear_backward_scan(grad: Tensor, decay: Tensor) -> Tensor:
     """In place: ``grad[:, t] += decay[:, t + 1] * grad[:, t + 1]`` for t = T-2 .. 0."""
     steps = grad.shape[1]
@@ -246,3 +228,106 @@ def sru_recurrence(
         candidate, forget_in, reset_in, highway, v_forget, v_reset, b_forget, b_reset, mask, c0,
         scale, bits,
     )  # fmt: skip
+
+
+def sru_layer_recurrence(
+    u: Tensor,
+    highway: Tensor | None,
+    v_forget: Tensor,
+    v_reset: Tensor,
+    b_forget: Tensor,
+    b_reset: Tensor,
+    lengths: Tensor,
+    *,
+    alpha: float,
+    state_quant: tuple[Tensor | float, int] | None = None,
+    keep_states: bool = False,
+    kernel: KernelChoice = "auto",
+) -> tuple[Tensor, Tensor | None]:
+    """An SRU layer's recurrence on its batch-first product; both directions.
+
+    Args:
+        u: the product ``W x``, ``(B, T, D, M, H)``: candidate, forget, reset
+            and, with ``M = 4``, the highway matrix.
+        highway: the highway source ``(B, T, D*H)`` when ``M = 3`` (direction
+            ``d`` reads its slice ``d``); None reads ``U``'s 4th matrix.
+        v_forget, v_reset, b_forget, b_reset: ``(D, H)``.
+        lengths: valid frames per sequence ``(B,)``; direction 1 starts at
+            each sequence's last valid frame.
+        alpha: the highway scale.
+        state_quant: ``(scale, bits)`` to fake-quantize the state at every step.
+        keep_states: also return the states ``(B, T, D, H)`` (for calibration).
+        kernel: ``"cpu"`` the compiled CPU kernel (:mod:`mohaq.models.sru_cpu`),
+            ``"script"`` the TorchScript loop of :func:`sru_recurrence` (any
+            device), ``"auto"`` the CPU kernel where it can run, else torch.
+
+    Returns:
+        ``h`` as ``(B, T, D*H)``, zero at padded frames, and the states (values
+        at padded frames unspecified) or None.
+
+    Raises:
+        ValueError: on an unknown ``kernel``, or ``"cpu"`` where it cannot run.
+    """
+    if kernel not in KERNEL_CHOICES:
+        raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
+    from mohaq.models.sru_cpu import cpu_kernel_available, sru_cpu_recurrence
+
+    tensors = (u, highway, v_forget, v_reset, b_forget, b_reset)
+    use_cpu = kernel != "script" and cpu_kernel_available(*tensors)
+    if kernel == "cpu" and not use_cpu:
+        raise ValueError(
+            "kernel 'cpu' needs CPU float32/float64 tensors and a C++ compiler; "
+            "use 'auto' or 'script'"
+        )
+    if use_cpu:
+        return sru_cpu_recurrence(
+            u, highway, v_forget, v_reset, b_forget, b_reset, lengths, alpha=alpha,
+            state_quant=state_quant, keep_states=keep_states,
+        )  # fmt: skip
+    return _torch_layer_recurrence(
+        u, highway, (v_forget, v_reset, b_forget, b_reset), lengths, alpha, state_quant,
+        keep_states,
+    )  # fmt: skip
+
+
+def _by_direction(batch_major: Tensor) -> Tensor:
+    """``(B, T, D, ...)`` -> direction-major time-major ``(D, T, B, ...)``, direction 1
+    reversed over the whole padded length (its masked steps keep the state at zero)."""
+    time_major = batch_major.transpose(0, 1)
+    forward = time_major[:, :, 0]
+    if batch_major.shape[2] == 1:
+        return forward.unsqueeze(0)
+    return torch.stack((forward, time_major[:, :, 1].flip(0)))
+
+
+def _torch_layer_recurrence(
+    u: Tensor,
+    highway: Tensor | None,
+    vectors: tuple[Tensor, Tensor, Tensor, Tensor],
+    lengths: Tensor,
+    alpha: float,
+    state_quant: tuple[Tensor | float, int] | None,
+    keep_states: bool,
+) -> tuple[Tensor, Tensor | None]:
+    batch, steps, directions, _, hidden = u.shape
+    gates = _by_direction(u)  # (D, T, B, M, H)
+    source = gates[..., 3, :] if highway is None else _by_direction(
+        highway.unflatten(-1, (directions, hidden))
+    )  # fmt: skip
+    valid = torch.arange(steps, device=u.device)[None, :] < lengths.to(u.device)[:, None]
+    padded = bool((~valid).any())
+    mask = _by_direction(valid.unsqueeze(-1).unsqueeze(-1).expand(-1, -1, directions, 1))
+    h, states = sru_recurrence(
+        gates[..., 0, :], gates[..., 1, :], gates[..., 2, :], source * alpha, *vectors,
+        mask if padded else None, state_quant=state_quant,
+    )  # fmt: skip
+
+    def batch_major(direction_major: Tensor) -> Tensor:  # (D, T, B, H) -> (B, T, D, H)
+        if directions == 2:
+            direction_major = torch.stack((direction_major[0], direction_major[1].flip(0)))
+        return direction_major.permute(2, 1, 0, 3)
+
+    out = batch_major(h).reshape(batch, steps, directions * hidden)
+    if padded:
+        out = out * valid.unsqueeze(-1).to(out.dtype)
+    return out, batch_major(states) if keep_states else None

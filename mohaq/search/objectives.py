@@ -13,10 +13,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
+from mohaq.hardware.base import CostModel
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
+
+if TYPE_CHECKING:
+    from mohaq.search.space import SearchSpace
 
 ERROR = "error"
 MEMORY_MB_ALIAS = "memory_mb"
@@ -27,33 +31,11 @@ class ObjectiveError(ValueError):
     assignment can satisfy."""
 
 
-class CostModelLike(Protocol):
-    """What the search needs of a hardware cost model (``mohaq.hardware``)."""
-
-    metric_names: Sequence[str]
-    allowed_bits: Sequence[int] | None
-    shared_layer_precision: bool
-
-    def metrics(self, workload: Workload, assignment: BitAssignment) -> Any: ...
-
-    def check(self, workload: Workload, assignment: BitAssignment) -> list[str]: ...
-
-
 def metric_totals(
-    cost_model: CostModelLike, workload: Workload, assignment: BitAssignment
+    cost_model: CostModel, workload: Workload, assignment: BitAssignment
 ) -> dict[str, float]:
     """The cost model's totals as plain floats."""
-    report = cost_model.metrics(workload, assignment)
-    totals = getattr(report, "totals", report)
-    return {str(k): float(v) for k, v in dict(totals).items()}
-
-
-def higher_is_better(cost_model: Any, metric: str) -> bool:
-    """Whether ``metric`` is maximized; accepts a mapping or a collection of names."""
-    flags = getattr(cost_model, "higher_is_better", None) or {}
-    if isinstance(flags, Mapping):
-        return bool(flags.get(metric, False))
-    return metric in set(flags)
+    return {str(k): float(v) for k, v in cost_model.metrics(workload, assignment).totals.items()}
 
 
 @dataclass(frozen=True)
@@ -171,7 +153,7 @@ class ObjectiveSet:
         ObjectiveError: for an unknown, repeated or missing objective.
     """
 
-    def __init__(self, names: Sequence[str], cost_model: Any) -> None:
+    def __init__(self, names: Sequence[str], cost_model: CostModel) -> None:
         names = [str(n) for n in names]
         metric_names = list(cost_model.metric_names)
         valid = [ERROR, *metric_names]
@@ -189,7 +171,8 @@ class ObjectiveSet:
         if ERROR not in names:
             raise ObjectiveError(f"objectives must include {ERROR!r}; got {names}")
         self.objectives = tuple(
-            Objective(n, n != ERROR and higher_is_better(cost_model, n)) for n in names
+            Objective(n, n != ERROR and bool(cost_model.higher_is_better.get(n, False)))
+            for n in names
         )
 
     @property
@@ -208,67 +191,66 @@ class ObjectiveSet:
         return [o.loss(float(values[o.name])) for o in self.objectives]
 
 
-class CheapFeasibility:
-    """Picklable cheap-constraint check on gene vectors (for nevergrad's
-    ``register_cheap_constraint`` and for the controller's own pre-check).
+def best_achievable(
+    space: SearchSpace, cost_model: CostModel, metric: str, *, minimize: bool
+) -> float:
+    """The best value of a cost metric over the space: the best uniform
+    assignment, improved gene by gene (coordinate descent from each uniform
+    start) because some platforms are not monotone in the bits (analytic Bit
+    Fusion prices a 2-bit input above an 8-bit one where it stalls on memory)."""
+    sign = 1.0 if minimize else -1.0
+    workload = space.workload
 
-    A candidate is feasible when the platform reports no violation and every
-    constraint on a cost metric holds.
-    """
+    def value(genes: list[int]) -> float:
+        return sign * metric_totals(cost_model, workload, space.decode(genes))[metric]
 
-    def __init__(
-        self, space: Any, cost_model: CostModelLike, constraints: Sequence[Constraint]
-    ) -> None:
-        self.space = space
-        self.cost_model = cost_model
-        self.constraints = tuple(c for c in constraints if c.cheap)
-
-    def violations(
-        self, assignment: BitAssignment, metrics: Mapping[str, float] | None = None
-    ) -> list[str]:
-        workload = self.space.workload
-        found = [str(v) for v in self.cost_model.check(workload, assignment)]
-        if self.constraints:
-            metrics = (
-                metrics
-                if metrics is not None
-                else metric_totals(self.cost_model, workload, assignment)
-            )
-            for constraint in self.constraints:
-                value = metrics[constraint.metric]
-                if not constraint.satisfied(value):
-                    found.append(
-                        f"{constraint.label}: {constraint.metric} = {value:g}, bound {constraint.bound:g}"
-                    )
-        return found
-
-    def __call__(self, value: Any) -> bool:
-        genes = self.space.genes_from_value(value)
-        cache = self.__dict__.setdefault("_cache", {})
-        if genes not in cache:
-            cache[genes] = not self.violations(self.space.decode(genes))
-        return cache[genes]
+    best = float("inf")
+    for start in range(len(space.choices)):
+        genes = [start] * space.num_genes
+        current = value(genes)
+        improved = True
+        while improved:
+            improved = False
+            for gene in range(space.num_genes):
+                for choice in range(len(space.choices)):
+                    if choice == genes[gene]:
+                        continue
+                    trial = list(genes)
+                    trial[gene] = choice
+                    candidate = value(trial)
+                    if candidate < current - 1e-12:
+                        genes, current, improved = trial, candidate, True
+        best = min(best, current)
+    return sign * best
 
 
 def check_achievable(
-    space: Any, cost_model: CostModelLike, constraints: Sequence[Constraint]
+    space: SearchSpace, cost_model: CostModel, constraints: Sequence[Constraint]
 ) -> None:
-    """Raises before any evaluation if a cheap constraint cannot be met.
+    """Raises before any evaluation if the platform or a cheap constraint cannot be met.
 
-    The best value of each metric is looked for among the uniform assignments
-    at each bit choice (cost metrics are monotone in the bits).
+    A bound must hold for the best value of its metric over the space
+    (:func:`best_achievable`, checked only when no uniform assignment meets it).
 
     Raises:
         ObjectiveError: naming the constraint and the best achievable value.
     """
+    workload = space.workload
+    lowest = space.uniform(min(space.choices))
+    platform = cost_model.check(workload, lowest)
+    if platform:
+        raise ObjectiveError(
+            f"no assignment fits {cost_model.name}: even {min(space.choices)} bits everywhere "
+            f"breaks it ({'; '.join(platform[:3])})"
+        )
     cheap = [c for c in constraints if c.cheap]
     if not cheap:
         return
-    workload = space.workload
     per_choice = {b: metric_totals(cost_model, workload, space.uniform(b)) for b in space.choices}
     for constraint in cheap:
-        values = [m[constraint.metric] for m in per_choice.values()]
-        best = min(values) if constraint.op == "<=" else max(values)
+        if any(constraint.satisfied(m[constraint.metric]) for m in per_choice.values()):
+            continue
+        best = best_achievable(space, cost_model, constraint.metric, minimize=constraint.op == "<=")
         if not constraint.satisfied(best):
             raise ObjectiveError(
                 f"constraint {constraint.label} ({constraint.describe()}) cannot be met: the best "
@@ -278,8 +260,8 @@ def check_achievable(
 
 def reference_point(
     objectives: ObjectiveSet,
-    space: Any,
-    cost_model: CostModelLike,
+    space: SearchSpace,
+    cost_model: CostModel,
     constraints: Sequence[Constraint],
     *,
     margin: float = 0.05,

@@ -1,49 +1,39 @@
-"""Pareto dominance, non-dominated sorting, crowding distance and hypervolume.
+"""Pareto dominance, non-dominated sorting, hypervolume (pymoo) and an
+incremental archive of the feasible front.
 
 All functions take losses (lower is better in every coordinate).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     """True if ``a`` is no worse than ``b`` everywhere and better somewhere."""
-    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return bool(np.all(a_arr <= b_arr) and np.any(a_arr < b_arr))
+    better = False
+    for x, y in zip(a, b, strict=True):
+        if x > y:
+            return False
+        if x < y:
+            better = True
+    return better
 
 
 def non_dominated_sort(losses: Sequence[Sequence[float]]) -> list[list[int]]:
-    """Fronts of indices (front 0 is the Pareto set), by Deb's fast sort."""
-    points = np.asarray(losses, dtype=float)
-    n = len(points)
-    if n == 0:
+    """Fronts of indices (front 0 is the Pareto set), each sorted; pymoo's sort.
+    Equal loss vectors share a front."""
+    if len(losses) == 0:
         return []
-    dominated_by: list[list[int]] = [[] for _ in range(n)]
-    counts = np.zeros(n, dtype=int)
-    for i in range(n):
-        for j in range(i + 1, n):
-            if dominates(points[i], points[j]):
-                dominated_by[i].append(j)
-                counts[j] += 1
-            elif dominates(points[j], points[i]):
-                dominated_by[j].append(i)
-                counts[i] += 1
-    fronts: list[list[int]] = []
-    current = [i for i in range(n) if counts[i] == 0]
-    while current:
-        fronts.append(current)
-        following: list[int] = []
-        for i in current:
-            for j in dominated_by[i]:
-                counts[j] -= 1
-                if counts[j] == 0:
-                    following.append(j)
-        current = sorted(following)
-    return fronts
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    fronts = NonDominatedSorting().do(np.asarray(losses, dtype=float))
+    return [sorted(int(i) for i in front) for front in fronts]
 
 
 def pareto_indices(losses: Sequence[Sequence[float]]) -> list[int]:
@@ -53,7 +43,7 @@ def pareto_indices(losses: Sequence[Sequence[float]]) -> list[int]:
         return []
     seen: set[tuple[float, ...]] = set()
     kept = []
-    for i in sorted(fronts[0]):
+    for i in fronts[0]:
         key = tuple(float(x) for x in losses[i])
         if key not in seen:
             seen.add(key)
@@ -61,34 +51,52 @@ def pareto_indices(losses: Sequence[Sequence[float]]) -> list[int]:
     return kept
 
 
-def crowding_distance(losses: Sequence[Sequence[float]]) -> np.ndarray:
-    """NSGA-II crowding distance of each point within one front (extremes: inf)."""
-    points = np.asarray(losses, dtype=float)
-    n = len(points)
-    distance = np.zeros(n)
-    if n <= 2:
-        return np.full(n, np.inf)
-    for m in range(points.shape[1]):
-        order = np.argsort(points[:, m], kind="stable")
-        low, high = points[order[0], m], points[order[-1], m]
-        distance[order[0]] = distance[order[-1]] = np.inf
-        if high == low:
-            continue
-        gaps = (points[order[2:], m] - points[order[:-2], m]) / (high - low)
-        distance[order[1:-1]] += gaps
-    return distance
-
-
-def hypervolume(losses: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
-    """Hypervolume dominated by ``losses`` up to ``reference`` (nevergrad's
-    HypervolumeIndicator); points not strictly better than the reference in
-    every coordinate add nothing."""
-    from nevergrad.optimization.multiobjective import HypervolumeIndicator
-
+def hypervolume(losses: Iterable[Sequence[float]], reference: Sequence[float]) -> float:
+    """Hypervolume dominated by ``losses`` up to ``reference`` (pymoo's HV);
+    points not strictly better than the reference in every coordinate add nothing."""
     ref = np.asarray(reference, dtype=float)
-    inside = [
-        np.asarray(p, dtype=float) for p in losses if np.all(np.asarray(p, dtype=float) < ref)
-    ]
+    inside = [p for p in (np.asarray(q, dtype=float) for q in losses) if np.all(p < ref)]
     if not inside:
         return 0.0
-    return float(HypervolumeIndicator(ref).compute(inside))
+    from pymoo.indicators.hv import HV
+
+    return float(HV(ref_point=ref)(np.asarray(inside)))
+
+
+class ParetoArchive(Generic[T]):
+    """The non-dominated items seen so far, kept up to date one item at a time
+    (O(front size) per item), so a search never re-sorts its whole history.
+
+    Of items with equal losses the first is kept.
+
+    Args:
+        losses_of: an item's loss vector.
+    """
+
+    def __init__(self, losses_of: Callable[[T], Sequence[float]]) -> None:
+        self.losses_of = losses_of
+        self._items: list[T] = []
+
+    def add(self, item: T) -> bool:
+        """Adds ``item`` if nothing in the archive dominates or equals it; drops
+        what it dominates. Returns whether it entered the front."""
+        losses = tuple(self.losses_of(item))
+        kept = []
+        for other in self._items:
+            other_losses = tuple(self.losses_of(other))
+            if other_losses == losses or dominates(other_losses, losses):
+                return False
+            if not dominates(losses, other_losses):
+                kept.append(other)
+        kept.append(item)
+        self._items = kept
+        return True
+
+    def items(self) -> list[T]:
+        return list(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def hypervolume(self, reference: Sequence[float]) -> float:
+        return hypervolume([self.losses_of(i) for i in self._items], reference)

@@ -1,27 +1,35 @@
-"""What a search leaves behind: pareto.csv, pareto.png, summary.md,
-TensorBoard entries and a progress bar; plus a hypervolume comparison of two
-runs (e.g. an optimizer against random search at equal budget)."""
+"""What a search leaves behind: pareto.csv, pareto.png and summary.md (the
+:class:`ReportWriter` callback); plus a hypervolume comparison of two runs
+(e.g. an algorithm against random search at equal budget)."""
 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mohaq.search.callbacks import SearchCallback
 from mohaq.search.objectives import ERROR
 from mohaq.search.pareto import hypervolume, pareto_indices
-from mohaq.search.persistence import SETTINGS, EvaluationLog, EvaluationRecord
+from mohaq.search.records import (
+    EVALUATIONS,
+    SETTINGS,
+    TEST_ERRORS,
+    EvaluationLog,
+    EvaluationRecord,
+    StoredRun,
+)
 
 PARETO_CSV = "pareto.csv"
 PARETO_PNG = "pareto.png"
 SUMMARY = "summary.md"
-TENSORBOARD = "tensorboard"
 
 
 def front_of(records: Sequence[EvaluationRecord]) -> list[EvaluationRecord]:
-    feasible = [r for r in records if r.feasible]
+    """The feasible, full-fidelity, non-dominated records of a log (equal
+    losses: the first)."""
+    feasible = [r for r in records if r.feasible and r.fidelity >= 1.0]
     return [feasible[i] for i in pareto_indices([r.losses for r in feasible])]
 
 
@@ -64,9 +72,11 @@ def pareto_figure(
     records: Sequence[EvaluationRecord],
     front: Sequence[EvaluationRecord],
     objectives: Sequence[str],
+    warnings: Sequence[str] = (),
 ) -> Any:
     """Error against each cost objective: all evaluations faint, infeasible
-    crossed, the front highlighted, the uniform baselines labelled."""
+    crossed, the front highlighted, the uniform baselines labelled; the
+    search's warnings as a red title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,43 +136,70 @@ def pareto_figure(
         axis.set_ylabel("error on the optimization set (%)")
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
+    if warnings:
+        figure.suptitle(
+            f"warning: {warnings[0]}"
+            + (f" (+{len(warnings) - 1} more)" if len(warnings) > 1 else ""),
+            color="tab:red",
+            fontsize=9,
+            wrap=True,
+        )
     figure.tight_layout()
     return figure
 
 
-def _table(rows: list[list[str]]) -> str:
+def markdown_table(rows: list[list[str]]) -> str:
+    """A Markdown table; ``rows[0]`` is the header."""
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     return "\n".join(lines)
 
 
-def _bits_text(record: EvaluationRecord) -> str:
-    return " ".join(str(b) for b in record.bits.values())
-
-
-def write_summary(path: Path, controller: Any, result: Any) -> None:
+def write_summary(path: Path, result: Any) -> None:
+    """``summary.md``: settings, counts, hypervolume, baselines, the front, files."""
+    info = result.info
+    problem = info.problem
+    settings = info.settings
     objectives = list(result.objectives)
     extra = [o for o in objectives if o != ERROR]
-    settings = controller.settings()
+    space = problem["space"]
+    genes = len(space["genes"])
     feasible = sum(r.feasible for r in result.records)
+    partial = [r for r in result.records if r.fidelity < 1.0]
+    shared = (
+        " (weights share their input activation precision)"
+        if space["shared_layer_precision"]
+        else ""
+    )
+    algorithm = settings.algorithm_options.to_dict()
+    options = ", ".join(f"{k}={v}" for k, v in algorithm.items())
+    warnings = [f"- **{w}**" for w in result.warnings]
     lines = [
         "# MOHAQ search summary",
         "",
+        *(["## Warnings", "", *warnings, ""] if warnings else []),
         "## Settings",
         "",
-        f"- platform: {settings['platform']}",
-        f"- objectives: {', '.join(objectives)} (maximized: {', '.join(settings['maximized']) or 'none'})",
-        f"- constraints: {', '.join(settings['constraints']) or 'none'}",
-        f"- bit choices: {settings['space']['choices']}; genes: {controller.space.num_genes}"
-        f"{' (weights share their input activation precision)' if controller.space.shared_layer_precision else ''};"
-        f" search space: {controller.space.size} assignments",
-        f"- optimizer: {result.optimizer}; seed {settings['seed']}; budget {settings['budget']}; workers {settings['workers']}",
+        f"- platform: {problem['platform']}",
+        f"- objectives: {', '.join(objectives)} (maximized: {', '.join(problem['maximized']) or 'none'})",
+        f"- constraints: {', '.join(problem['constraints']) or 'none'}",
+        f"- bit choices: {space['choices']}; genes: {genes}{shared}; search space: "
+        f"{len(space['choices']) ** genes} assignments",
+        f"- algorithm: {info.algorithm}{f' ({options})' if options else ''}; seed {settings.seed}; "
+        f"budget {settings.budget}; workers {settings.workers}",
         "",
         "## Counts",
         "",
         f"- evaluations: {len(result.records)} ({feasible} feasible, {len(result.records) - feasible} infeasible)",
         f"- Pareto front: {len(result.front)} solutions",
     ]
+    if settings.racing:
+        shares = [r.fidelity for r in result.records]
+        lines.append(
+            f"- racing: {len(partial)} candidates stopped early (confidently dominated), "
+            f"mean share of the optimization set evaluated per candidate "
+            f"{100 * sum(shares) / max(len(shares), 1):.0f}%"
+        )
     if result.stopped_early:
         lines.append(f"- stopped before the budget: {result.stopped_early}")
     lines += [
@@ -186,11 +223,11 @@ def write_summary(path: Path, controller: Any, result: Any) -> None:
             ]
         )
     lines += [
-        _table(rows),
+        markdown_table(rows),
         "",
         "## Pareto front",
         "",
-        f"Bits in point order: {', '.join(controller.workload.names)}",
+        f"Bits in point order: {', '.join(info.points)}",
         "",
     ]
     rows = [["index", "bits", *extra, "error (opt. set)", "error (test)"]]
@@ -199,131 +236,73 @@ def write_summary(path: Path, controller: Any, result: Any) -> None:
         rows.append(
             [
                 str(r.index),
-                _bits_text(r),
+                " ".join(str(r.bits[p]) for p in info.points),
                 *[f"{r.objectives[o]:.4g}" for o in extra],
                 f"{100 * r.error:.2f}%",
                 "" if test is None else f"{100 * test:.2f}%",
             ]
         )
-    lines += [_table(rows), "", "## Files", ""]
+    lines += [markdown_table(rows), "", "## Files", ""]
     for name, file in sorted(result.files.items()):
         lines.append(f"- {name}: `{file}`")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-class SearchReporter:
-    """Progress bar and TensorBoard during a search; report files at the end."""
+class ReportWriter(SearchCallback):
+    """Writes ``pareto.csv``, ``pareto.png`` and ``summary.md`` into the run directory."""
 
-    def __init__(self, controller: Any, *, resumed: int = 0) -> None:
-        self.controller = controller
-        self.writer = self._writer(controller.logger, controller.run_dir)
-        self.bar = None
-        if controller.progress:
-            from tqdm.auto import tqdm
+    def on_search_end(self, result: Any) -> None:
+        import matplotlib.pyplot as plt
 
-            self.bar = tqdm(total=controller.budget, initial=resumed, desc="search", unit="eval")
-        self._best: float | None = None
-
-    @staticmethod
-    def _writer(logger: Any, run_dir: Path) -> Any:
-        if logger is False:
-            return None
-        if logger is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            return SummaryWriter(log_dir=str(run_dir / TENSORBOARD))
-        experiment = getattr(logger, "experiment", logger)
-        return experiment if hasattr(experiment, "add_scalar") else None
-
-    def evaluated(self, record: EvaluationRecord, records: Sequence[EvaluationRecord]) -> None:
-        if record.feasible and (self._best is None or record.error < self._best):
-            self._best = record.error
-        count = len(records)
-        if self.bar is not None:
-            self.bar.update(1)
-            postfix = {"front": len(front_of(records))}
-            if self._best is not None:
-                postfix["best_error"] = f"{100 * self._best:.2f}%"
-            self.bar.set_postfix(postfix)
-        if self.writer is not None:
-            self.writer.add_scalar("search/error", record.error, record.index)
-            if count % self.controller.report_every == 0:
-                front = front_of(records)
-                hv = hypervolume([r.losses for r in front], self.controller.reference)
-                self.writer.add_scalar("search/hypervolume", hv, count)
-                self.writer.add_scalar("search/front_size", len(front), count)
-
-    def finish(self, result: Any) -> dict[str, Path]:
         run_dir = Path(result.run_dir)
-        files = {
-            "evaluations": run_dir / "evaluations.jsonl",
-            "pareto_csv": run_dir / PARETO_CSV,
-            "pareto_png": run_dir / PARETO_PNG,
-            "summary": run_dir / SUMMARY,
-            "settings": run_dir / SETTINGS,
-        }
-        if (run_dir / "test_errors.json").exists():
-            files["test_errors"] = run_dir / "test_errors.json"
+        files = result.files
+        files.update(
+            {
+                "evaluations": run_dir / EVALUATIONS,
+                "pareto_csv": run_dir / PARETO_CSV,
+                "pareto_png": run_dir / PARETO_PNG,
+                "summary": run_dir / SUMMARY,
+                "settings": run_dir / SETTINGS,
+            }
+        )
+        if (run_dir / TEST_ERRORS).exists():
+            files["test_errors"] = run_dir / TEST_ERRORS
         write_pareto_csv(
             files["pareto_csv"],
             result.front,
-            self.controller.workload.names,
+            result.info.points,
             result.objectives,
             result.test_errors,
         )
-        import matplotlib.pyplot as plt
-
-        figure = pareto_figure(result.records, result.front, result.objectives)
+        figure = pareto_figure(result.records, result.front, result.objectives, result.warnings)
         figure.savefig(files["pareto_png"], dpi=120)
-        if self.writer is not None:
-            files["tensorboard"] = Path(getattr(self.writer, "log_dir", run_dir / TENSORBOARD))
-            count = len(result.records)
-            self.writer.add_scalar("search/hypervolume", result.hypervolume, count)
-            self.writer.add_figure("search/pareto", figure, count)
-            for r in result.front:
-                hparams = {f"bits/{k}": v for k, v in r.bits.items()}
-                metrics = {f"front/{k}": float(v) for k, v in r.objectives.items()}
-                if r.index in result.test_errors:
-                    metrics["front/test_error"] = result.test_errors[r.index]
-                self.writer.add_hparams(hparams, metrics, run_name=f"front_{r.index}")
-            self.writer.flush()
         plt.close(figure)
-        result.files = files
-        write_summary(files["summary"], self.controller, result)
-        return files
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self.writer is not None and self.controller.logger is None:
-            self.writer.close()
-            self.writer = None
+        write_summary(files["summary"], result)
 
 
 def compare_hypervolumes(
     run_a: str | Path, run_b: str | Path, reference: Sequence[float] | None = None
 ) -> dict[str, Any]:
     """Hypervolumes of two runs' feasible fronts against one reference point
-    (run A's recorded reference unless given), e.g. DE against RandomSearch
+    (run A's recorded reference unless given), e.g. DE against random search
     at equal budget.
 
     Raises:
         ValueError: if the runs have different objectives.
     """
-    settings = [json.loads((Path(r) / SETTINGS).read_text()) for r in (run_a, run_b)]
-    if settings[0]["objectives"] != settings[1]["objectives"]:
-        raise ValueError(
-            f"runs have different objectives: {settings[0]['objectives']} vs {settings[1]['objectives']}"
-        )
-    ref = list(reference) if reference is not None else settings[0]["reference"]
-    out: dict[str, Any] = {"reference": ref, "objectives": settings[0]["objectives"]}
-    for key, run, setting in (("a", run_a, settings[0]), ("b", run_b, settings[1])):
-        records = EvaluationLog(run).load()
+    stored = [StoredRun.read(run) for run in (run_a, run_b)]
+    objectives = [s.problem["objectives"] for s in stored]
+    if objectives[0] != objectives[1]:
+        raise ValueError(f"runs have different objectives: {objectives[0]} vs {objectives[1]}")
+    ref = list(reference) if reference is not None else stored[0].problem["reference"]
+    out: dict[str, Any] = {"reference": ref, "objectives": objectives[0]}
+    for key, run, setting in (("a", run_a, stored[0]), ("b", run_b, stored[1])):
+        records = EvaluationLog(run).read()  # a reader: never cuts a running search's log
         front = front_of(records)
         out[key] = {
             "run_dir": str(run),
-            "optimizer": setting["optimizer"],
+            "algorithm": setting.settings["algorithm"]["name"],
+            "algorithm_options": setting.settings["algorithm"]["options"],
             "evaluations": len(records),
             "front_size": len(front),
             "hypervolume": hypervolume([r.losses for r in front], ref),

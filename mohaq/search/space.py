@@ -5,9 +5,9 @@ point is its own gene; on a platform whose datapath runs a matrix product at
 one precision for both operands (SiLago), a weight and its input activation
 form one gene, so the 16 points of MOHAQ's 4-layer SRU become 8 genes.
 
-Genes are encoded for nevergrad as an integer-cast array of indices into the
-sorted bit choices (see ECOSYSTEM.md: ``Choice`` parametrizations break
-``pareto_front`` and sample by softmax).
+A gene vector holds, per gene, an index into the sorted bit choices; the
+algorithms search over these vectors and the space maps them to bit
+assignments and back.
 """
 
 from __future__ import annotations
@@ -107,8 +107,10 @@ class SearchSpace:
             choices = sorted({int(b) for b in requested})
         if not choices:
             raise SearchSpaceError(
-                f"no bit choice left: requested {list(bit_choices or DEFAULT_BIT_CHOICES)}, "
-                f"platform allows {allowed}"
+                f"no bit choice left: the platform allows {allowed}, none of MOHAQ's "
+                f"{list(DEFAULT_BIT_CHOICES)}; give bit_choices from {allowed}"
+                if bit_choices is None
+                else f"bit_choices is empty; give precisions from 2 to 16 bits (platform allows {allowed})"
             )
         self.workload = workload
         self.choices: tuple[int, ...] = tuple(sorted(set(choices)))
@@ -131,14 +133,6 @@ class SearchSpace:
     def size(self) -> int:
         """Number of distinct assignments (K ** G)."""
         return len(self.choices) ** self.num_genes
-
-    # -- nevergrad ----------------------------------------------------------------------
-    def parametrization(self):  # -> ng.p.Array (nevergrad imported lazily: heavy import)
-        """An integer-cast nevergrad array of choice indices, one per gene."""
-        import nevergrad as ng
-
-        k = len(self.choices)
-        return ng.p.Array(shape=(self.num_genes,), lower=-0.5, upper=k - 0.5).set_integer_casting()
 
     # -- conversions --------------------------------------------------------------------
     def genes_from_value(self, value: Sequence[float] | np.ndarray) -> tuple[int, ...]:

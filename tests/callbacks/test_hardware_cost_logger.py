@@ -73,9 +73,11 @@ def test_logs_scalars_and_tables(tmp_path: Path) -> None:
     events = _run(tmp_path, assignment, HardwareCostLogger())
     scalars = events.Tags()["scalars"]
     speedup = events.Scalars("hardware/silago/speedup")
-    # (32 MACs x 2 + 512 x 4) / 544, logged at global step 2
-    assert speedup[-1].value == pytest.approx(2112 / 544)
+    # time: 32 MACs / 2 + 512 / 4 = 144 units against 544 at 16 bits; logged at step 2
+    assert speedup[-1].value == pytest.approx(544 / 144)
     assert speedup[-1].step == 2
+    # MOHAQ's MAC-weighted mean: (32 x 2 + 512 x 4) / 544
+    assert events.Scalars("hardware/silago/speedup_mohaq")[-1].value == pytest.approx(2112 / 544)
     assert "hardware/bitfusion/latency_cycles" in scalars
     assert "hardware/bitfusion/energy" in scalars
     texts = events.Tags()["tensors"]

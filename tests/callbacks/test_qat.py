@@ -66,8 +66,12 @@ def test_qat_fit_quantizes_and_the_checkpoint_restores_it(tmp_path: Path) -> Non
     restored.eval()
     qat_system.eval()
     with torch.no_grad():
-        assert torch.allclose(restored(batch[0], batch[2]), qat_system(batch[0], batch[2]), atol=1e-5)
+        assert torch.allclose(
+            restored(batch[0], batch[2]), qat_system(batch[0], batch[2]), atol=1e-5
+        )
         float_system.eval()
         # 2-bit quantization must change the outputs of the float model.
-        assert not torch.allclose(float_system(batch[0], batch[2]), restored(batch[0], batch[2]), atol=1e-3)
+        assert not torch.allclose(
+            float_system(batch[0], batch[2]), restored(batch[0], batch[2]), atol=1e-3
+        )
     assert trainer.callbacks[0].state_dict()["bits"] == expected.to_dict()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from mohaq.datamodules.synth_timit import (
     phone_segments,
     resample,
     speaker_specs,
+    verify_corpus,
     word_segments,
 )
 from mohaq.datamodules.timit_corpus import read_utterance, scan_corpus
@@ -156,6 +159,54 @@ def test_other_parameters_or_an_interrupted_run_regenerate(tmp_path: Path) -> No
     generate_corpus(out, speakers=4, utterances_per_speaker=1, seed=1, workers=1)
     assert _files(out) == complete and (out / MANIFEST).is_file()
     assert not (out / PARTIAL_MANIFEST).exists()
+
+
+def test_damaged_or_missing_files_are_regenerated_and_reported(
+    tmp_path: Path, corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(corpus, copy)
+    wav = sorted(copy.glob("TEST/DR*/*/*.WAV"))[0]
+    data = bytearray(wav.read_bytes())
+    data[2048 : 2048 + 512] = bytes(512)  # zeroed in place: same size
+    wav.write_bytes(bytes(data))
+    phn = sorted(copy.glob("TRAIN/DR*/*/*.PHN"))[0]
+    phn.unlink()
+    with caplog.at_level(logging.WARNING):
+        damaged = verify_corpus(copy, workers=1)
+    assert damaged == sorted(p.relative_to(copy).as_posix() for p in (wav, phn))
+    assert "2 file(s) are damaged or missing" in caplog.text and wav.name in caplog.text
+    assert "repaired; the regenerated files match their checksums" in caplog.text
+    assert _files(copy) == _files(corpus)
+    assert verify_corpus(copy) == []
+
+
+def test_a_corpus_made_before_checksums_gets_them_recorded(tmp_path: Path, corpus: Path) -> None:
+    copy = tmp_path / "old"
+    shutil.copytree(corpus, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    recorded = manifest.pop("checksums")
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    generate_corpus(copy, **TINY)  # the same corpus: kept as it is, checksums added
+    assert json.loads((copy / MANIFEST).read_text())["checksums"] == recorded
+    assert len(recorded) == 4 * 6  # WAV, PHN, WRD, TXT of 6 utterances
+
+
+def test_an_output_path_that_is_a_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    with pytest.raises(SynthesisError, match="notes.txt' is a file, not a folder"):
+        generate_corpus(taken, speakers=3, utterances_per_speaker=1, seed=0)
+    with pytest.raises(SynthesisError, match="cannot write the corpus into .*Not a directory"):
+        generate_corpus(taken / "corpus", speakers=3, utterances_per_speaker=1, seed=0)
+    arguments = ["--speakers", "3", "--utterances-per-speaker", "1", "--seed", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(taken), *arguments])
+    assert exit_info.value.code == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "mine"
 
 
 def test_user_folders_are_never_overwritten(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from test_timit_corpus import write_small_corpus, write_utterance
 import mohaq.datamodules.timit as timit_module
 from mohaq.datamodules import TIMITDataModule
 from mohaq.datamodules.batching import Batch
-from mohaq.datamodules.feature_cache import MANIFEST
+from mohaq.datamodules.feature_cache import MANIFEST, FeatureCacheError
 from mohaq.datamodules.phones import IGNORE_INDEX, PHONES_39, PHONES_48, SCORING_MAP_48_TO_39
 from mohaq.datamodules.timit_corpus import CorpusError
 
@@ -196,6 +196,80 @@ def test_concurrent_prepare_waits_for_the_lock_holder(corpus: Path, tmp_path: Pa
     assert not worker.is_alive() and cache.is_complete(("train", "dev", "test"))
 
 
+def test_damaged_cache_bytes_are_detected_and_the_split_recomputed(
+    corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _module(corpus, tmp_path / "cache")
+    first.prepare_data()
+    first.setup("fit")
+    original = first.datasets["dev"].features.clone()
+    path = first._resolve_cache().split_path("dev")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 512] = bytes(512)  # zeroed in place: same size, same name
+    path.write_bytes(bytes(data))
+    damaged = _module(corpus, tmp_path / "cache")
+    damaged.prepare_data()  # sizes match: not recomputed here
+    with caplog.at_level("WARNING"):
+        damaged.setup("fit")
+    assert f"feature cache file {path} is damaged" in caplog.text
+    assert "recomputing the 'dev' split" in caplog.text
+    assert torch.equal(damaged.datasets["dev"].features, original)
+    _forbid_features(monkeypatch)  # repaired for good: the next process just loads it
+    again = _module(corpus, tmp_path / "cache")
+    again.setup("fit")
+    assert torch.equal(again.datasets["dev"].features, original)
+
+
+def test_a_full_disk_while_caching_is_a_clear_error(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import mohaq.datamodules.feature_cache as cache_module
+
+    def full(source: str, target: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cache_module.os, "replace", full)
+    with pytest.raises(FeatureCacheError, match=r"cannot write the feature cache file .*train\.pt: No space left on device .*--data.cache_dir"):  # fmt: skip
+        _module(corpus, tmp_path / "cache").prepare_data()
+    monkeypatch.undo()
+    cache = _module(corpus, tmp_path / "cache")
+    cache.prepare_data()  # nothing half-written was trusted
+    cache.setup("fit")
+
+
+def test_a_repaired_synthetic_corpus_gets_a_new_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repairs: list[Path] = []
+
+    def generate_corpus(out_dir: Path, **kwargs: object) -> None:
+        write_small_corpus(Path(out_dir))
+        (Path(out_dir) / "corpus.json").write_text("{}")
+
+    def verify_corpus(out: Path, **kwargs: object) -> list[str]:
+        if repairs:
+            return []
+        repairs.append(out)  # as if a damaged speaker was generated again
+        phn = Path(out) / "TRAIN/DR1/FCJF0/SI1.PHN"
+        os.utime(phn, ns=(phn.stat().st_atime_ns, phn.stat().st_mtime_ns + 10**9))
+        return ["TRAIN/DR1/FCJF0/SI1.PHN"]
+
+    fake = types.ModuleType("mohaq.datamodules.synth_timit")
+    fake.generate_corpus, fake.verify_corpus = generate_corpus, verify_corpus
+    monkeypatch.setitem(sys.modules, "mohaq.datamodules.synth_timit", fake)
+    data = TIMITDataModule(cache_dir=str(tmp_path), synthetic_speakers=6)
+    data.prepare_data()
+    assert len(repairs) == 1
+    # The cache was computed for the repaired files: the next process finds it complete.
+    _forbid_features(monkeypatch)
+    again = TIMITDataModule(cache_dir=str(tmp_path), synthetic_speakers=6)
+    again.prepare_data()
+    again.setup("fit")
+
+
 # -- errors surface in prepare_data, before any feature is computed --------------------------------
 @pytest.mark.parametrize(
     "phn_text, message",
@@ -257,6 +331,7 @@ def test_synthetic_corpus_is_generated_once_into_the_cache(
 
     fake = types.ModuleType("mohaq.datamodules.synth_timit")
     fake.generate_corpus = generate_corpus
+    fake.verify_corpus = lambda out, **kwargs: []
     monkeypatch.setitem(sys.modules, "mohaq.datamodules.synth_timit", fake)
     data = TIMITDataModule(cache_dir=str(tmp_path), synthetic_speakers=6, synthetic_seed=3)
     data.prepare_data()

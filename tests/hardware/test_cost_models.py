@@ -10,8 +10,8 @@ import math
 
 import pytest
 
-from mohaq.hardware import InfeasibleAssignmentError, get_cost_model
-from mohaq.hardware.base import CostReport
+from mohaq.hardware import CostModelError, InfeasibleAssignmentError, get_cost_model
+from mohaq.hardware.base import CostReport, mac_weighted_mean, time_ratio_speedup
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import QuantPoint, Workload
 
@@ -36,18 +36,57 @@ def bits(w0: int, a0: int, w1: int, a1: int) -> BitAssignment:
 def test_silago_mixed_8_and_4() -> None:
     report = get_cost_model("silago").metrics(tiny_workload(), bits(8, 8, 4, 4))
     totals = report.totals
-    # speedup = (32 MACs x 2 + 512 x 4) / 544 = 2112 / 544
-    assert totals["speedup"] == pytest.approx(2112 / 544)
-    # weight bits = 32 x 8 + 512 x 4 = 2304; x 0.08 pJ = 184.32
+    # time units: l0 32 MACs / 2 = 16, l1 512 / 4 = 128; at 16 bits 544
+    assert totals["speedup"] == pytest.approx(544 / 144)
+    # MOHAQ's mean: (32 MACs x 2 + 512 x 4) / 544 = 2112 / 544
+    assert totals["speedup_mohaq"] == pytest.approx(2112 / 544)
+    # stored bits = 32 x 8 + 512 x 4 + 10 fixed x 16 = 2464; x 0.08 pJ = 197.12
     # MACs: 32 x 1.084/2 = 17.344; 512 x 0.613/4 = 78.464
-    assert totals["energy"] == pytest.approx(184.32 + 17.344 + 78.464)
-    # all at 16: 544 x 16 x 0.08 = 696.32; 544 x 1.666 = 906.304
-    assert totals["energy_saving"] == pytest.approx((696.32 + 906.304) / 280.128)
+    assert totals["energy"] == pytest.approx(197.12 + 17.344 + 78.464)
+    # all at 16: (544 x 16 + 160) x 0.08 = 709.12; 544 x 1.666 = 906.304
+    assert totals["energy_saving"] == pytest.approx((709.12 + 906.304) / 292.928)
     # memory = (2304 + 10 x 16) / 8 = 308 bytes
     assert totals["memory_bytes"] == 308
     assert totals["memory_mb"] == pytest.approx(308 / 2**20)
     assert [row["layer"] for row in report.rows] == ["l0", "l1"]
     assert [row["speedup"] for row in report.rows] == [2.0, 4.0]
+    assert [row["time_share"] for row in report.rows] == pytest.approx([16 / 144, 128 / 144])
+
+
+def equal_macs_workload() -> Workload:
+    """Two layers of 32 MACs each: l0 is 4 -> 8, l1 is 8 -> 4."""
+    return Workload(
+        (
+            QuantPoint("l0.input", "activation", "l0"),
+            QuantPoint("l0.weight", "weight", "l0", 32, 32, 4, 8, "l0.input"),
+            QuantPoint("l1.input", "activation", "l1"),
+            QuantPoint("l1.weight", "weight", "l1", 32, 32, 8, 4, "l1.input"),
+        )
+    )
+
+
+def test_mean_and_time_ratio_by_hand() -> None:
+    # half the MACs 4x faster, half as fast as the baseline
+    assert mac_weighted_mean([(32, 4.0), (32, 1.0)]) == 2.5
+    # time: 32 / 4 + 32 / 1 = 40 units against 64
+    assert time_ratio_speedup([(32, 4.0), (32, 1.0)]) == 1.6
+    with pytest.raises(CostModelError, match="zero MACs"):
+        time_ratio_speedup([(0, 2.0)])
+
+
+@pytest.mark.parametrize(
+    ("platform", "fast_bits"),
+    [("silago", 4), ("bitfusion-mohaq", 8)],  # 4-bit on SiLago and 8x8 on Bit Fusion: 4x
+)
+def test_speedup_is_the_time_ratio_and_speedup_mohaq_the_mean(
+    platform: str, fast_bits: int
+) -> None:
+    model = get_cost_model(platform)
+    totals = model.metrics(equal_macs_workload(), bits(fast_bits, fast_bits, 16, 16)).totals
+    assert totals["speedup"] == pytest.approx(1.6)
+    assert totals["speedup_mohaq"] == pytest.approx(2.5)
+    assert model.describe("speedup").startswith("speedup (physical")
+    assert "MAC-weighted mean" in model.describe("speedup_mohaq")
 
 
 def test_silago_rejects_2_bits_float_and_mixed_layer() -> None:
@@ -82,7 +121,9 @@ def test_bitfusion_mohaq_table() -> None:
     model = get_cost_model("bitfusion-mohaq")
     totals = model.metrics(tiny_workload(), bits(8, 4, 2, 2)).totals
     # l0: 8 x 4 = 32 -> 8; l1: 2 x 2 = 4 -> 64; (32 x 8 + 512 x 64) / 544
-    assert totals["speedup"] == pytest.approx(33024 / 544)
+    assert totals["speedup_mohaq"] == pytest.approx(33024 / 544)
+    # time: 32 / 8 + 512 / 64 = 12 units against 544
+    assert totals["speedup"] == pytest.approx(544 / 12)
     assert totals["memory_bytes"] == (32 * 8 + 512 * 2 + 160) / 8
     # 16 x 2 = 32 -> 8 for both layers
     assert model.metrics(tiny_workload(), bits(16, 2, 2, 16)).totals["speedup"] == 8.0
@@ -94,19 +135,23 @@ def test_bitfusion_analytic_tiny_layer_by_hand() -> None:
     workload = tiny_workload()
     report = model.metrics(workload, bits(8, 8, 8, 8))
     l0 = report.rows[0]
-    # l0 at 8x8 (pf 1): compute = 1 x ceil(8/32) x ceil(4/16) = 1 cycle
+    # l0 at 8x8 (pf 1): one tile of everything; compute = 1 frame x 1 column group
+    # x ceil(4 / 16) input steps = 1 cycle
     assert l0["pf"] == 1 and l0["compute_cycles"] == 1
-    # DRAM bits: weights 32 x 8 = 256, inputs 4 x 8 = 32, outputs 8 x 32 = 256 -> 544
-    # -> ceil(544 / 192) = 3 cycles; first load ceil((256 + 32)/192) = 2; last store
-    # ceil(256/192) = 2; overlapped traffic max(0, 3 - 2 - 2) = 0
-    assert l0["dram_cycles"] == 3
-    assert l0["latency_cycles"] == max(1, 0) + 2 + 2
-    # energy: 1 cycle x 235.104 + 544 DRAM bits x 15 + SRAM:
-    #   weight write 256 x 0.029 + weight read 256 x 0.021 + input write 32 x 0.114
-    #   + input read 32 x 1 column group x 0.059 + partial sums 1 cycle x 32 x 32 x
-    #   (0.033 + 0.073) + output read 256 x 0.033
-    sram = 256 * 0.029 + 256 * 0.021 + 32 * 0.114 + 32 * 0.059 + 1024 * 0.106 + 256 * 0.033
-    assert l0["energy_pj"] == pytest.approx(235.104 + 544 * 15 + sram)
+    assert l0["schedule"] == "batch>in>out b1 i4 o8"
+    # DRAM bits: weights padded to 16 inputs: 16 x 8 x 8 = 1,024; inputs 4 x 8 = 32;
+    # outputs padded to 32 columns at 32 bits: 1,024 loaded + 1,024 stored -> 3,104
+    assert l0["dram_bits"] == 3_104
+    assert l0["dram_cycles"] == math.ceil(3_104 / 192)
+    # first load (1,024 + 32 + 1,024) / 192 -> 11 cycles; last store 1,024 / 192 -> 6;
+    # nothing left to overlap: latency = 1 + 11 + 6
+    assert l0["latency_cycles"] == 18
+    # energy: 1 cycle x 235.104 + 3,104 DRAM bits x 15 + SRAM: weight write 1,024 x 0.029
+    #   + weight read 4 x 8 x 8 x 0.021 + input write 32 x 0.114 + input read 32 x 1
+    #   column group x 0.059 + output buffer: (load 1,024 + one pass of partial sums
+    #   1,024) x 0.073 written, (store 1,024 + 1,024) x 0.033 read
+    sram = 1024 * 0.029 + 256 * 0.021 + 32 * 0.114 + 32 * 0.059 + 2048 * 0.073 + 2048 * 0.033
+    assert l0["energy_pj"] == pytest.approx(235.104 + 3_104 * 15 + sram)
     assert l0["bound"] == "dram"
     assert model.parallelism(2, 2) == 16
     assert model.parallelism(4, 8) == 2
@@ -155,10 +200,11 @@ def test_report_tables() -> None:
     assert isinstance(report, CostReport)
     markdown = report.to_markdown()
     assert "| layer | weight | input | w_bits | a_bits | macs | params |" in markdown
-    assert "- speedup: 3.8824" in markdown
+    assert "- speedup: 3.7778" in markdown and "- speedup_mohaq: 3.8824" in markdown
+    assert "- note: speedup: physical: total time at the baseline precision" in markdown
     text = report.to_text()
     assert text.splitlines()[0] == "== silago =="
-    assert "energy (pJ/frame): 280.128" in text
+    assert "energy (pJ/frame): 292.928" in text
 
 
 def test_metric_declarations_are_consistent() -> None:

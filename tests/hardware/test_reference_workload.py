@@ -11,6 +11,11 @@ from mohaq.quant.assignment import BitAssignment
 # 75,900 + 3 x 844,800 + 3 x 281,600 + 2,094,400
 TOTAL_PARAMS = 5_549_500
 
+# MOHAQ.md: (in, out) of each matrix product, MACs per frame = params = in x out;
+# 8,800 biases and recurrent vectors stay at 16 bits.
+MOHAQ_LAYERS = [(23, 3300)] + [(256, 3300)] * 3 + [(1100, 256)] * 3 + [(1100, 1904)]
+MOHAQ_FIXED = 8_800
+
 
 def uniform(bits: int) -> BitAssignment:
     return BitAssignment.uniform(mohaq_sru_workload().names, bits)
@@ -43,8 +48,34 @@ def test_silago_uniform_speedup(bits: int, speedup: float) -> None:
 
 def test_silago_energy_all_8() -> None:
     totals = load_platform("silago").metrics(mohaq_sru_workload(), uniform(8)).totals
-    # 5,549,500 weights x 8 bits x 0.08 pJ + 5,549,500 MACs x 1.084 / 2 pJ
-    assert totals["energy"] == pytest.approx(TOTAL_PARAMS * 8 * 0.08 + TOTAL_PARAMS * 0.542)
+    # (5,549,500 weights x 8 bits + 8,800 fixed x 16 bits) x 0.08 pJ + 5,549,500 MACs x 1.084 / 2
+    expected = (TOTAL_PARAMS * 8 + 8_800 * 16) * 0.08 + TOTAL_PARAMS * 1.084 / 2
+    assert totals["energy"] == pytest.approx(expected)
+
+
+def paper_energy(bits: int) -> float:
+    """MOHAQ's SiLago energy per frame (pJ), from the paper's formula and workload table:
+    every stored bit (weights at ``bits``, fixed values at 16) x 0.08 pJ + MACs x energy per MAC."""
+    energy_per_mac = {16: 1.666, 8: 1.084 / 2, 4: 0.613 / 4}[bits]
+    macs = sum(i * o for i, o in MOHAQ_LAYERS)
+    stored_bits = macs * bits + MOHAQ_FIXED * 16
+    return stored_bits * 0.08 + macs * energy_per_mac
+
+
+@pytest.mark.parametrize("bits", [16, 4])
+def test_silago_energy_is_the_papers_formula(bits: int) -> None:
+    totals = load_platform("silago").metrics(mohaq_sru_workload(), uniform(bits)).totals
+    assert totals["energy"] == pytest.approx(paper_energy(bits), rel=1e-12)
+    assert totals["energy_saving"] == pytest.approx(paper_energy(16) / paper_energy(bits))
+
+
+def test_silago_mixed_speedups_on_the_reference_sru() -> None:
+    # output layer at 4 bits, the rest at 8: MACs 3,455,100 at 2x and 2,094,400 at 4x
+    assignment = BitAssignment({**uniform(8).to_dict(), "output.weight": 4, "output.input": 4})
+    totals = load_platform("silago").metrics(mohaq_sru_workload(), assignment).totals
+    assert totals["speedup_mohaq"] == pytest.approx((3_455_100 * 2 + 2_094_400 * 4) / 5_549_500)
+    assert totals["speedup"] == pytest.approx(5_549_500 / (3_455_100 / 2 + 2_094_400 / 4))
+    assert totals["speedup"] < totals["speedup_mohaq"]
 
 
 @pytest.mark.parametrize(("bits", "speedup"), [(16, 1.0), (8, 4.0), (4, 16.0), (2, 64.0)])

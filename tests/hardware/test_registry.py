@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from mohaq.hardware import (
+    ConstantError,
     CostModelError,
     UnknownCostModelError,
     available_cost_models,
@@ -10,7 +11,7 @@ from mohaq.hardware import (
     register_cost_model,
 )
 from mohaq.hardware.base import CostModel, CostReport
-from mohaq.hardware.registry import CostModelRegistry
+from mohaq.hardware.registry import CostModelRegistry, constructor_keys, cost_model_class
 from mohaq.hardware.silago import SiLagoCostModel
 
 BUILTINS = ["bismo", "bitfusion", "bitfusion-mohaq", "bops", "lookup-table", "silago", "size"]
@@ -62,11 +63,31 @@ def test_unknown_override_lists_valid_keys() -> None:
 
 
 def test_constructor_validation() -> None:
-    with pytest.raises(CostModelError, match="allowed bits \\[2\\] have no speedup_per_bits"):
+    with pytest.raises(
+        ConstantError,
+        match="cost model 'silago': constant 'speedup_per_bits' = .* has no entry for bit "
+        "width\\(s\\) \\[2\\]",
+    ):
         get_cost_model("silago", allowed_bits=[2, 4, 8, 16])
-    with pytest.raises(CostModelError, match="baseline_bits 2 is not one of allowed_bits"):
+    with pytest.raises(
+        ConstantError, match="constant 'baseline_bits' = 2 is not one of allowed_bits"
+    ):
         get_cost_model("bitfusion", baseline_bits=2, allowed_bits=[4, 8])
-    with pytest.raises(CostModelError, match="batch must be positive"):
+    with pytest.raises(
+        ConstantError, match="constant 'batch' = 0 is zero; allowed: an integer > 0"
+    ):
         get_cost_model("bitfusion", batch=0)
-    with pytest.raises(CostModelError, match="no speedup for weight x activation bits = 128"):
+    with pytest.raises(
+        ConstantError, match="has no speedup for weight x activation bits \\[128, 256\\]"
+    ):
         get_cost_model("bitfusion-mohaq", speedup_per_bit_product={64: 1.0})
+    with pytest.raises(ConstantError, match="constant 'allowed_bits' = \\[8, 32\\] holds \\[32\\]"):
+        get_cost_model("bitfusion", allowed_bits=[8, 32], baseline_bits=8)
+    with pytest.raises(CostModelError, match="needs constant\\(s\\) \\['table'\\]"):
+        get_cost_model("lookup-table")
+
+
+def test_every_constant_is_declared() -> None:
+    for name in available_cost_models():
+        cls = cost_model_class(name)
+        assert list(cls.constants) == constructor_keys(cls), name

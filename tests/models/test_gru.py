@@ -7,9 +7,20 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mohaq.models.cell_cpu import cpu_cell_available
 from mohaq.models.gru import GRU_OPERATORS, GRULayer
 from mohaq.quant.apply import apply_bit_assignment
 from mohaq.quant.assignment import BitAssignment
+
+# "auto": float cells run in torch's fused kernel; "cpu" and "script" force the
+# compiled and the scripted loop, which must equal torch too.
+PATHS = [
+    "auto",
+    pytest.param(
+        "cpu", marks=pytest.mark.skipif(not cpu_cell_available(torch.zeros(1)), reason="no C++")
+    ),
+    "script",
+]
 
 
 def copy_torch_weights(ours: GRULayer, reference: nn.RNNBase, index: int) -> None:
@@ -31,13 +42,14 @@ def run_packed(reference: nn.RNNBase, x: Tensor, lengths: Tensor) -> Tensor:
     return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
 
 
-def stack_like(reference: nn.RNNBase, granularity: str) -> nn.ModuleList:
+def stack_like(reference: nn.RNNBase, granularity: str, kernel: str = "auto") -> nn.ModuleList:
     directions = 2 if reference.bidirectional else 1
     layers = nn.ModuleList()
     for index in range(reference.num_layers):
         size = reference.input_size if index == 0 else reference.hidden_size * directions
         layer = GRULayer(size, reference.hidden_size, layer=f"gru{index}",
-                         bidirectional=reference.bidirectional, granularity=granularity)  # fmt: skip
+                         bidirectional=reference.bidirectional, granularity=granularity,
+                         kernel=kernel)  # fmt: skip
         copy_torch_weights(layer, reference, index)
         layers.append(layer)
     return layers.to(next(reference.parameters()).dtype)
@@ -49,6 +61,8 @@ def run_stack(layers: nn.ModuleList, x: Tensor, lengths: Tensor) -> Tensor:
     return x
 
 
+@pytest.mark.parametrize("lengths", [[7, 2, 5], [7, 7, 7]])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     ("bidirectional", "num_layers", "granularity", "dtype", "atol"),
     [
@@ -59,14 +73,20 @@ def run_stack(layers: nn.ModuleList, x: Tensor, lengths: Tensor) -> Tensor:
     ],
 )
 def test_gru_stack_equals_torch_gru_on_packed_sequences(
-    bidirectional: bool, num_layers: int, granularity: str, dtype: torch.dtype, atol: float
+    bidirectional: bool,
+    num_layers: int,
+    granularity: str,
+    dtype: torch.dtype,
+    atol: float,
+    path: str,
+    lengths: list[int],
 ) -> None:
     torch.manual_seed(0)
     reference = nn.GRU(5, 4, num_layers=num_layers, batch_first=True,
                        bidirectional=bidirectional).to(dtype)  # fmt: skip
-    ours = stack_like(reference, granularity)
+    ours = stack_like(reference, granularity, path)
     x = torch.randn(3, 7, 5, dtype=dtype, requires_grad=True)
-    lengths = torch.tensor([7, 2, 5])
+    lengths = torch.tensor(lengths)
     expected, actual = run_packed(reference, x, lengths), run_stack(ours, x, lengths)
     assert torch.allclose(actual, expected, atol=atol, rtol=0)
     grad = torch.randn_like(expected)

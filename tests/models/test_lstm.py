@@ -7,12 +7,25 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mohaq.models.cell_cpu import cpu_cell_available
 from mohaq.models.lstm import LSTM_OPERATORS, LSTMLayer
 from mohaq.quant.apply import apply_bit_assignment
 from mohaq.quant.assignment import BitAssignment
 
+# "auto": float cells run in torch's fused kernel; "cpu" and "script" force the
+# compiled and the scripted loop, which must equal torch too.
+PATHS = [
+    "auto",
+    pytest.param(
+        "cpu", marks=pytest.mark.skipif(not cpu_cell_available(torch.zeros(1)), reason="no C++")
+    ),
+    "script",
+]
 
-def stack_like(reference: nn.LSTM, granularity: str = "layer") -> nn.ModuleList:
+
+def stack_like(
+    reference: nn.LSTM, granularity: str = "layer", kernel: str = "auto"
+) -> nn.ModuleList:
     """Our layers with torch's weights: [W_ih | W_hh], rows (direction, gate i f g o, unit)."""
     directions = 2 if reference.bidirectional else 1
     suffixes = ["", "_reverse"][:directions]
@@ -20,7 +33,8 @@ def stack_like(reference: nn.LSTM, granularity: str = "layer") -> nn.ModuleList:
     for index in range(reference.num_layers):
         size = reference.input_size if index == 0 else reference.hidden_size * directions
         layer = LSTMLayer(size, reference.hidden_size, layer=f"lstm{index}",
-                          bidirectional=reference.bidirectional, granularity=granularity)  # fmt: skip
+                          bidirectional=reference.bidirectional, granularity=granularity,
+                          kernel=kernel)  # fmt: skip
 
         def cat(kind: str, index: int = index) -> Tensor:
             return torch.cat([getattr(reference, f"{kind}_l{index}{s}") for s in suffixes])
@@ -44,6 +58,8 @@ def run_packed(reference: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
     return pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=x.shape[1])[0]
 
 
+@pytest.mark.parametrize("lengths", [[3, 6, 1], [6, 6, 6]])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     ("bidirectional", "num_layers", "granularity", "dtype", "atol"),
     [
@@ -54,14 +70,20 @@ def run_packed(reference: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
     ],
 )
 def test_lstm_stack_equals_torch_lstm_on_packed_sequences(
-    bidirectional: bool, num_layers: int, granularity: str, dtype: torch.dtype, atol: float
+    bidirectional: bool,
+    num_layers: int,
+    granularity: str,
+    dtype: torch.dtype,
+    atol: float,
+    path: str,
+    lengths: list[int],
 ) -> None:
     torch.manual_seed(1)
     reference = nn.LSTM(5, 4, num_layers=num_layers, batch_first=True,
                         bidirectional=bidirectional).to(dtype)  # fmt: skip
-    ours = stack_like(reference, granularity)
+    ours = stack_like(reference, granularity, path)
     x = torch.randn(3, 6, 5, dtype=dtype, requires_grad=True)
-    lengths = torch.tensor([3, 6, 1])
+    lengths = torch.tensor(lengths)
     expected, actual = run_packed(reference, x, lengths), run_stack(ours, x, lengths)
     assert torch.allclose(actual, expected, atol=atol, rtol=0)
     grad = torch.randn_like(expected)

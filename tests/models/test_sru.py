@@ -8,10 +8,23 @@ import pytest
 import torch
 from torch import Tensor
 
+from mohaq.models import sru_cpu
 from mohaq.models.sru import SRULayer
-from mohaq.models.sru_recurrence import sru_recurrence
+from mohaq.models.sru_recurrence import sru_layer_recurrence, sru_recurrence
 from mohaq.quant.calibration import observing
 from mohaq.quant.functional import fake_quantize
+
+# Every layer-level test runs on both recurrence kernels; the compiled CPU one
+# needs a C++ compiler.
+KERNELS = [
+    "script",
+    pytest.param(
+        "cpu",
+        marks=pytest.mark.skipif(
+            not sru_cpu.cpu_kernel_available(torch.zeros(1)), reason="no C++ compiler"
+        ),
+    ),
+]
 
 
 def sru_reference(
@@ -79,12 +92,19 @@ def _assert_same_values_and_gradients(
         (6, None, False, torch.float32, 1e-5),
     ],
 )
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_fused_sru_equals_the_equations(
-    input_size: int, projection: int | None, bidirectional: bool, dtype: torch.dtype, atol: float
+    input_size: int,
+    projection: int | None,
+    bidirectional: bool,
+    dtype: torch.dtype,
+    atol: float,
+    kernel: str,
 ) -> None:
     torch.manual_seed(0)
     layer = SRULayer(input_size, 4, layer="sru1", bidirectional=bidirectional,
-                     projection_size=projection, projection_layer="proj1").to(dtype)  # fmt: skip
+                     projection_size=projection, projection_layer="proj1",
+                     kernel=kernel).to(dtype)  # fmt: skip
     _random_parameters(layer)
     x = torch.randn(3, 7, input_size, dtype=dtype, requires_grad=True)
     lengths = torch.tensor([7, 4, 1])
@@ -141,9 +161,10 @@ def test_gradient_through_the_returned_states_is_refused() -> None:
     assert not states.requires_grad
 
 
-def test_padding_never_leaks_into_either_direction() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_padding_never_leaks_into_either_direction(kernel: str) -> None:
     torch.manual_seed(3)
-    layer = SRULayer(4, 3, layer="sru0").double()
+    layer = SRULayer(4, 3, layer="sru0", kernel=kernel).double()
     x = torch.randn(1, 5, 4, dtype=torch.double)
     padded = torch.cat([x, 100 * torch.randn(1, 4, 4, dtype=torch.double)], dim=1)
     alone = layer(x, torch.tensor([5]))
@@ -152,10 +173,13 @@ def test_padding_never_leaks_into_either_direction() -> None:
     assert torch.all(in_batch[:, 5:] == 0)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("bits", [3, 8])
-def test_state_quantization_inside_the_loop_matches_per_step_fake_quantization(bits: int) -> None:
+def test_state_quantization_inside_the_loop_matches_per_step_fake_quantization(
+    bits: int, kernel: str
+) -> None:
     torch.manual_seed(4)
-    layer = SRULayer(6, 4, layer="sru0").double()
+    layer = SRULayer(6, 4, layer="sru0", kernel=kernel).double()
     _random_parameters(layer)
     x = torch.randn(2, 6, 6, dtype=torch.double, requires_grad=True)
     lengths = torch.tensor([6, 3])
@@ -212,3 +236,56 @@ def test_calibration_records_the_state_once_per_utterance_then_quantizes_with_it
     layer.state_quant.bits = None
     with torch.no_grad():
         assert torch.allclose(quantized, layer(utterances[0], torch.tensor([5])), atol=1e-3)
+
+
+def _layer_recurrence_inputs(highway_matrix: bool, seed: int = 7):
+    generator = torch.Generator().manual_seed(seed)
+    b, t, d, h = 3, 5, 2, 4
+    m = 4 if highway_matrix else 3
+
+    def rand(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=generator, dtype=torch.float64).requires_grad_()
+
+    u = rand(b, t, d, m, h)
+    highway = None if highway_matrix else rand(b, t, d * h)
+    return u, highway, [rand(d, h) for _ in range(4)], torch.tensor([5, 2, 0])
+
+
+@pytest.mark.skipif(not sru_cpu.cpu_kernel_available(torch.zeros(1)), reason="no C++ compiler")
+@pytest.mark.parametrize("highway_matrix", [True, False])
+def test_cpu_kernel_passes_gradcheck(highway_matrix: bool) -> None:
+    u, highway, vectors, lengths = _layer_recurrence_inputs(highway_matrix)
+    inputs = (u, *vectors) if highway is None else (u, highway, *vectors)
+
+    def run(*tensors: Tensor) -> Tensor:
+        source = None if highway is None else tensors[1]
+        return sru_layer_recurrence(tensors[0], source, *tensors[-4:], lengths, alpha=1.3,
+                                    kernel="cpu")[0]  # fmt: skip
+
+    assert torch.autograd.gradcheck(run, inputs)
+
+
+@pytest.mark.skipif(not sru_cpu.cpu_kernel_available(torch.zeros(1)), reason="no C++ compiler")
+def test_cpu_kernel_states_and_threads_match_the_torch_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    u, highway, vectors, lengths = _layer_recurrence_inputs(False)
+    args = (u, highway, *vectors, lengths)
+    expected, expected_states = sru_layer_recurrence(*args, alpha=0.7, keep_states=True,
+                                                     kernel="script")  # fmt: skip
+    # Force the threaded split even on this tiny problem.
+    monkeypatch.setattr(sru_cpu, "PARALLEL_MIN_WORK", 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        actual, states = sru_layer_recurrence(*args, alpha=0.7, keep_states=True, kernel="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(actual, expected, atol=1e-12, rtol=0)
+    valid = (torch.arange(5)[None, :] < lengths[:, None])[..., None, None]
+    assert torch.allclose(states * valid, expected_states * valid, atol=1e-12, rtol=0)
+
+
+def test_unknown_kernel_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        SRULayer(4, 3, layer="sru0", kernel="cuda")  # type: ignore[arg-type]

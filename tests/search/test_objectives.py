@@ -1,8 +1,7 @@
 import pytest
-from test_search_fakes import FakeCostModel, fake_workload
+from test_search_fakes import FakeCostModel, fake_search
 
-from mohaq.search import run_search
-from mohaq.search.evaluator import AnalyticEvaluator
+from mohaq.search.evaluators import AnalyticEvaluator
 from mohaq.search.objectives import ObjectiveError, ObjectiveSet, parse_constraints
 
 METRICS = ("speedup", "memory_mb", "energy")
@@ -39,13 +38,5 @@ def test_impossible_memory_constraint_raises_before_evaluating(tmp_path) -> None
     with pytest.raises(
         ObjectiveError, match=r"max_memory_mb.*best achievable memory_mb .* is 2\.57"
     ):
-        run_search(
-            workload=fake_workload(),
-            platform=FakeCostModel(),
-            evaluator=evaluator,
-            constraints={"max_memory_mb": 1.0},
-            budget=10,
-            run_dir=tmp_path,
-            progress=False,
-        )
+        fake_search(tmp_path, evaluator=evaluator, constraints={"max_memory_mb": 1.0}, budget=10)
     assert evaluator.calls == 0 and not (tmp_path / "evaluations.jsonl").exists()

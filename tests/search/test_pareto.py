@@ -1,9 +1,7 @@
-import numpy as np
 import pytest
 
-from mohaq.search.optimizers import NSGA2
 from mohaq.search.pareto import (
-    crowding_distance,
+    ParetoArchive,
     dominates,
     hypervolume,
     non_dominated_sort,
@@ -21,12 +19,6 @@ def test_dominance_and_sorting_by_hand() -> None:
     assert pareto_indices(POINTS) == [0, 1, 3]  # the repeated [2, 3] is kept once
 
 
-def test_crowding_distance_by_hand() -> None:
-    distance = crowding_distance([[1, 5], [2, 3], [4, 1]])
-    # middle point: (4-1)/(4-1) + (5-1)/(5-1) = 2
-    assert np.isinf(distance[0]) and np.isinf(distance[2]) and distance[1] == pytest.approx(2.0)
-
-
 def test_hypervolume_by_hand() -> None:
     # Union of [1,4]x[2,4] and [2,4]x[1,4] = 6 + 6 - 4.
     assert hypervolume([[1, 2], [2, 1]], [4, 4]) == pytest.approx(8.0)
@@ -35,19 +27,11 @@ def test_hypervolume_by_hand() -> None:
     assert hypervolume([], [4, 4]) == 0.0
 
 
-def test_nsga2_constraint_domination_prefers_feasible() -> None:
-    nsga = NSGA2(2, 4, population_size=2, offspring=1, seed=0)
-    nsga.tell_not_asked((0, 0), [9.0, 9.0], violation=0.0)
-    nsga.tell_not_asked((1, 1), [0.0, 0.0], violation=1.0)
-    assert nsga.initialized
-    assert [r["genes"] for r in nsga.population] == [[0, 0], [1, 1]]
-
-
-def test_nsga2_state_roundtrip_continues_identically() -> None:
-    a = NSGA2(5, 4, population_size=6, offspring=2, seed=3)
-    for _ in range(8):
-        genes, _ = a.ask()
-        a.tell(genes, [sum(genes), -max(genes)])
-    b = NSGA2(5, 4, population_size=6, offspring=2, seed=99)
-    b.load_state_bytes(a.state_bytes())
-    assert [a.ask()[0] for _ in range(4)] == [b.ask()[0] for _ in range(4)]
+def test_archive_keeps_the_front_one_item_at_a_time() -> None:
+    archive: ParetoArchive[list[int]] = ParetoArchive(lambda p: p)
+    entered = [archive.add(p) for p in POINTS]
+    # [3,4] and [5,5] are dominated when they arrive; the second [2,3] repeats one.
+    assert entered == [True, True, False, True, False, False]
+    assert sorted(map(tuple, archive.items())) == [(1, 5), (2, 3), (4, 1)]
+    assert archive.add([1, 1]) and archive.items() == [[1, 1]]
+    assert archive.hypervolume([4, 4]) == pytest.approx(9.0)

@@ -4,7 +4,7 @@ integration test once mohaq.models lands)."""
 
 import pytest
 import torch
-from test_search_fakes import FakeCostModel
+from test_search_fakes import fake_search
 from tiny_data import TinyDataModule
 from torch import nn
 
@@ -13,8 +13,7 @@ from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import QuantPoint, Workload
 from mohaq.quant.ptq import PTQConfig
 from mohaq.quant.quantizer import FakeQuantizer
-from mohaq.search import run_search
-from mohaq.search.evaluator import PTQEvaluator
+from mohaq.search.evaluators import PTQEvaluator
 
 
 class TinySystem(nn.Module):
@@ -84,25 +83,20 @@ def test_ptq_error_grows_at_low_bits_and_batching_is_exact(trained) -> None:
     evaluator = PTQEvaluator(system, data, batch_size=4, device="cpu")
     single = PTQEvaluator(system, data, batch_size=1, device="cpu")
     names = system.workload().names
-    errors = {b: evaluator.evaluate(BitAssignment.uniform(names, b)) for b in (16, 8, 2)}
-    float_error = evaluator.evaluate(BitAssignment({}))
+    errors = {b: evaluator.evaluate(BitAssignment.uniform(names, b)).error for b in (16, 8, 2)}
+    float_error = evaluator.evaluate(BitAssignment({})).error
     assert errors[16] == pytest.approx(float_error, abs=0.02)
     assert errors[2] > errors[16] + 0.05
-    assert single.evaluate(BitAssignment.uniform(names, 8)) == pytest.approx(errors[8])
-    assert evaluator.evaluate(BitAssignment.uniform(names, 16), "test") >= 0.0
+    assert single.evaluate(BitAssignment.uniform(names, 8)).error == pytest.approx(errors[8])
+    assert evaluator.evaluate(BitAssignment.uniform(names, 16), "test").error >= 0.0
+    assert evaluator.evaluate(BitAssignment.uniform(names, 8)).evaluator == "ptq"
 
 
 def test_search_with_ptq_evaluator(trained, tmp_path) -> None:
     system, data = trained
-    result = run_search(
-        system=system,
-        datamodule=data,
-        platform=FakeCostModel(),
-        budget=12,
-        run_dir=tmp_path,
-        progress=False,
-        logger=False,
-        batch_size=4,
+    evaluator = PTQEvaluator(system, data, batch_size=4, device="cpu")
+    result = fake_search(
+        tmp_path, workload=system.workload(), evaluator=evaluator, budget=12, batch_size=4
     )
     assert len(result.records) == 12 and all(r.evaluator == "ptq" for r in result.records)
     assert result.front and set(result.test_errors) == {r.index for r in result.front}
@@ -119,7 +113,28 @@ def test_ptq_config_is_applied_and_described(trained) -> None:
     assert record["calibrated_utterances"] == 5  # max_calibration_utterances fills the gap
     assert system.inputs[1].statistic == "pooled"
     names = system.workload().names
-    error = evaluator.evaluate(BitAssignment.uniform(names, 4))
+    error = evaluator.evaluate(BitAssignment.uniform(names, 4)).error
     assert 0.0 <= error <= 1.0
     assert system.weights[0].learned_bits == (4,)
     assert evaluator.describe()["adaround_solutions"] == 2  # two weights, once each at 4 bits
+
+
+def test_racing_stops_a_dominated_candidate_early_and_is_exact_otherwise(trained) -> None:
+    from mohaq.search.evaluators import Racing
+
+    system, data = trained
+    racing = Racing(fractions=(0.25, 0.5), confidence=0.99)
+    raced = PTQEvaluator(system, data, batch_size=4, device="cpu", racing=racing)
+    plain = PTQEvaluator(system, data, batch_size=4, device="cpu")
+    names = system.workload().names
+    two = BitAssignment.uniform(names, 2)
+    full = plain.evaluate(two).error
+    # Far above any possible error: never stopped, and the same PER as without racing.
+    kept = raced.evaluate(two, stop_above=100.0)
+    assert kept.fidelity == 1.0 and kept.error == pytest.approx(full)
+    # Below any possible error: stopped at the first check, on a quarter of the set.
+    stopped = raced.evaluate(two, stop_above=-1.0)
+    assert stopped.fidelity == pytest.approx(3 / 12) and stopped.error > 0
+    assert raced.evaluate(two).fidelity == 1.0  # no hint: the whole set
+    with pytest.raises(Exception, match="racing fractions must be increasing"):
+        Racing(fractions=(0.5, 0.25))

@@ -5,8 +5,7 @@ Imported by the other test files (pytest puts this folder on sys.path).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from mohaq.hardware.base import CostModel, CostReport
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import QuantPoint, Workload
 
@@ -31,24 +30,27 @@ def fake_workload(layers: int = 4) -> Workload:
     return Workload(tuple(points), fixed_params=100, fixed_bits=16)
 
 
-@dataclass
-class Report:
-    totals: dict[str, float]
-
-
-@dataclass
-class FakeCostModel:
+class FakeCostModel(CostModel):
     """speedup = MAC-weighted mean of 16 / max(w, a); memory_mb = weight bits x
     params / 8 / 2**20 scaled x 1000; energy = sum of MACs x w x a / 1000."""
 
-    allowed_bits: tuple[int, ...] | None = (2, 4, 8, 16)
-    shared_layer_precision: bool = False
-    memory_capacity_bytes: int | None = None
-    name: str = "fake"
-    metric_names: tuple[str, ...] = ("speedup", "memory_mb", "energy")
-    higher_is_better: dict[str, bool] = field(default_factory=lambda: {"speedup": True})
+    name = "fake"
+    metric_names = ("speedup", "memory_mb", "energy")
+    higher_is_better = {"speedup": True}
 
-    def metrics(self, workload: Workload, assignment: BitAssignment) -> Report:
+    def __init__(
+        self,
+        allowed_bits: tuple[int, ...] | None = (2, 4, 8, 16),
+        shared_layer_precision: bool = False,
+        memory_capacity_bytes: int | None = None,
+    ) -> None:
+        super().__init__(
+            allowed_bits=allowed_bits,
+            shared_layer_precision=shared_layer_precision,
+            memory_capacity_bytes=memory_capacity_bytes,
+        )
+
+    def metrics(self, workload: Workload, assignment: BitAssignment) -> CostReport:
         macs = speed = memory = energy = 0.0
         for point in workload.matmul_weights():
             w = assignment.bits[point.name]
@@ -58,19 +60,8 @@ class FakeCostModel:
             memory += point.params * w
             energy += point.macs_per_frame * w * a / 1000
         memory_mb = 1000 * (memory + workload.fixed_params * workload.fixed_bits) / 8 / 2**20
-        return Report({"speedup": speed / macs, "memory_mb": memory_mb, "energy": energy})
-
-    def check(self, workload: Workload, assignment: BitAssignment) -> list[str]:
-        problems = []
-        if self.allowed_bits is not None:
-            for name, bits in assignment.bits.items():
-                if bits not in self.allowed_bits:
-                    problems.append(f"{name}: {bits} bits not allowed")
-        if self.shared_layer_precision:
-            for point in workload.matmul_weights():
-                if assignment.bits[point.name] != assignment.bits[point.input_point]:
-                    problems.append(f"{point.layer}: weight and input precision differ")
-        return problems
+        totals = {"speedup": speed / macs, "memory_mb": memory_mb, "energy": energy}
+        return CostReport(self.name, totals)
 
 
 def test_fake_cost_model_is_monotone() -> None:
@@ -80,3 +71,39 @@ def test_fake_cost_model_is_monotone() -> None:
     high = model.metrics(workload, BitAssignment.uniform(workload.names, 16)).totals
     assert low["speedup"] == 4.0 and high["speedup"] == 1.0
     assert low["memory_mb"] < high["memory_mb"]
+
+
+def fake_search(
+    run_dir,
+    *,
+    evaluator=None,
+    evaluator_factory=None,
+    workload=None,
+    cost_model=None,
+    callbacks=None,
+    resume=False,
+    seeds=(),
+    truncate_damaged=False,
+    **settings,
+):
+    """A search on the fake workload and cost model (analytic evaluator by default);
+    ``settings`` are SearchSettings fields (budget 30 by default)."""
+    from mohaq.search import AnalyticEvaluator, SearchSettings, run_search
+    from mohaq.search.run import default_callbacks
+
+    values = {"platform": "fake", "budget": 30, "run_dir": str(run_dir), **settings}
+    if evaluator is None and evaluator_factory is None:
+        evaluator = AnalyticEvaluator()
+    return run_search(
+        SearchSettings(**values),
+        workload=workload or fake_workload(),
+        evaluator=evaluator,
+        evaluator_factory=evaluator_factory,
+        cost_model=cost_model or FakeCostModel(),
+        resume=resume,
+        callbacks=default_callbacks(progress=False, tensorboard=False)
+        if callbacks is None
+        else callbacks,
+        seeds=seeds,
+        truncate_damaged=truncate_damaged,
+    )

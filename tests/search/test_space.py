@@ -39,11 +39,3 @@ def test_bit_choice_the_platform_cannot_run_lists_allowed() -> None:
         SearchSpaceError, match=r"\[2\] are not supported.*allowed bits: \[4, 8, 16\]"
     ):
         SearchSpace(fake_workload(), (2, 4), allowed_bits=(4, 8, 16))
-
-
-def test_parametrization_is_integer_cast_array() -> None:
-    space = SearchSpace(fake_workload(), (4, 8, 16))
-    parametrization = space.parametrization()
-    parametrization.random_state.seed(1)
-    sample = parametrization.sample().value
-    assert sample.shape == (8,) and set(sample.tolist()) <= {0, 1, 2}
