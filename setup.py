@@ -53,12 +53,15 @@ setup(
             "safetensors>=0.4",
             "onnx>=1.16",
             "onnxruntime>=1.18",
+            # the reference SRU whose weights mohaq.models.sru_import converts
+            # (its test compares both forwards); the 2.x weight layout.
+            "sru>=2.6,<3",
         ],
         # `mohaq export` and `mohaq test --exported`: packed weights in safetensors,
         # the ONNX QDQ graph (opset 21), and onnxruntime to score it.
         "export": ["safetensors>=0.4", "onnx>=1.16", "onnxruntime>=1.18"],
         "cluster": ["submitit>=1.5"],
-        "bench": ["sru>=2.6"],
+        "bench": ["sru>=2.6,<3"],
     },
     entry_points={
         "console_scripts": [

@@ -15,10 +15,15 @@ output size (hidden x directions): with MOHAQ's projection in front of layers
 package does; the paper's layer 0 therefore has 23 x 4400 MACs per frame
 where MOHAQ's table counts 23 x 3300. The reset (highway) gate bias b_r is
 initialised to ``highway_bias`` (-1 in MOHAQ's recipe) and, when ``rescale``
-is on, the highway term is scaled by ``alpha = sqrt(1 + 2 exp(highway_bias))``,
-as the `sru` package does with ``rescale=True``. With a projection the
-highway reads the layer input in float (its quantized copy feeds only the
-projection); without one it reads the product's quantized input.
+is on, the highway term is scaled at run time by
+``alpha = sqrt(1 + 2 exp(highway_bias))``, whether it is the input itself or
+the 4th matrix's output. The `sru` package (``rescale=True``) scales the input
+at run time the same way only for layers without a 4th matrix; for a layer
+with one it multiplies that matrix by the scale once, at initialization, and
+applies no scale at run time (:mod:`mohaq.models.sru_import` converts its
+weights). With a projection the highway reads the layer input in float (its
+quantized copy feeds only the projection); without one it reads the product's
+quantized input.
 
 One matrix product over all frames gives U for both directions; the
 element-wise recurrence then runs fused, both directions in one call

@@ -263,3 +263,159 @@ def percentile_from_histogram(
     index = torch.searchsorted(cumulative, target * (1 - 1e-12)).squeeze(-1)
     index = index.clamp_(max=hist.shape[-1] - 1)
     return ((index + 1).to(torch.float64) / hist.shape[-1] * upper).clamp_min(MIN_THRESHOLD).float()
+
+
+def pool_histograms(
+    hist: Tensor, maxima: Tensor, num_bins: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Sums histograms that each cover their own range ``[0, maxima[i]]`` into one
+    histogram over ``[0, max(maxima)]``.
+
+    Counts inside a source bin are taken as spread evenly over it, so a source
+    bin that straddles target bins is split between them in proportion.
+
+    Args:
+        hist: ``(N, ..., bins)`` counts (e.g. ``(N, 2, bins)`` split by sign).
+        maxima: ``(N,)`` the upper edge of each histogram.
+        num_bins: bins of the pooled histogram (default: the source's).
+
+    Returns:
+        ``(pooled, upper)``: counts of shape ``(..., num_bins)`` and the
+        common upper edge, a scalar.
+
+    Raises:
+        ValueError: for an empty batch or mismatched shapes.
+    """
+    hist = torch.as_tensor(hist).to(torch.float64)
+    maxima = torch.as_tensor(maxima).to(torch.float64).reshape(-1)
+    if hist.shape[0] == 0 or hist.shape[0] != maxima.shape[0]:
+        raise ValueError(
+            f"pool_histograms needs N >= 1 histograms and N maxima; got {hist.shape[0]} "
+            f"histograms and {maxima.shape[0]} maxima"
+        )
+    source_bins = hist.shape[-1]
+    target_bins = source_bins if num_bins is None else int(num_bins)
+    if target_bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+    upper = maxima.max().clamp_min(MIN_THRESHOLD)
+    lead = hist.shape[1:-1]
+    rows = hist.reshape(hist.shape[0], -1, source_bins)  # (N, S, B)
+    cumulative = torch.cat((rows.new_zeros(rows.shape[:-1] + (1,)), rows.cumsum(-1)), dim=-1)
+    # Target edges in units of each source histogram's bin width: (N, B' + 1).
+    edges = torch.arange(target_bins + 1, dtype=torch.float64) * (upper / target_bins)
+    width = (maxima / source_bins).clamp_min(torch.finfo(torch.float64).tiny)
+    position = (edges.unsqueeze(0) / width.unsqueeze(1)).clamp(max=source_bins)
+    index = position.floor().long().clamp(max=source_bins - 1)
+    fraction = position - index.to(torch.float64)
+    index = index.unsqueeze(1).expand(-1, rows.shape[1], -1)
+    below = cumulative.gather(-1, index)
+    within = rows.gather(-1, index) * fraction.unsqueeze(1)
+    cdf = below + within  # (N, S, B' + 1): counts at or below each target edge
+    pooled = cdf.diff(dim=-1).sum(dim=0).clamp_min(0.0)
+    return pooled.reshape(lead + (target_bins,)).to(torch.float32), upper.to(torch.float32)
+
+
+def side_maxima(hist: Tensor, upper: Tensor | float) -> tuple[Tensor, Tensor]:
+    """Largest magnitudes of the negative and positive values of a split histogram
+    (``(..., 2, bins)`` as :func:`abs_histogram` with ``split_sign``): the upper
+    edge of each side's last non-empty bin (the exact ``upper`` for the side
+    that holds it). Returns ``(negative, positive)``, each of shape ``(...)``."""
+    hist = torch.as_tensor(hist)
+    num_bins = hist.shape[-1]
+    upper = torch.as_tensor(upper, dtype=torch.float32)
+    occupied = hist > 0
+    positions = torch.arange(1, num_bins + 1, device=hist.device)
+    last = (occupied * positions).amax(dim=-1).to(torch.float32)  # (..., 2): 0 when empty
+    edge = last / num_bins * upper.unsqueeze(-1)
+    return edge[..., 1], edge[..., 0]
+
+
+def _asymmetric_errors(
+    positive: Tensor, negative: Tensor, lows: Tensor, highs: Tensor, bits: int
+) -> Tensor:
+    """Squared error (in units of the histogram's upper edge) of each candidate range.
+
+    ``positive``/``negative``: ``(bins,)`` counts; ``lows``/``highs``: ``(C,)`` as
+    fractions of the upper edge (``lows <= 0 <= highs``). Returns ``(C,)``.
+    """
+    levels = 2**bits - 1
+    num_bins = positive.shape[-1]
+    dtype = positive.dtype
+    centres = (torch.arange(num_bins, dtype=dtype) + 0.5) / num_bins
+    step = ((highs - lows) / levels).clamp_min(MIN_THRESHOLD).unsqueeze(1)  # (C, 1)
+    zero = torch.round(-lows.unsqueeze(1) / step)
+    error = torch.zeros(lows.shape[0], dtype=dtype)
+    for sign, counts in ((1.0, positive), (-1.0, negative)):
+        values = sign * centres  # (B,)
+        quantized = (torch.round(values / step + zero).clamp(0, levels) - zero) * step
+        error += ((values - quantized) ** 2) @ counts
+    return error
+
+
+def mmse_range_from_histogram(
+    hist: Tensor, upper: Tensor | float, bits: int, *, steps: int = 20
+) -> tuple[Tensor, Tensor]:
+    """The ``[low, high]`` range of least squared error for the asymmetric grid.
+
+    The data are summarized by a split-sign histogram (``(2, bins)``, index 0
+    for ``x >= 0`` and 1 for ``x < 0``, on ``[0, upper]``). Candidates are
+    ``low = -a * neg_max`` and ``high = b * pos_max`` (``neg_max``/``pos_max``:
+    the largest magnitude on each side); ``a`` and ``b`` are searched on a grid
+    of ``steps`` fractions, then refined around the best pair on a grid ten
+    times finer. ``a = 0`` (an unsigned range) is a candidate.
+
+    Returns:
+        ``(low, high)`` scalars, ``low <= 0 <= high``.
+    """
+    hist = torch.as_tensor(hist).to(torch.float64)
+    if hist.dim() != 2 or hist.shape[0] != 2:
+        raise ValueError(
+            f"expected a split-sign histogram of shape (2, bins), got {tuple(hist.shape)}"
+        )
+    upper_t = torch.as_tensor(upper, dtype=torch.float64)
+    negative_max, positive_max = side_maxima(hist, 1.0)
+    negative_max, positive_max = negative_max.double(), positive_max.double()
+    if float(positive_max) <= 0 and float(negative_max) <= 0:
+        return torch.tensor(0.0), torch.tensor(MIN_THRESHOLD)
+    coarse = torch.arange(0, steps + 1, dtype=torch.float64) / steps
+
+    def search(a_values: Tensor, b_values: Tensor) -> tuple[float, float]:
+        a_grid, b_grid = torch.meshgrid(a_values, b_values, indexing="ij")
+        lows = -a_grid.reshape(-1) * negative_max
+        highs = b_grid.reshape(-1) * positive_max
+        valid = (highs - lows) > 0
+        error = _asymmetric_errors(hist[0], hist[1], lows, highs, bits)
+        error = torch.where(valid, error, torch.full_like(error, float("inf")))
+        best = int(error.argmin())
+        return float(a_grid.reshape(-1)[best]), float(b_grid.reshape(-1)[best])
+
+    a, b = search(coarse, coarse)
+    fine = torch.arange(-steps, steps + 1, dtype=torch.float64) / (10 * steps)
+    a, b = search((a + fine).clamp(0, 1).unique(), (b + fine).clamp(0, 1).unique())
+    low = -a * negative_max * upper_t
+    high = b * positive_max * upper_t
+    return low.to(torch.float32), high.to(torch.float32)
+
+
+def percentile_range_from_histogram(
+    hist: Tensor, upper: Tensor | float, percentile: float = 99.99
+) -> tuple[Tensor, Tensor]:
+    """``[low, high]``: the ``100 - percentile`` and ``percentile`` percentiles of the
+    signed values summarized by a split-sign histogram (``(2, bins)`` on ``[0, upper]``),
+    each read at the outer edge of its bin."""
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    hist = torch.as_tensor(hist).to(torch.float64)
+    num_bins = hist.shape[-1]
+    upper_t = torch.as_tensor(upper, dtype=torch.float64)
+    # Signed histogram on [-upper, upper]: the negative side reversed, then the positive.
+    signed = torch.cat((hist[1].flip(0), hist[0]))
+    cumulative = signed.cumsum(0)
+    total = cumulative[-1]
+    share = percentile / 100
+    high_index = int(torch.searchsorted(cumulative, total * share * (1 - 1e-12)))
+    low_index = int(torch.searchsorted(cumulative, total * (1 - share) * (1 + 1e-12), right=True))
+    edges = (torch.arange(2 * num_bins + 1, dtype=torch.float64) - num_bins) / num_bins * upper_t
+    high = edges[min(high_index + 1, 2 * num_bins)].clamp_min(0.0)
+    low = edges[min(low_index, 2 * num_bins)].clamp_max(0.0)
+    return low.to(torch.float32), high.to(torch.float32)

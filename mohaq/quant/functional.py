@@ -1,9 +1,12 @@
-"""Symmetric uniform fake quantization with a straight-through estimator.
+"""Uniform fake quantization with a straight-through estimator.
 
-At ``b`` bits the integer grid is ``[-2^(b-1), 2^(b-1) - 1]`` and the scale is
+Symmetric (MOHAQ's linear quantization, one scale per tensor or per channel):
+at ``b`` bits the integer grid is ``[-2^(b-1), 2^(b-1) - 1]`` and the scale is
 ``threshold / (2^(b-1) - 1)``, so ``+threshold`` maps to the largest positive
-integer (MOHAQ's symmetric linear quantization, one scale per tensor or per
-channel). Rounding is ``torch.round``: round half to even.
+integer. Asymmetric (an activation range ``[low, high]`` that need not be
+centred on zero): the unsigned grid ``[0, 2^b - 1]`` with an integer zero
+point ``z``, ``x ~ (q - z) * scale``, so 0 stays exactly representable.
+Rounding is ``torch.round``: round half to even.
 """
 
 from __future__ import annotations
@@ -69,6 +72,48 @@ class _FakeQuantizeSTE(torch.autograd.Function):
         return grad_output * inside.to(grad_output.dtype), None, None, None
 
 
+def asymmetric_params(low: Tensor | float, high: Tensor | float, bits: int) -> tuple[Tensor, int]:
+    """``(scale, zero_point)`` of the unsigned ``bits``-bit grid covering ``[low, high]``.
+
+    The range is widened to include 0 (a zero point inside the grid), the
+    scale is ``(high - low) / (2^bits - 1)`` and the zero point
+    ``round(-low / scale)``, so the grid's ends lie within one step of
+    ``low`` and ``high``.
+    """
+    _check_bits(bits)
+    low_t = torch.as_tensor(low, dtype=torch.float64).clamp_max(0.0)
+    high_t = torch.as_tensor(high, dtype=torch.float64).clamp_min(0.0)
+    levels = 2**bits - 1
+    scale = ((high_t - low_t) / levels).clamp_min(MIN_THRESHOLD)
+    zero_point = int(torch.round(-low_t / scale).clamp(0, levels).item())
+    return scale.to(torch.float32), zero_point
+
+
+def fake_quantize_asymmetric(
+    x: Tensor, scale: Tensor | float, zero_point: int, bits: int
+) -> Tensor:
+    """Quantizes ``x`` to the unsigned ``bits``-bit grid with ``zero_point`` and back.
+
+    ``(clamp(round(x / scale) + z, 0, 2^bits - 1) - z) * scale``: the same
+    straight-through estimator as :func:`fake_quantize` on the integer range
+    ``[-z, 2^bits - 1 - z]``.
+
+    Raises:
+        ValueError: if ``bits`` is out of range or ``zero_point`` is outside the grid.
+    """
+    _check_bits(bits)
+    top = 2**bits - 1
+    if (
+        isinstance(zero_point, bool)
+        or not isinstance(zero_point, int)
+        or not 0 <= zero_point <= top
+    ):
+        raise ValueError(
+            f"zero_point must be an integer from 0 to {top} at {bits} bits, got {zero_point!r}"
+        )
+    return _fake_quantize_range(x, scale, -zero_point, top - zero_point)
+
+
 def fake_quantize(x: Tensor, scale: Tensor | float, bits: int) -> Tensor:
     """Quantizes ``x`` to the ``bits``-bit symmetric grid and back to float.
 
@@ -85,7 +130,11 @@ def fake_quantize(x: Tensor, scale: Tensor | float, bits: int) -> Tensor:
     Raises:
         ValueError: if ``bits`` is out of range.
     """
-    low, high = qmin(bits), qmax(bits)
+    return _fake_quantize_range(x, scale, qmin(bits), qmax(bits))
+
+
+def _fake_quantize_range(x: Tensor, scale: Tensor | float, low: int, high: int) -> Tensor:
+    """``clamp(round(x / scale), low, high) * scale`` with the straight-through gradient."""
     if isinstance(scale, Tensor):
         scale = scale.detach()
     else:

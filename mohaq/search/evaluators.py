@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from mohaq.quant.assignment import BitAssignment
+from mohaq.quant.ptq import PTQConfig
 
 OPTIMIZATION = "optimization"
 TEST = "test"
@@ -224,13 +225,17 @@ class PTQEvaluator:
             per-utterance forward exactly; the model masks by ``lengths``, so
             larger batches give the same error).
         device: where to run (default: CUDA if available, else CPU).
-        max_calibration_utterances: calibrate on at most this many utterances.
+        max_calibration_utterances: calibrate on at most this many utterances
+            (used when ``ptq.calibration_utterances`` is None).
         fixed_bits: precision of biases, element-wise vectors and states.
         racing: multi-fidelity evaluation of the optimization set (None: every
             candidate on the whole set).
+        ptq: the post-training quantization methods
+            (:class:`mohaq.quant.ptq.PTQConfig`; default: MOHAQ's recipe).
 
     Raises:
         EvaluatorError: if ``batch_size`` is below 1 or the optimization set is empty.
+        PTQConfigError: if ``ptq`` cannot be applied to the model.
     """
 
     name = "ptq"
@@ -245,12 +250,16 @@ class PTQEvaluator:
         max_calibration_utterances: int | None = None,
         fixed_bits: int = 16,
         racing: Racing | None = None,
+        ptq: PTQConfig | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise EvaluatorError(f"batch_size must be a positive integer, got {batch_size!r}")
         from mohaq.phone_error import PhoneErrorRate
-        from mohaq.quant.calibration import calibrate_activations
+        from mohaq.quant.ptq import PostTrainingQuantizer
 
+        ptq = ptq if ptq is not None else PTQConfig()
+        if ptq.calibration_utterances is None and max_calibration_utterances is not None:
+            ptq = replace(ptq, calibration_utterances=max_calibration_utterances)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.system = system.to(self.device).eval()
         self.datamodule = datamodule
@@ -263,8 +272,10 @@ class PTQEvaluator:
         if not singles:
             raise EvaluatorError("the optimization set is empty")
         self.num_utterances = len(singles)
-        calibrate_activations(
-            self.system, singles, _forward, max_utterances=max_calibration_utterances
+        # The output-aware search scores its candidates on one padded batch.
+        scoring = rebatch(singles[: ptq.output_aware_utterances], ptq.output_aware_utterances)
+        self.ptq = PostTrainingQuantizer(
+            self.system, ptq, singles, _forward, scoring_batches=scoring
         )
         self._batches = {OPTIMIZATION: rebatch(singles, batch_size)}
         self.scoring_map = self.system.scoring_map.detach().cpu()
@@ -290,25 +301,33 @@ class PTQEvaluator:
             ]
         return self._batches[split]
 
-    @torch.inference_mode()
+    def _apply(self, assignment: BitAssignment) -> None:
+        # Outside inference mode: the first use of a (point, bits) pair may learn
+        # its rounding (AdaRound), which needs autograd.
+        with torch.no_grad():
+            self.ptq.apply(assignment, fixed_bits=self.fixed_bits)
+        self.system.eval()
+
     def error(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> float:
         """PER of ``assignment`` on ``split`` (``"optimization"`` or ``"test"``)."""
         check_split(split)
-        self.system.apply_bit_assignment(assignment, fixed_bits=self.fixed_bits)
-        self.system.eval()
+        self._apply(assignment)
         self._metric.reset()
-        for features, targets, lengths in self._split_batches(split):
-            logits = self.system(features, lengths)
-            self._metric.update(logits.cpu(), targets.cpu())
+        with torch.inference_mode():
+            for features, targets, lengths in self._split_batches(split):
+                logits = self.system(features, lengths)
+                self._metric.update(logits.cpu(), targets.cpu())
         return float(self._metric.compute())
 
-    @torch.inference_mode()
     def _raced(self, assignment: BitAssignment, stop_above: float) -> EvaluationResult:
+        self._apply(assignment)
+        with torch.inference_mode():
+            return self._raced_forward(stop_above)
+
+    def _raced_forward(self, stop_above: float) -> EvaluationResult:
         from mohaq.phone_error import utterance_errors
 
         assert self.racing is not None
-        self.system.apply_bit_assignment(assignment, fixed_bits=self.fixed_bits)
-        self.system.eval()
         counts: list[tuple[int, int]] = []
         for number, chunk in enumerate(self._chunks):
             for features, targets, lengths in chunk:
@@ -321,6 +340,10 @@ class PTQEvaluator:
                     estimate, fidelity=seen / self.num_utterances, evaluator=self.name
                 )
         return EvaluationResult(estimate, evaluator=self.name)
+
+    def describe(self) -> dict[str, Any]:
+        """The post-training quantization settings and calibration facts, JSON-ready."""
+        return self.ptq.describe()
 
     def evaluate(
         self,

@@ -8,12 +8,16 @@ from mohaq.quant.clipping import (
     abs_histogram,
     estimate_threshold,
     minmax_threshold,
+    mmse_range_from_histogram,
     mmse_threshold,
     mmse_threshold_from_histogram,
     percentile_from_histogram,
+    percentile_range_from_histogram,
     percentile_threshold,
+    pool_histograms,
+    side_maxima,
 )
-from mohaq.quant.functional import fake_quantize, qmax
+from mohaq.quant.functional import asymmetric_params, fake_quantize, fake_quantize_asymmetric, qmax
 
 
 def _mse(x: torch.Tensor, threshold: float, bits: int) -> float:
@@ -138,3 +142,76 @@ def test_two_bit_grid_clips_negative_values_one_step_further() -> None:
     # as positive data for the same threshold: its MMSE threshold is lower.
     positive = torch.linspace(0.0, 1.0, 1001)
     assert mmse_threshold(-positive, 2).item() < mmse_threshold(positive, 2).item()
+
+
+def test_pooled_histogram_rebins_each_source_onto_the_common_range() -> None:
+    # A: 2 bins on [0, 2] -> both inside the first target bin [0, 2];
+    # B: 2 bins on [0, 4] -> one count per target bin;
+    # C: 2 bins on [0, 3], 3 counts each: the target edge 2 lies 1/3 into C's
+    #    second bin [1.5, 3], so 3 + 1 counts fall below it and 2 above.
+    hist = torch.tensor([[2.0, 4.0], [1.0, 1.0], [3.0, 3.0]])
+    pooled, upper = pool_histograms(hist, torch.tensor([2.0, 4.0, 3.0]))
+    assert upper.item() == 4.0
+    torch.testing.assert_close(pooled, torch.tensor([11.0, 3.0]))
+
+
+def test_pooled_histogram_keeps_leading_dimensions_and_equal_ranges_add_exactly() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(500, generator=generator), torch.randn(700, generator=generator)
+    top = x.abs().max()
+    y = y.clamp(-top, top)
+    y[0] = top  # the same max|x| on both: the bins coincide
+    hx, mx = abs_histogram(x, 64, split_sign=True)
+    hy, my = abs_histogram(y, 64, split_sign=True)
+    assert mx == my
+    pooled, upper = pool_histograms(torch.stack((hx, hy)), torch.stack((mx, my)))
+    assert pooled.shape == (2, 64)
+    torch.testing.assert_close(pooled, hx + hy)
+    assert pooled.sum().item() == 1200
+
+
+def test_side_maxima_read_each_sides_last_occupied_bin() -> None:
+    hist = torch.tensor([[1.0, 0.0, 2.0, 5.0], [3.0, 1.0, 0.0, 0.0]])  # (positive, negative)
+    negative, positive = side_maxima(hist, 8.0)
+    assert (negative.item(), positive.item()) == (4.0, 8.0)
+
+
+def _asymmetric_mse(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bits: int) -> float:
+    scale, zero_point = asymmetric_params(low, high, bits)
+    return (fake_quantize_asymmetric(x, scale, zero_point, bits) - x).pow(2).mean().item()
+
+
+def test_mmse_range_of_non_negative_data_is_unsigned_and_beats_the_symmetric_grid() -> None:
+    x = torch.empty(20_000).exponential_(generator=torch.Generator().manual_seed(0))
+    hist, top = abs_histogram(x, 1024, split_sign=True)
+    low, high = mmse_range_from_histogram(hist, top, 4)
+    assert low.item() == 0.0
+    assert 0 < high.item() < top.item()
+    symmetric = _mse(x, mmse_threshold(x, 4).item(), 4)
+    assert _asymmetric_mse(x, low, high, 4) < 0.5 * symmetric
+
+
+def test_mmse_range_is_near_the_best_of_a_brute_force_search() -> None:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.cat(
+        (torch.randn(6000, generator=generator) * 0.3, torch.rand(4000, generator=generator) * 3)
+    )
+    hist, top = abs_histogram(x, 1024, split_sign=True)
+    low, high = mmse_range_from_histogram(hist, top, 3)
+    lows = torch.linspace(x.min().item(), 0, 41)
+    highs = torch.linspace(0.05, x.max().item(), 41)
+    best = min(_asymmetric_mse(x, a, b, 3) for a in lows for b in highs)
+    assert _asymmetric_mse(x, low, high, 3) <= best * 1.03
+
+
+def test_percentile_range_reads_both_tails() -> None:
+    x = torch.arange(-20.0, 80.0)  # 100 values, one per unit
+    hist, top = abs_histogram(x, 2048, split_sign=True)
+    low, high = percentile_range_from_histogram(hist, top, 90.0)
+    bin_width = top.item() / 2048
+    # The 10th and 90th percentiles of -20..79 lie at -10 and 70 (to within a value).
+    assert -11.0 - bin_width <= low.item() <= -10.0 + bin_width
+    assert 69.0 - bin_width <= high.item() <= 70.0 + bin_width
+    low, high = percentile_range_from_histogram(hist, top, 100.0)
+    assert low.item() == pytest.approx(-20.0, abs=bin_width)
+    assert high.item() == pytest.approx(79.0, abs=bin_width)

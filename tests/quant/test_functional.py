@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from mohaq.quant.functional import fake_quantize, qmax, qmin, scale_for
+from mohaq.quant.functional import (
+    asymmetric_params,
+    fake_quantize,
+    fake_quantize_asymmetric,
+    qmax,
+    qmin,
+    scale_for,
+)
 
 
 def _numpy_reference(x: np.ndarray, scale: float, bits: int) -> np.ndarray:
@@ -90,3 +97,29 @@ def test_half_precision_input_keeps_its_dtype() -> None:
     out = fake_quantize(x, 1.0, 16)
     assert out.dtype == torch.float16
     assert out.tolist() == [1000.0, -0.0]
+
+
+def test_asymmetric_params_cover_the_range_with_an_integer_zero_point() -> None:
+    # [-1, 14] at 4 bits: 15 steps of 1.0, zero at level 1.
+    scale, zero_point = asymmetric_params(-1.0, 14.0, 4)
+    assert scale.item() == pytest.approx(1.0)
+    assert zero_point == 1
+    # A range that excludes 0 is widened to include it: [0, 3] from [1, 3].
+    scale, zero_point = asymmetric_params(1.0, 3.0, 2)
+    assert (scale.item(), zero_point) == (pytest.approx(1.0), 0)
+
+
+def test_fake_quantize_asymmetric_by_hand() -> None:
+    x = torch.tensor([-3.0, -1.2, -0.4, 0.0, 0.6, 2.2, 20.0])
+    # scale 0.5, zero point 2 at 3 bits: levels -2 .. 5, values -1.0 .. 2.5
+    out = fake_quantize_asymmetric(x, 0.5, 2, 3)
+    assert out.tolist() == [-1.0, -1.0, -0.5, 0.0, 0.5, 2.0, 2.5]
+    with pytest.raises(ValueError, match="zero_point must be an integer from 0 to 7 at 3 bits"):
+        fake_quantize_asymmetric(x, 0.5, 8, 3)
+
+
+def test_fake_quantize_asymmetric_gradient_is_straight_through_inside_the_range() -> None:
+    x = torch.tensor([-3.0, 0.6, 20.0], requires_grad=True)
+    fake_quantize_asymmetric(x, 0.5, 2, 3).sum().backward()
+    assert x.grad is not None
+    assert x.grad.tolist() == [0.0, 1.0, 0.0]

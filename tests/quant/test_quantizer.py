@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 import mohaq.quant.quantizer as quantizer_module
-from mohaq.quant.clipping import mmse_threshold
-from mohaq.quant.functional import fake_quantize, scale_for
-from mohaq.quant.quantizer import FakeQuantizer
+from mohaq.quant.clipping import abs_histogram, mmse_threshold, mmse_threshold_from_histogram
+from mohaq.quant.functional import fake_quantize, fake_quantize_asymmetric, scale_for
+from mohaq.quant.quantizer import CALIBRATION_BINS, FakeQuantizer
 
 
 def test_float_quantizer_returns_the_same_object() -> None:
@@ -146,3 +146,107 @@ def test_inference_mode_forward_works_and_inference_inputs_are_not_cached() -> N
     # outside inference mode the cached inference tensor is not handed out
     with torch.no_grad():
         assert quantizer(layer.weight) is not first
+
+
+def _observed(quantizer: FakeQuantizer, utterances: list[torch.Tensor]) -> FakeQuantizer:
+    quantizer.observing = True
+    for utterance in utterances:
+        quantizer(utterance)
+    quantizer.observing = False
+    return quantizer
+
+
+def test_pooled_statistic_is_one_threshold_over_all_utterances() -> None:
+    # Maxima 1, 2 and 10: the median of per-utterance maxima is 2, the pooled max 10.
+    utterances = [torch.tensor([[1.0, -0.5]]), torch.tensor([[2.0]]), torch.tensor([[-10.0]])]
+    median = _observed(FakeQuantizer("a", clipping="minmax"), utterances)
+    pooled = _observed(FakeQuantizer("a", clipping="minmax", statistic="pooled"), utterances)
+    assert median.threshold_for(4).item() == 2.0
+    assert pooled.threshold_for(4).item() == 10.0
+
+
+def test_pooled_mmse_threshold_is_the_mmse_of_the_pooled_histogram() -> None:
+    from mohaq.quant.clipping import pool_histograms
+
+    generator = torch.Generator().manual_seed(0)
+    utterances = [torch.randn(1, 300, 4, generator=generator) * s for s in (0.5, 1.0, 3.0)]
+    quantizer = _observed(FakeQuantizer("a", statistic="pooled"), utterances)
+    hists, maxima = zip(
+        *(abs_histogram(u, CALIBRATION_BINS, split_sign=True) for u in utterances), strict=True
+    )
+    pooled, upper = pool_histograms(torch.stack(hists), torch.stack(maxima))
+    expected = mmse_threshold_from_histogram(pooled, upper, 4, split_sign=True)
+    assert quantizer.threshold_for(4).item() == pytest.approx(expected.item())
+
+
+def test_configure_keeps_calibration_and_recomputes_thresholds() -> None:
+    utterances = [torch.tensor([[1.0]]), torch.tensor([[3.0]]), torch.tensor([[8.0]])]
+    quantizer = _observed(FakeQuantizer("a", clipping="minmax"), utterances)
+    quantizer.bits = 4
+    assert quantizer.threshold_for(4).item() == 3.0
+    quantizer.configure(statistic="pooled")
+    assert quantizer.threshold_for(4).item() == 8.0
+    assert quantizer.num_observed == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"statistic": "mean"}, "statistic must be one of median, pooled; got 'mean'"),
+        ({"grid": "log"}, "grid must be one of symmetric, asymmetric; got 'log'"),
+        ({"grid": "asymmetric", "role": "weight"}, "asymmetric.*role 'activation'.*'weight'"),
+        ({"grid": "asymmetric", "role": "state"}, "asymmetric.*role 'activation'.*'state'"),
+    ],
+)
+def test_statistic_and_grid_are_validated(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FakeQuantizer("a", **kwargs)
+
+
+def test_asymmetric_activation_uses_the_calibrated_range() -> None:
+    # Values in [-1, 14]: min-max range, 4 bits -> scale 1, zero point 1.
+    utterances = [torch.tensor([[-1.0, 3.0, 14.0]]), torch.tensor([[0.0, 2.0, 7.0]])]
+    quantizer = _observed(
+        FakeQuantizer("a", clipping="minmax", statistic="pooled", grid="asymmetric"), utterances
+    )
+    low, high = quantizer.range_for(4)
+    bin_width = 14.0 / CALIBRATION_BINS
+    assert low.item() == pytest.approx(-1.0, abs=bin_width)
+    assert high.item() == pytest.approx(14.0)
+    scale, zero_point = quantizer.activation_params(4)
+    assert zero_point == 1
+    quantizer.bits = 4
+    x = torch.tensor([-3.0, -0.4, 5.3, 20.0])
+    torch.testing.assert_close(quantizer(x), fake_quantize_asymmetric(x, scale, 1, 4))
+    with pytest.raises(RuntimeError, match="asymmetric grid"):
+        quantizer.quant_params(x)
+
+
+def test_symmetric_activation_params_are_the_threshold_scale_and_zero() -> None:
+    quantizer = _observed(FakeQuantizer("a", clipping="minmax"), [torch.tensor([[7.0]])])
+    scale, zero_point = quantizer.activation_params(4)
+    assert (scale.item(), zero_point) == (1.0, 0)
+
+
+def test_learned_weight_is_used_in_inference_while_the_weight_is_unchanged() -> None:
+    layer = nn.Linear(3, 2)
+    quantizer = FakeQuantizer("w", role="weight", clipping="minmax")
+    quantizer.bits = 4
+    learned = torch.full_like(layer.weight, 0.125)
+    quantizer.set_learned_weight(4, learned, layer.weight)
+    assert quantizer.learned_bits == (4,)
+    with torch.no_grad():
+        torch.testing.assert_close(quantizer(layer.weight), learned)
+        quantizer.bits = 8  # no learned rounding at 8 bits: nearest
+        nearest = quantizer(layer.weight)
+    assert not torch.equal(nearest, learned)
+    quantizer.bits = 4
+    # Training forwards round to nearest (the graph needs the straight-through path).
+    assert not torch.equal(quantizer(layer.weight), learned)
+    with torch.no_grad():
+        layer.weight.add_(0.01)  # a changed weight invalidates the learned rounding
+        assert not torch.equal(quantizer(layer.weight), learned)
+    with pytest.raises(ValueError, match="learned rounding is for role 'weight'"):
+        FakeQuantizer("a").set_learned_weight(4, learned, layer.weight)
+    with pytest.raises(ValueError, match=r"shape \(3, 2\) for a weight of shape \(2, 3\)"):
+        quantizer.set_learned_weight(4, learned.T, layer.weight)

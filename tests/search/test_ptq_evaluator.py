@@ -11,6 +11,7 @@ from torch import nn
 from mohaq.quant.apply import apply_bit_assignment
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import QuantPoint, Workload
+from mohaq.quant.ptq import PTQConfig
 from mohaq.quant.quantizer import FakeQuantizer
 from mohaq.search.evaluators import PTQEvaluator
 
@@ -99,6 +100,23 @@ def test_search_with_ptq_evaluator(trained, tmp_path) -> None:
     )
     assert len(result.records) == 12 and all(r.evaluator == "ptq" for r in result.records)
     assert result.front and set(result.test_errors) == {r.index for r in result.front}
+
+
+def test_ptq_config_is_applied_and_described(trained) -> None:
+    system, data = trained
+    config = PTQConfig(activation_statistic="pooled", adaround=True, adaround_iterations=20)
+    evaluator = PTQEvaluator(
+        system, data, batch_size=4, device="cpu", ptq=config, max_calibration_utterances=5
+    )
+    record = evaluator.describe()
+    assert record["activation_statistic"] == "pooled" and record["adaround"] is True
+    assert record["calibrated_utterances"] == 5  # max_calibration_utterances fills the gap
+    assert system.inputs[1].statistic == "pooled"
+    names = system.workload().names
+    error = evaluator.evaluate(BitAssignment.uniform(names, 4)).error
+    assert 0.0 <= error <= 1.0
+    assert system.weights[0].learned_bits == (4,)
+    assert evaluator.describe()["adaround_solutions"] == 2  # two weights, once each at 4 bits
 
 
 def test_racing_stops_a_dominated_candidate_early_and_is_exact_otherwise(trained) -> None:
