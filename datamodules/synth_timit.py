@@ -734,10 +734,19 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``mohaq-synth-timit``."""
+    """Entry point of ``mohaq-synth-timit``.
+
+    Returns:
+        0, or the exit status of the error that stopped it (see
+        :mod:`mohaq.cli_errors`; argument errors exit with status 2 by themselves).
+    """
+    from mohaq.cli_errors import DEBUG_ENV, DEBUG_FLAG, run_command, split_debug_flag
+
+    debug, argv = split_debug_flag(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="mohaq-synth-timit",
         description="Generate a synthetic TIMIT-format corpus (LDC layout) with libespeak-ng.",
+        epilog=f"{DEBUG_FLAG} (or {DEBUG_ENV}=1) shows the traceback of an error.",
     )
     parser.add_argument(
         "--out", required=True, help="output folder (new, empty, or an earlier corpus)"
@@ -769,21 +778,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"argument --test-speaker-fraction: must be in (0, 1), got {args.test_speaker_fraction}"
         )
-    try:
+
+    def generate(_: list[str]) -> None:
         summary = generate_corpus(
             args.out, speakers=args.speakers, utterances_per_speaker=args.utterances_per_speaker,
             seed=args.seed, snr_db=tuple(args.snr_db), test_speaker_fraction=args.test_speaker_fraction,
             workers=args.workers,
         )  # fmt: skip
-    except SynthesisError as error:
-        parser.exit(1, f"mohaq-synth-timit: error: {error}\n")
-    print(
-        f"{summary.utterances} utterances ({summary.train_speakers} train + "
-        f"{summary.test_speakers} test speakers), {summary.audio_hours:.3f} h of audio, "
-        f"{summary.frames} frames at 10 ms hop; took {summary.seconds_taken:.1f} s -> {args.out}"
-    )
-    return 0
+        print(
+            f"{summary.utterances} utterances ({summary.train_speakers} train + "
+            f"{summary.test_speakers} test speakers), {summary.audio_hours:.3f} h of audio, "
+            f"{summary.frames} frames at 10 ms hop; took {summary.seconds_taken:.1f} s -> {args.out}"
+        )
+
+    # A typed error (SynthesisError, EspeakError, ...) is one line and its exit status.
+    return run_command(generate, [DEBUG_FLAG] if debug else [], "mohaq-synth-timit")
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(main())  # python -m: cli_errors maps __main__'s classes to this module's names

@@ -1,5 +1,12 @@
 """The `mohaq` command: LightningCLI with fit, validate, test, cost, search, beacons and export.
 
+:func:`main` turns the toolkit's typed errors into one or two lines on stderr
+and an exit status per kind (:mod:`mohaq.cli_errors`); ``--debug`` or
+``MOHAQ_DEBUG=1`` shows the traceback. The help shows each command's own
+options first (:mod:`mohaq.cli_help`). ``mohaq validate`` and ``mohaq test``
+log to TensorBoard under their own name, not the fit's; a search logs into its
+run directory (``<run_dir>/tensorboard``).
+
 Custom subcommands are methods of a Trainer subclass: LightningCLI builds each
 subcommand's arguments from the method's signature and takes the help text
 from its docstring's first line. ``search`` and ``beacons`` take their
@@ -10,18 +17,22 @@ settings from the :class:`~mohaq.search.settings.SearchSettings` and
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.loggers import TensorBoardLogger
 
 from mohaq.beacons import BeaconConfigError, BeaconSettings, beacon_search_settings
 from mohaq.callbacks.divergence import DivergenceDetector
+from mohaq.checkpoints import require_checkpoint_file
+from mohaq.cli_errors import run_command
+from mohaq.cli_help import MohaqArgumentParser, main_parser_kwargs, subcommand_parser_kwargs
 from mohaq.datamodules.timit import TIMITDataModule
-from mohaq.quant.assignment import BitAssignment
+from mohaq.quant.assignment import BitAssignment, BitAssignmentError
 from mohaq.search.lock import ensure_free
 from mohaq.search.settings import SearchSettings, split_settings, takes_settings
 from mohaq.system import AcousticSystem
@@ -31,7 +42,7 @@ def _requested_assignment(
     system: AcousticSystem, bits: dict[str, int] | None, uniform_bits: int | None
 ) -> BitAssignment:
     if bits is not None and uniform_bits is not None:
-        raise ValueError("give either --bits or --uniform_bits, not both")
+        raise BitAssignmentError("give either --bits or --uniform_bits, not both")
     workload = system.workload()
     if uniform_bits is not None:
         assignment = BitAssignment.uniform(workload.names, uniform_bits)
@@ -52,8 +63,62 @@ def _load_for_search(model: AcousticSystem, datamodule: TIMITDataModule, checkpo
     datamodule.setup("test")
 
 
+# Lightning's checkpoint shortcuts for ckpt_path (not files).
+_CKPT_SHORTCUTS = frozenset({"best", "last", "hpc", "registry"})
+
+
+def _check_ckpt_path(ckpt_path: str | Path | None) -> None:
+    """A ckpt_path naming a missing file fails before any work, naming the file."""
+    if ckpt_path is None or str(ckpt_path) in _CKPT_SHORTCUTS:
+        return
+    if str(ckpt_path).startswith("registry:") or "://" in str(ckpt_path):
+        return
+    require_checkpoint_file(ckpt_path)
+
+
+def _lightning_signature(method: Any, name: str) -> Any:
+    """Gives ``method`` the signature and type hints of ``pl.Trainer.<name>``, so
+    LightningCLI builds the same options while the docstring is ours."""
+    original = getattr(pl.Trainer, name)
+    method.__signature__ = inspect.signature(original)
+    method.__annotations__ = dict(getattr(original, "__annotations__", {}))
+    return method
+
+
 class MohaqTrainer(pl.Trainer):
     """A Trainer that also costs and searches bit assignments."""
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        """Train the model: float, or quantization-aware with the QAT callback.
+
+        Args:
+            model: the model to train.
+            train_dataloaders: Lightning's training dataloaders (instead of a DataModule).
+            val_dataloaders: Lightning's validation dataloaders.
+            datamodule: the data.
+            ckpt_path: a checkpoint to resume training from (its trainer state too).
+            weights_only: Lightning's checkpoint loading option.
+        """
+        _check_ckpt_path(kwargs.get("ckpt_path"))
+        return super().fit(*args, **kwargs)
+
+    _lightning_signature(fit, "fit")
+
+    def validate(self, *args: Any, **kwargs: Any) -> Any:
+        """Score the model on the validation (dev) set.
+
+        Args:
+            model: the model to score.
+            dataloaders: Lightning's validation dataloaders (instead of a DataModule).
+            ckpt_path: the checkpoint to score.
+            verbose: print the results.
+            datamodule: the data.
+            weights_only: Lightning's checkpoint loading option.
+        """
+        _check_ckpt_path(kwargs.get("ckpt_path"))
+        return super().validate(*args, **kwargs)
+
+    _lightning_signature(validate, "validate")
 
     def cost(
         self,
@@ -113,7 +178,7 @@ class MohaqTrainer(pl.Trainer):
             datamodule=datamodule,
             checkpoint=checkpoint,
             resume=resume,
-            callbacks=default_callbacks(tensorboard=self._tensorboard()),
+            callbacks=default_callbacks(),  # TensorBoard in <run_dir>/tensorboard
             truncate_damaged=truncate_damaged,
         )
         print(f"search report: {Path(search_settings.run_dir).resolve() / 'summary.md'}")
@@ -147,7 +212,6 @@ class MohaqTrainer(pl.Trainer):
             strict: fail (non-zero exit) when a beacon was not retrained in the end.
         """
         from mohaq.beacons import run_beacon_stage
-        from mohaq.search.run import default_callbacks
 
         overrides = split_settings(settings, SearchSettings)
         beacon_settings = BeaconSettings(**split_settings(settings, BeaconSettings))
@@ -168,7 +232,7 @@ class MohaqTrainer(pl.Trainer):
             datamodule=datamodule,
             checkpoint=checkpoint,
             resume=resume,
-            callbacks=default_callbacks(tensorboard=self._tensorboard()),
+            callbacks=None,  # progress, TensorBoard in <run_dir>/beacon_search, reports
             truncate_damaged=truncate_damaged,
         )
         print(f"beacon report: {Path(run_dir).resolve() / 'beacon_summary.md'}")
@@ -182,10 +246,6 @@ class MohaqTrainer(pl.Trainer):
         if strict:
             result.raise_for_failures()
         return result
-
-    def _tensorboard(self) -> Any:
-        """The Trainer's TensorBoard writer, or None (the search writes its own)."""
-        return self.logger.experiment if isinstance(self.logger, TensorBoardLogger) else None
 
     # -- integer export and scoring what ships ------------------------------------------
     def export(
@@ -254,6 +314,8 @@ class MohaqTrainer(pl.Trainer):
             engine: "integer" (integer-only reference inference) or "onnx" (onnxruntime).
             split: the data split scored: test, dev, optimization or train.
         """
+        if exported is None:
+            _check_ckpt_path(ckpt_path)
         if exported is not None or split != "test":
             from mohaq.export.scoring import prepare_test
 
@@ -286,15 +348,45 @@ class MohaqCLI(LightningCLI):
         # stops with TrainingDivergedError before any checkpoint of it is saved.
         parser.add_lightning_class_args(DivergenceDetector, "divergence")
 
+    def before_instantiate_classes(self) -> None:
+        # A config written for `fit` names its TensorBoard logger after the fit;
+        # scoring runs log under their own name beside it (runs/quickstart/test).
+        if self.subcommand in ("validate", "test"):
+            log_under_own_name(self.config[self.subcommand], self.subcommand)
+
+
+def log_under_own_name(config: Any, name: str) -> None:
+    """Renames the TensorBoard loggers of a parsed subcommand config to ``name``."""
+    trainer = config.get("trainer") if hasattr(config, "get") else None
+    loggers = trainer.get("logger") if hasattr(trainer, "get") else None
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if not hasattr(logger, "get") or not str(logger.get("class_path", "")).endswith(
+            "TensorBoardLogger"
+        ):
+            continue
+        init_args = logger.get("init_args")
+        if init_args is not None:
+            init_args["name"] = name
+
 
 def build_cli(args: Sequence[str] | None = None) -> MohaqCLI:
-    """Parses ``args`` (default: the command line) and runs the subcommand."""
+    """Parses ``args`` (default: the command line) and runs the subcommand.
+
+    Raises:
+        the toolkit's typed errors (see :mod:`mohaq.cli_errors`); :func:`main`
+        turns them into exit statuses.
+    """
     return MohaqCLI(
         AcousticSystem,
         TIMITDataModule,
         trainer_class=MohaqTrainer,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        parser_class=MohaqArgumentParser,
+        parser_kwargs={
+            **main_parser_kwargs(),
+            **subcommand_parser_kwargs(list(MohaqCLI.subcommands())),
+        },
         trainer_defaults={
             "logger": {
                 "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
@@ -305,11 +397,31 @@ def build_cli(args: Sequence[str] | None = None) -> MohaqCLI:
     )
 
 
+def _prog(argv: Sequence[str]) -> str:
+    commands = MohaqCLI.subcommands()
+    command = next((a for a in argv if a in commands), None)
+    return f"mohaq {command}" if command else "mohaq"
+
+
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of the `mohaq` console command."""
-    build_cli(args)
-    return 0
+    """Entry point of the `mohaq` console command.
+
+    Returns:
+        0, or the exit status of the toolkit error that stopped the command
+        (one or two lines on stderr; ``--debug`` or ``MOHAQ_DEBUG=1`` adds the
+        traceback). Other exceptions propagate with their traceback.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+
+    def command(rest: list[str]) -> None:
+        if args is None:
+            sys.argv[1:] = rest  # LightningCLI reads the command line itself
+            build_cli(None)
+        else:
+            build_cli(rest)
+
+    return run_command(command, argv, _prog(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    sys.exit(main())

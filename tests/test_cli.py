@@ -177,8 +177,8 @@ def test_a_run_directory_in_use_exits_non_zero_naming_the_holder(tmp_path: Path)
         completed = subprocess.run(
             command, cwd=tmp_path, capture_output=True, text=True, timeout=600
         )
-    assert completed.returncode != 0
-    assert "RunDirectoryInUseError" in completed.stderr
+    assert completed.returncode == 7  # a run directory error (mohaq.cli_errors)
+    assert "RunDirectoryInUseError" in completed.stderr and "Traceback" not in completed.stderr
     assert f"in use by mohaq search (pid {os.getpid()} on host" in completed.stderr
 
 
