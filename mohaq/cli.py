@@ -31,6 +31,7 @@ from mohaq.callbacks.divergence import DivergenceDetector
 from mohaq.checkpoints import require_checkpoint_file
 from mohaq.cli_errors import run_command
 from mohaq.cli_help import MohaqArgumentParser, main_parser_kwargs, subcommand_parser_kwargs
+from mohaq.console import show_progress_lines
 from mohaq.datamodules.timit import TIMITDataModule
 from mohaq.quant.assignment import BitAssignment, BitAssignmentError
 from mohaq.search.lock import ensure_free
@@ -420,6 +421,7 @@ def main(args: Sequence[str] | None = None) -> int:
         else:
             build_cli(rest)
 
+    show_progress_lines()  # the toolkit's steps (corpus, features, calibration, beacons)
     return run_command(command, argv, _prog(argv))
 
 

@@ -275,7 +275,7 @@ def fronts_figure(
         handles.append(legend_handle("marker", "beacon not retrained", marker="X",
                                      color="tab:red"))  # fmt: skip
     handles.append(legend_handle("line", "float model", linestyle="--", color="dimgray"))
-    if context.bounds:
+    if any(b.metric in context.objectives for b in context.bounds):
         handles.append(legend_handle("line", "constraint", linestyle=":", color=BOUND_COLOR))
     problems = [f"{b.id} ({b.status})" for b in beacons if b.status != DONE]
     if problems:
@@ -289,26 +289,35 @@ def fronts_figure(
         f"{context.platform or 'beacon stage'}: inference-only vs beacon-based front \u2014 "
         f"{done} of {len(beacons)} beacons retrained"
     )
-    finish(figure, context, title, handles)
+    finish(figure, context, window, title, handles)
     return figure
 
 
 def _beacon_positions(
     beacons: Sequence[Beacon], comparison: FrontComparison
 ) -> list[tuple[str, EvaluationRecord | None, EvaluationRecord]]:
-    """``(id, inference-only record, beacon-aware record)`` of each retrained
-    beacon the beacon-aware search scored with its own weights (once each)."""
+    """``(id, inference-only record, where to draw it)`` of each retrained
+    beacon, once: where the beacon-aware search scored its bits with its own
+    weights, else (never scored there) its inference-only record."""
     inference = {bits_key(r.bits): r for r in reversed(comparison.inference_records)}
-    scored = {}
-    for record in comparison.beacon_records:
-        key = bits_key(record.bits)
-        if record.evaluator.startswith("beacon:") and key not in scored:
-            scored[key] = record
     out = []
     for beacon in beacons:
+        if beacon.status != DONE:
+            continue
         key = bits_key(beacon.bits)
-        if beacon.status == DONE and key in scored:
-            out.append((beacon.id, inference.get(key), scored[key]))
+        own = next(
+            (
+                r
+                for r in comparison.beacon_records
+                if r.evaluator == f"beacon:{beacon.id}" and bits_key(r.bits) == key
+            ),
+            None,
+        )
+        before = inference.get(key)
+        if own is not None:
+            out.append((beacon.id, before, own))
+        elif before is not None:
+            out.append((beacon.id, None, before))
     return out
 
 

@@ -423,6 +423,7 @@ def _run_stage(
         timeout_s=beacon.retrain_timeout_s,
         ddp_devices=beacon.ddp_devices,
         in_process=beacon.retrain_in_process,
+        points=workload.names,
     )
     runner.run()
 

@@ -22,7 +22,9 @@ see :mod:`mohaq.search.executors`.
 from __future__ import annotations
 
 import importlib
+import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -32,6 +34,8 @@ import torch
 from torch import Tensor
 
 from mohaq.quant.assignment import BitAssignment
+
+log = logging.getLogger(__name__)
 
 OPTIMIZATION = "optimization"
 TEST = "test"
@@ -263,9 +267,15 @@ class PTQEvaluator:
         if not singles:
             raise EvaluatorError("the optimization set is empty")
         self.num_utterances = len(singles)
+        started = time.perf_counter()
+        log.info(
+            "calibrating activation ranges on %d utterances of the optimization set",
+            min(len(singles), max_calibration_utterances or len(singles)),
+        )
         calibrate_activations(
             self.system, singles, _forward, max_utterances=max_calibration_utterances
         )
+        log.info("calibrated in %.1f s", time.perf_counter() - started)
         self._batches = {OPTIMIZATION: rebatch(singles, batch_size)}
         self.scoring_map = self.system.scoring_map.detach().cpu()
         self._metric = PhoneErrorRate(self.scoring_map, IGNORE_INDEX)

@@ -144,6 +144,16 @@ class PlotContext:
         """Constraints on metrics that are not plotted (listed in the title)."""
         return [b for b in self.bounds if b.metric not in self.objectives]
 
+    def hidden_bounds(self, window: Window) -> list[str]:
+        """Constraints the panels cannot show: on metrics not plotted, or off the axes."""
+        shown = [b.describe() for b in self.unmapped_bounds()]
+        for bound in self.bounds:
+            if bound.metric in window.ranges:
+                lo, hi = window.ranges[bound.metric]
+                if not lo <= plotted_bound(bound) <= hi:
+                    shown.append(f"{bound.describe()} (off the axes)")
+        return shown
+
 
 def value(record: EvaluationRecord, name: str) -> float:
     """A record's plotted value: the error in percent, a metric as it is."""
@@ -199,11 +209,11 @@ def focus_window(
     ranges: dict[str, tuple[float, float]] = {}
     error_hi = math.inf
     if ERROR in context.objectives:
-        lows = [value(r, ERROR) for r in anchor + feasible]
-        if context.float_error is not None:
-            lows.append(100.0 * context.float_error)
-        best = min(lows)
+        best = min(value(r, ERROR) for r in anchor + feasible)
         cap = error_cap(best)
+        if context.float_error is not None:
+            # The float line is shown when it is as near the front as the cap is.
+            best = min(best, max(100.0 * context.float_error, 2 * best - cap))
         top = min(max(value(r, ERROR) for r in anchor), cap)
         for bound in context.bounds:
             if bound.metric == ERROR and plotted_bound(bound) <= cap:
@@ -415,13 +425,15 @@ def figure_grid(panels: int) -> tuple[Any, list[Any]]:
     return figure, flat[:panels]
 
 
-def finish(figure: Any, context: PlotContext, title: str, handles: Sequence[Any]) -> None:
-    """Title (platform and what the figure shows), unplotted constraints, the
-    warnings in red under it and one legend under the panels."""
+def finish(
+    figure: Any, context: PlotContext, window: Window, title: str, handles: Sequence[Any]
+) -> None:
+    """Title (platform and what the figure shows), constraints the panels do not
+    show, the warnings in red under it and one legend under the panels."""
     lines = [title]
-    hidden = context.unmapped_bounds()
+    hidden = context.hidden_bounds(window)
     if hidden:
-        lines.append("also constrained: " + ", ".join(b.describe() for b in hidden))
+        lines.append("also constrained: " + ", ".join(hidden))
     figure.suptitle("\n".join(lines), fontsize=11)
     columns = max(1, min(len(handles), 4))
     figure.legend(handles=list(handles), loc="lower center", ncol=columns, fontsize=8,
@@ -497,7 +509,7 @@ def pareto_figure(
                                      markerfacecolor="none", color="black"))  # fmt: skip
     if context.float_error is not None and ERROR in context.objectives:
         handles.append(legend_handle("line", "float model", linestyle="--", color="dimgray"))
-    if context.bounds:
+    if any(b.metric in context.objectives for b in context.bounds):
         handles.append(legend_handle("line", "constraint", linestyle=":", color=BOUND_COLOR))
     if beyond:
         handles.append(legend_handle("marker", "beyond the axes (at the edge)", marker="^",
@@ -508,5 +520,5 @@ def pareto_figure(
         f"{context.platform or 'search'}: {shown} \u2014 {len(records)} evaluations "
         f"({count} feasible), Pareto front of {len(front)}"
     )
-    finish(figure, context, title, handles)
+    finish(figure, context, window, title, handles)
     return figure
