@@ -3,9 +3,14 @@
 :func:`main` turns the toolkit's typed errors into one or two lines on stderr
 and an exit status per kind (:mod:`mohaq.cli_errors`); ``--debug`` or
 ``MOHAQ_DEBUG=1`` shows the traceback. The help shows each command's own
-options first (:mod:`mohaq.cli_help`). ``mohaq validate`` and ``mohaq test``
-log to TensorBoard under their own name, not the fit's; a search logs into its
-run directory (``<run_dir>/tensorboard``).
+options first (:mod:`mohaq.cli_help`).
+
+Where a run writes: a checkpoint callback without ``dirpath`` writes into
+``<run root>/checkpoints``, the run root being the TensorBoard logger's
+``save_dir`` (``--trainer.logger.save_dir runs/synth``); ``mohaq validate``
+and ``mohaq test`` log to TensorBoard under their own name beside the fit's
+(``runs/quickstart/test``); a search logs into its run directory
+(``<run_dir>/tensorboard``).
 
 Custom subcommands are methods of a Trainer subclass: LightningCLI builds each
 subcommand's arguments from the method's signature and takes the help text
@@ -350,34 +355,62 @@ class MohaqCLI(LightningCLI):
         parser.add_lightning_class_args(DivergenceDetector, "divergence")
 
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        # A run's checkpoints go beside its TensorBoard logs: a fit with
+        # --trainer.logger.save_dir runs/synth writes runs/synth/checkpoints.
+        checkpoints_under_run_root(config)
         # A config written for `fit` names its TensorBoard logger after the fit;
         # scoring runs log under their own name beside it (runs/quickstart/test).
         if self.subcommand in ("validate", "test"):
-            log_under_own_name(self.config[self.subcommand], self.subcommand)
+            log_under_own_name(config, self.subcommand)
+
+
+def _entries(config: Any, key: str, suffix: str) -> list[Any]:
+    """The ``class_path``/``init_args`` entries of ``trainer.<key>`` whose class ends with ``suffix``."""
+    trainer = config.get("trainer") if hasattr(config, "get") else None
+    values = trainer.get(key) if hasattr(trainer, "get") else None
+    return [
+        entry
+        for entry in (values if isinstance(values, list) else [values])
+        if hasattr(entry, "get")
+        and str(entry.get("class_path", "")).endswith(suffix)
+        and entry.get("init_args") is not None
+    ]
 
 
 def log_under_own_name(config: Any, name: str) -> None:
     """Renames the TensorBoard loggers of a parsed subcommand config to ``name``."""
-    trainer = config.get("trainer") if hasattr(config, "get") else None
-    loggers = trainer.get("logger") if hasattr(trainer, "get") else None
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        if not hasattr(logger, "get") or not str(logger.get("class_path", "")).endswith(
-            "TensorBoardLogger"
-        ):
-            continue
-        init_args = logger.get("init_args")
-        if init_args is not None:
-            init_args["name"] = name
+    for logger in _entries(config, "logger", "TensorBoardLogger"):
+        logger.init_args["name"] = name
 
 
-def build_cli(args: Sequence[str] | None = None) -> MohaqCLI:
+def checkpoints_under_run_root(config: Any) -> None:
+    """Gives each ModelCheckpoint without a ``dirpath`` ``<run root>/checkpoints``:
+    the run root is the TensorBoard logger's ``save_dir`` (one logger), else
+    ``trainer.default_root_dir`` (Lightning's own default would be the
+    logger's numbered version folder, a path no later command can know)."""
+    loggers = _entries(config, "logger", "TensorBoardLogger")
+    root = loggers[0].init_args.get("save_dir") if len(loggers) == 1 else None
+    root = root or config["trainer"].get("default_root_dir") or "."
+    for checkpoint in _entries(config, "callbacks", "ModelCheckpoint"):
+        if checkpoint.init_args.get("dirpath") is None:
+            checkpoint.init_args["dirpath"] = str(Path(root) / "checkpoints")
+
+
+def build_cli(
+    args: Sequence[str] | None = None, *, cli_class: type[MohaqCLI] = MohaqCLI
+) -> MohaqCLI:
     """Parses ``args`` (default: the command line) and runs the subcommand.
+
+    Args:
+        args: the command-line arguments.
+        cli_class: MohaqCLI or a subclass (a test may stop it after parsing).
 
     Raises:
         the toolkit's typed errors (see :mod:`mohaq.cli_errors`); :func:`main`
         turns them into exit statuses.
     """
-    return MohaqCLI(
+    return cli_class(
         AcousticSystem,
         TIMITDataModule,
         trainer_class=MohaqTrainer,
