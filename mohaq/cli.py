@@ -95,7 +95,7 @@ class MohaqTrainer(pl.Trainer):
     """A Trainer that also costs and searches bit assignments."""
 
     def fit(self, *args: Any, **kwargs: Any) -> Any:
-        """Train the model: float, or quantization-aware with the QAT callback.
+        """Train the model: float, or QAT with the QAT callback.
 
         Args:
             model: the model to train.
@@ -111,7 +111,7 @@ class MohaqTrainer(pl.Trainer):
     _lightning_signature(fit, "fit")
 
     def validate(self, *args: Any, **kwargs: Any) -> Any:
-        """Score the model on the validation (dev) set.
+        """Score a checkpoint on the validation (dev) set.
 
         Args:
             model: the model to score.
@@ -134,7 +134,7 @@ class MohaqTrainer(pl.Trainer):
         uniform_bits: int | None = 8,
         bits: dict[str, int] | None = None,
     ) -> str:
-        """Print the hardware cost of a model configuration (no data or training needed).
+        """Print a model's hardware cost (no data or training).
 
         Args:
             model: the model whose quantization points are costed.
@@ -162,7 +162,10 @@ class MohaqTrainer(pl.Trainer):
         truncate_damaged: bool = False,
         **settings: Any,
     ) -> Any:
-        """Search per-point precisions for the Pareto front of error and hardware cost.
+        """Search per-point precisions: front of error vs cost.
+
+        The inference-only stage of MOHAQ: post-training quantization of the
+        float checkpoint, scored on the optimization set, priced by the platform.
 
         Args:
             model: the model config; the float weights come from ``checkpoint``.
@@ -201,7 +204,9 @@ class MohaqTrainer(pl.Trainer):
         strict: bool = False,
         **settings: Any,
     ) -> Any:
-        """Refine a search with retrained beacons (MOHAQ's beacon-based stage).
+        """Refine a search's front with retrained beacons.
+
+        MOHAQ's beacon-based stage.
 
         The platform, objectives, constraints and bit choices are the search's
         (read from ``run_dir``); a value given here must agree with them. Other
@@ -269,7 +274,9 @@ class MohaqTrainer(pl.Trainer):
         onnx: bool = True,
         rounding: Literal["single", "gemmlowp"] = "single",
     ) -> Any:
-        """Export a checkpoint at a bit assignment as an integer model (safetensors, ONNX QDQ).
+        """Export an integer model (safetensors, ONNX QDQ).
+
+        A checkpoint at a bit assignment, written as packed integer tensors.
 
         Args:
             model: the model config; the weights come from ``checkpoint``.
@@ -306,7 +313,10 @@ class MohaqTrainer(pl.Trainer):
         engine: Literal["integer", "onnx"] = "integer",
         split: Literal["test", "dev", "optimization", "train"] = "test",
     ) -> Any:
-        """Score the model on the test set, another split, or an exported integer/ONNX model.
+        """Score a checkpoint or an exported model on a split.
+
+        The test set by default; ``--split`` picks another; ``--exported`` scores
+        an exported integer or ONNX model instead of the fake-quantized one.
 
         Args:
             model: the model to score.
@@ -419,7 +429,7 @@ def build_cli(
         parser_class=MohaqArgumentParser,
         parser_kwargs={
             **main_parser_kwargs(),
-            **subcommand_parser_kwargs(list(MohaqCLI.subcommands())),
+            **subcommand_parser_kwargs(MohaqTrainer, list(MohaqCLI.subcommands())),
         },
         trainer_defaults={
             "logger": {

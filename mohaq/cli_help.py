@@ -10,6 +10,7 @@ their one-line descriptions.
 
 from __future__ import annotations
 
+import inspect
 import re
 import textwrap
 from collections.abc import Callable, Sequence
@@ -193,11 +194,21 @@ class MohaqArgumentParser(LightningArgumentParser):
             self.epilog = epilog
 
 
-def subcommand_parser_kwargs(commands: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``parser_kwargs`` of LightningCLI for each subcommand: usage, epilog, hidden groups."""
+def command_description(method: Any) -> str:
+    """A command's docstring up to its ``Args:`` section (the help's description;
+    the command list shows its first line)."""
+    doc = inspect.getdoc(method) or ""
+    return doc.split("\nArgs:")[0].strip()
+
+
+def subcommand_parser_kwargs(
+    trainer_class: type, commands: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """``parser_kwargs`` of LightningCLI for each subcommand: description, usage,
+    epilog, hidden groups."""
     out: dict[str, dict[str, Any]] = {}
     for name in commands:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"description": command_description(getattr(trainer_class, name))}
         if name in USAGES:
             kwargs["usage"] = USAGES[name]
         if name in EPILOGS:

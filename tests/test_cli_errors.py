@@ -358,3 +358,33 @@ def test_console_scripts_exit_statuses(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert len(done.stderr.splitlines()) <= 5, done.stderr
     assert 'error: Parser key "budget"' in done.stderr
+
+
+QUICKSTART = str(REPO / "lightning_configs" / "quickstart.yaml")
+
+
+def test_first_hour_errors_through_mohaq_are_two_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing corpus, a missing or corrupt checkpoint: what the user sees."""
+    from mohaq.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "no-corpus"
+    assert main(["fit", "-c", QUICKSTART, "--data.corpus_dir", str(missing)]) == 3
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2].startswith(f"mohaq fit: data error: corpus folder '{missing}' does not exist")
+    corrupt = tmp_path / "best.ckpt"
+    corrupt.write_bytes(b"not a checkpoint")
+    search = ["search", "-c", QUICKSTART, "--run_dir", str(tmp_path / "search")]
+    assert main([*search, "--checkpoint", str(tmp_path / "bestt.ckpt")]) == 4
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2] == (
+        f"mohaq search: checkpoint error: checkpoint '{tmp_path / 'bestt.ckpt'}' does not exist; "
+        f"{tmp_path} holds best.ckpt"
+    )
+    assert main([*search, "--checkpoint", str(corrupt)]) == 4
+    assert "checkpoint error: cannot read checkpoint" in capsys.readouterr().err
+    assert main([*search, "--checkpoint", str(corrupt), "--bit_choices", "[]"]) == 6
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2].startswith("mohaq search: search error: bit_choices is empty; give at least")
