@@ -58,7 +58,9 @@ def test_training_commands_keep_the_trainer_options_after_their_own(
 ) -> None:
     text = _help(capsys, "test")
     assert text.splitlines()[2] == "Score a checkpoint or an exported model on a split."
-    assert text.index("--exported") < text.index("--model.cell") < text.index("--trainer.max_epochs")
+    assert (
+        text.index("--exported") < text.index("--model.cell") < text.index("--trainer.max_epochs")
+    )
 
 
 def test_a_bad_option_value_is_a_short_usage_error(capsys: pytest.CaptureFixture) -> None:
