@@ -117,6 +117,7 @@ ERROR_KINDS: dict[str, ErrorKind] = {
     "mohaq.beacons.stage.BeaconsFailedError": TRAINING,
     # export
     "mohaq.export.program.ExportError": EXPORT,
+    "mohaq.export.program.ExportFileNotFoundError": EXPORT,
     "mohaq.export.fixed_point.FixedPointError": EXPORT,
 }
 

@@ -61,6 +61,7 @@ EXPECTED_EXIT = {
     "TrainingDivergedError": 8,
     "BeaconsFailedError": 8,
     "ExportError": 9,
+    "ExportFileNotFoundError": 9,
     "FixedPointError": 9,
 }
 
@@ -152,6 +153,7 @@ def _errors(tmp_path: Path) -> dict[str, Callable[[], Exception]]:
     from mohaq.datamodules.feature_cache import CacheDamagedError, FeatureCacheError
     from mohaq.datamodules.synth_timit import generate_corpus
     from mohaq.datamodules.timit_corpus import find_timit_root
+    from mohaq.export.files import read_program
     from mohaq.export.fixed_point import quantize_multiplier
     from mohaq.export.program import ExportError
     from mohaq.hardware import get_cost_model, load_platform
@@ -226,6 +228,9 @@ def _errors(tmp_path: Path) -> dict[str, Callable[[], Exception]]:
         "TrainingDivergedError": lambda: TrainingDivergedError("loss is nan", epoch=0, step=1),
         "BeaconsFailedError": lambda: BeaconsFailedError("1 of 2 beacons were not retrained", []),
         "ExportError": lambda: ExportError("a search record needs both --run_dir and --index"),
+        "ExportFileNotFoundError": lambda: _raised(
+            lambda: read_program(tmp_path / "exports" / "model.safetensors")
+        ),
         "FixedPointError": lambda: _raised(lambda: quantize_multiplier(float("nan"))),
     }
 

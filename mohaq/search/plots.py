@@ -197,9 +197,10 @@ def focus_window(
 ) -> Window:
     """Axis ranges around the front and the feasible evaluations near it.
 
-    The error axis runs from the best of (front, float, feasible) to the
-    front's worst error, capped at :func:`error_cap`, and stretched to show the
-    error bound when it lies under the cap. The other axes span the front,
+    The error axis runs from the best of (front, feasible, float error and
+    baselines not far below them) to the front's worst error, capped at
+    :func:`error_cap`, and stretched to show the error bound when it lies
+    under the cap. The other axes span the front,
     the feasible evaluations and the baselines whose error is on the axis, and
     the bounds near them.
     """
@@ -211,9 +212,13 @@ def focus_window(
     if ERROR in context.objectives:
         best = min(value(r, ERROR) for r in anchor + feasible)
         cap = error_cap(best)
+        # Below the front: the float line and the baselines (uniform 16 bits, often
+        # infeasible), when they are as near the front as the cap is.
+        floor = 2 * best - cap
+        below = [value(r, ERROR) for r in full if r.origin == "baseline"]
         if context.float_error is not None:
-            # The float line is shown when it is as near the front as the cap is.
-            best = min(best, max(100.0 * context.float_error, 2 * best - cap))
+            below.append(100.0 * context.float_error)
+        best = min([best, *(v for v in below if v >= floor)])
         top = min(max(value(r, ERROR) for r in anchor), cap)
         for bound in context.bounds:
             if bound.metric == ERROR and plotted_bound(bound) <= cap:
