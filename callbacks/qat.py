@@ -9,11 +9,13 @@ same way.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
 from mohaq.checkpoints import load_model_weights
@@ -23,6 +25,20 @@ from mohaq.quant.calibration import calibrate_activations
 
 def _forward_batch(model: Any, batch: Any) -> Any:
     return model(batch[0], batch[2])
+
+
+def describe_assignment(assignment: BitAssignment, fixed_bits: int | None = 16) -> str:
+    """One line: how many points at which precisions, e.g. ``quantized 12 points: 4 bits``."""
+    counts: dict[int, int] = {}
+    for bits in assignment.bits.values():
+        counts[bits] = counts.get(bits, 0) + 1
+    shown = ", ".join(f"{n} at {b} bits" for b, n in sorted(counts.items()))
+    if len(counts) == 1:
+        shown = f"{next(iter(counts))} bits"
+    fixed = (
+        "" if fixed_bits is None else f" (biases, recurrent vectors and states: {fixed_bits} bits)"
+    )
+    return f"quantized {len(assignment)} points: {shown}{fixed}"
 
 
 class QuantizationAwareTraining(Callback):
@@ -110,14 +126,26 @@ class QuantizationAwareTraining(Callback):
         ):
             # Thresholds come from the float model, as post-training calibration does.
             pl_module.apply_bit_assignment(BitAssignment())
-            calibrate_activations(
+            started = time.perf_counter()
+            rank_zero_info(
+                f"QuantizationAwareTraining: calibrating activation ranges (float model) on up "
+                f"to {self.calibration_utterances} utterances of the optimization set"
+            )
+            count = calibrate_activations(
                 pl_module,
                 datamodule.optimization_dataloader(),
                 _forward_batch,
                 max_utterances=self.calibration_utterances,
             )
+            rank_zero_info(
+                f"QuantizationAwareTraining: calibrated on {count} utterances in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
             self._calibrated = True
         pl_module.apply_bit_assignment(self.assignment, fixed_bits=self.fixed_bits)
+        rank_zero_info(
+            "QuantizationAwareTraining: " + describe_assignment(self.assignment, self.fixed_bits)
+        )
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

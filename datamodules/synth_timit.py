@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 
+from mohaq.console import progress_bar, show_progress_lines
 from mohaq.datamodules.checksums import checksums, mismatches
 from mohaq.datamodules.phones import PHONES_61
 from mohaq.datamodules.sentences import generate_sentence
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
+#: What the synthesis pool prints per finished speaker (read for the progress bar).
+_SPEAKER_DONE = "mohaq-synth: speaker done"
 MANIFEST = "corpus.json"
 # Written before the first utterance: marks a folder as this generator's even
 # when a run was killed, so the next run may replace it.
@@ -437,8 +440,11 @@ def _pool_main() -> None:
     # spawned one re-imports numpy and soundfile. This interpreter never
     # initialises espeak, so every child starts from espeak's initial state.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    results = []
     with multiprocessing.get_context(method).Pool(request["processes"], maxtasksperchild=1) as pool:
-        results = pool.map(synthesize_speaker, jobs, chunksize=1)
+        for result in pool.imap(synthesize_speaker, jobs, chunksize=1):
+            results.append(result)
+            print(_SPEAKER_DONE, flush=True)  # the parent's progress bar counts these
     # A file, not stdout: nothing a library prints can corrupt the result.
     Path(request["result"]).write_text(json.dumps(results))
 
@@ -455,15 +461,27 @@ def _run_in_fresh_interpreter(jobs: list, processes: int) -> list[list[dict]]:
         "seed": jobs[0][2], "snr_db": list(jobs[0][3]), "out": jobs[0][4], "processes": processes,
         "result": str(result),
     }  # fmt: skip
-    completed = subprocess.run(
-        [sys.executable, "-c", "from mohaq.datamodules.synth_timit import _pool_main; _pool_main()"],
-        input=json.dumps(request), capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    command = [sys.executable, "-c",
+               "from mohaq.datamodules.synth_timit import _pool_main; _pool_main()"]  # fmt: skip
+    bar = progress_bar(len(jobs), description="synthesizing speakers", unit="speaker")
     try:
-        if completed.returncode != 0:
-            raise SynthesisError(f"speech synthesis failed:\n{completed.stderr[-4000:]}")
+        with tempfile.TemporaryFile(mode="w+") as errors:
+            process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True
+            )
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write(json.dumps(request))
+            process.stdin.close()
+            for line in process.stdout:
+                if line.strip() == _SPEAKER_DONE:
+                    bar.update(1)
+            returncode = process.wait()
+            if returncode != 0:
+                errors.seek(0)
+                raise SynthesisError(f"speech synthesis failed:\n{errors.read()[-4000:]}")
         return json.loads(result.read_text())
     finally:
+        bar.close()
         result.unlink(missing_ok=True)
 
 
@@ -734,10 +752,19 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``mohaq-synth-timit``."""
+    """Entry point of ``mohaq-synth-timit``.
+
+    Returns:
+        0, or the exit status of the error that stopped it (see
+        :mod:`mohaq.cli_errors`; argument errors exit with status 2 by themselves).
+    """
+    from mohaq.cli_errors import DEBUG_ENV, DEBUG_FLAG, run_command, split_debug_flag
+
+    debug, argv = split_debug_flag(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="mohaq-synth-timit",
         description="Generate a synthetic TIMIT-format corpus (LDC layout) with libespeak-ng.",
+        epilog=f"{DEBUG_FLAG} (or {DEBUG_ENV}=1) shows the traceback of an error.",
     )
     parser.add_argument(
         "--out", required=True, help="output folder (new, empty, or an earlier corpus)"
@@ -769,21 +796,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"argument --test-speaker-fraction: must be in (0, 1), got {args.test_speaker_fraction}"
         )
-    try:
+
+    def generate(_: list[str]) -> None:
         summary = generate_corpus(
             args.out, speakers=args.speakers, utterances_per_speaker=args.utterances_per_speaker,
             seed=args.seed, snr_db=tuple(args.snr_db), test_speaker_fraction=args.test_speaker_fraction,
             workers=args.workers,
         )  # fmt: skip
-    except SynthesisError as error:
-        parser.exit(1, f"mohaq-synth-timit: error: {error}\n")
-    print(
-        f"{summary.utterances} utterances ({summary.train_speakers} train + "
-        f"{summary.test_speakers} test speakers), {summary.audio_hours:.3f} h of audio, "
-        f"{summary.frames} frames at 10 ms hop; took {summary.seconds_taken:.1f} s -> {args.out}"
-    )
-    return 0
+        print(
+            f"{summary.utterances} utterances ({summary.train_speakers} train + "
+            f"{summary.test_speakers} test speakers), {summary.audio_hours:.3f} h of audio, "
+            f"{summary.frames} frames at 10 ms hop; took {summary.seconds_taken:.1f} s -> {args.out}"
+        )
+
+    # A typed error (SynthesisError, EspeakError, ...) is one line and its exit status.
+    show_progress_lines()
+    return run_command(generate, [DEBUG_FLAG] if debug else [], "mohaq-synth-timit")
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(main())  # python -m: cli_errors maps __main__'s classes to this module's names

@@ -27,6 +27,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from mohaq.console import progress, progress_bar
 from mohaq.datamodules.batching import (
     BucketBatchSampler,
     UtteranceDataset,
@@ -91,8 +92,11 @@ def assign_splits(utterances: Sequence[Utterance]) -> dict[str, list[Utterance]]
     }
 
 
-def compute_split(utterances: Sequence[Utterance], config: FeatureConfig) -> dict[str, Any]:
-    """Features (CMVN per speaker, float16) and int8 targets of one split, packed.
+def compute_split(
+    utterances: Sequence[Utterance], config: FeatureConfig, description: str = "features"
+) -> dict[str, Any]:
+    """Features (CMVN per speaker, float16) and int8 targets of one split, packed
+    (a progress bar named ``description`` on a terminal).
 
     Raises:
         CorpusError: if a file cannot be read (it was checked before, so only
@@ -103,16 +107,21 @@ def compute_split(utterances: Sequence[Utterance], config: FeatureConfig) -> dic
         by_speaker[utterance.speaker].append(index)
     features: list[torch.Tensor] = [torch.empty(0)] * len(utterances)
     targets: list[torch.Tensor] = [torch.empty(0)] * len(utterances)
-    for indices in by_speaker.values():
-        raw = []
-        for index in indices:
-            audio, segments = read_utterance(utterances[index], sample_rate=config.sample_rate)
-            values = utterance_features(audio, config)
-            raw.append(values)
-            targets[index] = frame_labels(segments, values.shape[0], config)
-        for index, normalized in zip(indices, speaker_cmvn(raw), strict=True):
-            # float16 halves the cache; CMVN'd values are O(1), well within its precision.
-            features[index] = normalized.half()
+    bar = progress_bar(len(utterances), description=description, unit="utt")
+    try:
+        for indices in by_speaker.values():
+            raw = []
+            for index in indices:
+                audio, segments = read_utterance(utterances[index], sample_rate=config.sample_rate)
+                values = utterance_features(audio, config)
+                raw.append(values)
+                targets[index] = frame_labels(segments, values.shape[0], config)
+                bar.update(1)
+            for index, normalized in zip(indices, speaker_cmvn(raw), strict=True):
+                # float16 halves the cache; CMVN'd values are O(1), well within its precision.
+                features[index] = normalized.half()
+    finally:
+        bar.close()
     dataset = UtteranceDataset.from_utterances(
         features,
         targets,
@@ -134,7 +143,9 @@ def validate_utterances(utterances: Sequence[Utterance], config: FeatureConfig) 
     Raises:
         CorpusError: naming the first bad file (and PHN line).
     """
-    for utterance in utterances:
+    for utterance in progress(
+        utterances, total=len(utterances), description="checking", unit="utt"
+    ):
         audio, _ = read_utterance(utterance, sample_rate=config.sample_rate)
         if num_frames(audio.shape[0], config) == 0:
             raise CorpusError(
@@ -332,7 +343,12 @@ class TIMITDataModule(pl.LightningDataModule):
         with file_lock(target.with_name(target.name + ".lock")):
             if (target / _SYNTHETIC_MANIFEST).is_file():  # another process made it meanwhile
                 return target
-            log.info("generating the synthetic TIMIT-format corpus into %s", target)
+            log.info(
+                "generating the synthetic TIMIT-format corpus (%d speakers x %d utterances) into %s",
+                self.synthetic["speakers"],
+                self.synthetic["utterances_per_speaker"],
+                target,
+            )
             # Generated aside and renamed in one step: a killed run leaves only a
             # temporary folder, never a half corpus at the trusted path. Under
             # the lock, such leftovers of this target are a killed run's: removed.
@@ -427,7 +443,9 @@ class TIMITDataModule(pl.LightningDataModule):
             cache.begin()
             for name in SPLITS:
                 log.info("computing %s features (%d utterances)", name, len(splits[name]))
-                cache.save_split(name, compute_split(splits[name], self.feature_config))
+                cache.save_split(
+                    name, compute_split(splits[name], self.feature_config, f"{name} features")
+                )
             test_speakers = {u.speaker for u in every if u.part == "TEST"}
             cache.commit(
                 SPLITS,

@@ -22,16 +22,33 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model it is loaded into."""
 
 
+class CheckpointNotFoundError(FileNotFoundError):
+    """No checkpoint file at the given path."""
+
+
+def require_checkpoint_file(path: str | Path) -> Path:
+    """``path`` as a Path if a file is there.
+
+    Raises:
+        CheckpointNotFoundError: naming the path and the checkpoints beside it.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    folder = path.parent
+    nearby = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+    seen = f"; {folder} holds {', '.join(nearby)}" if nearby else ""
+    raise CheckpointNotFoundError(f"checkpoint {str(path)!r} does not exist{seen}")
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Reads a Lightning checkpoint on the CPU.
 
     Raises:
-        FileNotFoundError: if there is no file at ``path``.
+        CheckpointNotFoundError: if there is no file at ``path`` (a FileNotFoundError).
         CheckpointMismatchError: if the file is not a Lightning checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    path = require_checkpoint_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message

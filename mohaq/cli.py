@@ -1,5 +1,17 @@
 """The `mohaq` command: LightningCLI with fit, validate, test, cost, search, beacons and export.
 
+:func:`main` turns the toolkit's typed errors into one or two lines on stderr
+and an exit status per kind (:mod:`mohaq.cli_errors`); ``--debug`` or
+``MOHAQ_DEBUG=1`` shows the traceback. The help shows each command's own
+options first (:mod:`mohaq.cli_help`).
+
+Where a run writes: a checkpoint callback without ``dirpath`` writes into
+``<run root>/checkpoints``, the run root being the TensorBoard logger's
+``save_dir`` (``--trainer.logger.save_dir runs/synth``); ``mohaq validate``
+and ``mohaq test`` log to TensorBoard under their own name beside the fit's
+(``runs/quickstart/test``); a search logs into its run directory
+(``<run_dir>/tensorboard``).
+
 Custom subcommands are methods of a Trainer subclass: LightningCLI builds each
 subcommand's arguments from the method's signature and takes the help text
 from its docstring's first line. ``search`` and ``beacons`` take their
@@ -10,18 +22,23 @@ settings from the :class:`~mohaq.search.settings.SearchSettings` and
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.loggers import TensorBoardLogger
 
 from mohaq.beacons import BeaconConfigError, BeaconSettings, beacon_search_settings
 from mohaq.callbacks.divergence import DivergenceDetector
+from mohaq.checkpoints import require_checkpoint_file
+from mohaq.cli_errors import run_command
+from mohaq.cli_help import MohaqArgumentParser, main_parser_kwargs, subcommand_parser_kwargs
+from mohaq.console import show_progress_lines
 from mohaq.datamodules.timit import TIMITDataModule
-from mohaq.quant.assignment import BitAssignment
+from mohaq.quant.assignment import BitAssignment, BitAssignmentError
 from mohaq.search.lock import ensure_free
 from mohaq.search.settings import SearchSettings, split_settings, takes_settings
 from mohaq.system import AcousticSystem
@@ -31,7 +48,7 @@ def _requested_assignment(
     system: AcousticSystem, bits: dict[str, int] | None, uniform_bits: int | None
 ) -> BitAssignment:
     if bits is not None and uniform_bits is not None:
-        raise ValueError("give either --bits or --uniform_bits, not both")
+        raise BitAssignmentError("give either --bits or --uniform_bits, not both")
     workload = system.workload()
     if uniform_bits is not None:
         assignment = BitAssignment.uniform(workload.names, uniform_bits)
@@ -52,8 +69,62 @@ def _load_for_search(model: AcousticSystem, datamodule: TIMITDataModule, checkpo
     datamodule.setup("test")
 
 
+# Lightning's checkpoint shortcuts for ckpt_path (not files).
+_CKPT_SHORTCUTS = frozenset({"best", "last", "hpc", "registry"})
+
+
+def _check_ckpt_path(ckpt_path: str | Path | None) -> None:
+    """A ckpt_path naming a missing file fails before any work, naming the file."""
+    if ckpt_path is None or str(ckpt_path) in _CKPT_SHORTCUTS:
+        return
+    if str(ckpt_path).startswith("registry:") or "://" in str(ckpt_path):
+        return
+    require_checkpoint_file(ckpt_path)
+
+
+def _lightning_signature(method: Any, name: str) -> Any:
+    """Gives ``method`` the signature and type hints of ``pl.Trainer.<name>``, so
+    LightningCLI builds the same options while the docstring is ours."""
+    original = getattr(pl.Trainer, name)
+    method.__signature__ = inspect.signature(original)
+    method.__annotations__ = dict(getattr(original, "__annotations__", {}))
+    return method
+
+
 class MohaqTrainer(pl.Trainer):
     """A Trainer that also costs and searches bit assignments."""
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        """Train the model: float, or QAT with the QAT callback.
+
+        Args:
+            model: the model to train.
+            train_dataloaders: Lightning's training dataloaders (instead of a DataModule).
+            val_dataloaders: Lightning's validation dataloaders.
+            datamodule: the data.
+            ckpt_path: a checkpoint to resume training from (its trainer state too).
+            weights_only: Lightning's checkpoint loading option.
+        """
+        _check_ckpt_path(kwargs.get("ckpt_path"))
+        return super().fit(*args, **kwargs)
+
+    _lightning_signature(fit, "fit")
+
+    def validate(self, *args: Any, **kwargs: Any) -> Any:
+        """Score a checkpoint on the validation (dev) set.
+
+        Args:
+            model: the model to score.
+            dataloaders: Lightning's validation dataloaders (instead of a DataModule).
+            ckpt_path: the checkpoint to score.
+            verbose: print the results.
+            datamodule: the data.
+            weights_only: Lightning's checkpoint loading option.
+        """
+        _check_ckpt_path(kwargs.get("ckpt_path"))
+        return super().validate(*args, **kwargs)
+
+    _lightning_signature(validate, "validate")
 
     def cost(
         self,
@@ -63,7 +134,7 @@ class MohaqTrainer(pl.Trainer):
         uniform_bits: int | None = 8,
         bits: dict[str, int] | None = None,
     ) -> str:
-        """Print the hardware cost of a model configuration (no data or training needed).
+        """Print a model's hardware cost (no data or training).
 
         Args:
             model: the model whose quantization points are costed.
@@ -91,7 +162,10 @@ class MohaqTrainer(pl.Trainer):
         truncate_damaged: bool = False,
         **settings: Any,
     ) -> Any:
-        """Search per-point precisions for the Pareto front of error and hardware cost.
+        """Search per-point precisions: front of error vs cost.
+
+        The inference-only stage of MOHAQ: post-training quantization of the
+        float checkpoint, scored on the optimization set, priced by the platform.
 
         Args:
             model: the model config; the float weights come from ``checkpoint``.
@@ -113,7 +187,7 @@ class MohaqTrainer(pl.Trainer):
             datamodule=datamodule,
             checkpoint=checkpoint,
             resume=resume,
-            callbacks=default_callbacks(tensorboard=self._tensorboard()),
+            callbacks=default_callbacks(),  # TensorBoard in <run_dir>/tensorboard
             truncate_damaged=truncate_damaged,
         )
         print(f"search report: {Path(search_settings.run_dir).resolve() / 'summary.md'}")
@@ -130,7 +204,9 @@ class MohaqTrainer(pl.Trainer):
         strict: bool = False,
         **settings: Any,
     ) -> Any:
-        """Refine a search with retrained beacons (MOHAQ's beacon-based stage).
+        """Refine a search's front with retrained beacons.
+
+        MOHAQ's beacon-based stage.
 
         The platform, objectives, constraints and bit choices are the search's
         (read from ``run_dir``); a value given here must agree with them. Other
@@ -147,7 +223,6 @@ class MohaqTrainer(pl.Trainer):
             strict: fail (non-zero exit) when a beacon was not retrained in the end.
         """
         from mohaq.beacons import run_beacon_stage
-        from mohaq.search.run import default_callbacks
 
         overrides = split_settings(settings, SearchSettings)
         beacon_settings = BeaconSettings(**split_settings(settings, BeaconSettings))
@@ -168,7 +243,7 @@ class MohaqTrainer(pl.Trainer):
             datamodule=datamodule,
             checkpoint=checkpoint,
             resume=resume,
-            callbacks=default_callbacks(tensorboard=self._tensorboard()),
+            callbacks=None,  # progress, TensorBoard in <run_dir>/beacon_search, reports
             truncate_damaged=truncate_damaged,
         )
         print(f"beacon report: {Path(run_dir).resolve() / 'beacon_summary.md'}")
@@ -182,10 +257,6 @@ class MohaqTrainer(pl.Trainer):
         if strict:
             result.raise_for_failures()
         return result
-
-    def _tensorboard(self) -> Any:
-        """The Trainer's TensorBoard writer, or None (the search writes its own)."""
-        return self.logger.experiment if isinstance(self.logger, TensorBoardLogger) else None
 
     # -- integer export and scoring what ships ------------------------------------------
     def export(
@@ -203,7 +274,9 @@ class MohaqTrainer(pl.Trainer):
         onnx: bool = True,
         rounding: Literal["single", "gemmlowp"] = "single",
     ) -> Any:
-        """Export a checkpoint at a bit assignment as an integer model (safetensors, ONNX QDQ).
+        """Export an integer model (safetensors, ONNX QDQ).
+
+        A checkpoint at a bit assignment, written as packed integer tensors.
 
         Args:
             model: the model config; the weights come from ``checkpoint``.
@@ -240,7 +313,10 @@ class MohaqTrainer(pl.Trainer):
         engine: Literal["integer", "onnx"] = "integer",
         split: Literal["test", "dev", "optimization", "train"] = "test",
     ) -> Any:
-        """Score the model on the test set, another split, or an exported integer/ONNX model.
+        """Score a checkpoint or an exported model on a split.
+
+        The test set by default; ``--split`` picks another; ``--exported`` scores
+        an exported integer or ONNX model instead of the fake-quantized one.
 
         Args:
             model: the model to score.
@@ -254,6 +330,8 @@ class MohaqTrainer(pl.Trainer):
             engine: "integer" (integer-only reference inference) or "onnx" (onnxruntime).
             split: the data split scored: test, dev, optimization or train.
         """
+        if exported is None:
+            _check_ckpt_path(ckpt_path)
         if exported is not None or split != "test":
             from mohaq.export.scoring import prepare_test
 
@@ -286,15 +364,73 @@ class MohaqCLI(LightningCLI):
         # stops with TrainingDivergedError before any checkpoint of it is saved.
         parser.add_lightning_class_args(DivergenceDetector, "divergence")
 
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        # A run's checkpoints go beside its TensorBoard logs: a fit with
+        # --trainer.logger.save_dir runs/synth writes runs/synth/checkpoints.
+        checkpoints_under_run_root(config)
+        # A config written for `fit` names its TensorBoard logger after the fit;
+        # scoring runs log under their own name beside it (runs/quickstart/test).
+        if self.subcommand in ("validate", "test"):
+            log_under_own_name(config, self.subcommand)
 
-def build_cli(args: Sequence[str] | None = None) -> MohaqCLI:
-    """Parses ``args`` (default: the command line) and runs the subcommand."""
-    return MohaqCLI(
+
+def _entries(config: Any, key: str, suffix: str) -> list[Any]:
+    """The ``class_path``/``init_args`` entries of ``trainer.<key>`` whose class ends with ``suffix``."""
+    trainer = config.get("trainer") if hasattr(config, "get") else None
+    values = trainer.get(key) if hasattr(trainer, "get") else None
+    return [
+        entry
+        for entry in (values if isinstance(values, list) else [values])
+        if hasattr(entry, "get")
+        and str(entry.get("class_path", "")).endswith(suffix)
+        and entry.get("init_args") is not None
+    ]
+
+
+def log_under_own_name(config: Any, name: str) -> None:
+    """Renames the TensorBoard loggers of a parsed subcommand config to ``name``."""
+    for logger in _entries(config, "logger", "TensorBoardLogger"):
+        logger.init_args["name"] = name
+
+
+def checkpoints_under_run_root(config: Any) -> None:
+    """Gives each ModelCheckpoint without a ``dirpath`` ``<run root>/checkpoints``:
+    the run root is the TensorBoard logger's ``save_dir`` (one logger), else
+    ``trainer.default_root_dir`` (Lightning's own default would be the
+    logger's numbered version folder, a path no later command can know)."""
+    loggers = _entries(config, "logger", "TensorBoardLogger")
+    root = loggers[0].init_args.get("save_dir") if len(loggers) == 1 else None
+    root = root or config["trainer"].get("default_root_dir") or "."
+    for checkpoint in _entries(config, "callbacks", "ModelCheckpoint"):
+        if checkpoint.init_args.get("dirpath") is None:
+            checkpoint.init_args["dirpath"] = str(Path(root) / "checkpoints")
+
+
+def build_cli(
+    args: Sequence[str] | None = None, *, cli_class: type[MohaqCLI] = MohaqCLI
+) -> MohaqCLI:
+    """Parses ``args`` (default: the command line) and runs the subcommand.
+
+    Args:
+        args: the command-line arguments.
+        cli_class: MohaqCLI or a subclass (a test may stop it after parsing).
+
+    Raises:
+        the toolkit's typed errors (see :mod:`mohaq.cli_errors`); :func:`main`
+        turns them into exit statuses.
+    """
+    return cli_class(
         AcousticSystem,
         TIMITDataModule,
         trainer_class=MohaqTrainer,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        parser_class=MohaqArgumentParser,
+        parser_kwargs={
+            **main_parser_kwargs(),
+            **subcommand_parser_kwargs(MohaqTrainer, list(MohaqCLI.subcommands())),
+        },
         trainer_defaults={
             "logger": {
                 "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
@@ -305,11 +441,32 @@ def build_cli(args: Sequence[str] | None = None) -> MohaqCLI:
     )
 
 
+def _prog(argv: Sequence[str]) -> str:
+    commands = MohaqCLI.subcommands()
+    command = next((a for a in argv if a in commands), None)
+    return f"mohaq {command}" if command else "mohaq"
+
+
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of the `mohaq` console command."""
-    build_cli(args)
-    return 0
+    """Entry point of the `mohaq` console command.
+
+    Returns:
+        0, or the exit status of the toolkit error that stopped the command
+        (one or two lines on stderr; ``--debug`` or ``MOHAQ_DEBUG=1`` adds the
+        traceback). Other exceptions propagate with their traceback.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+
+    def command(rest: list[str]) -> None:
+        if args is None:
+            sys.argv[1:] = rest  # LightningCLI reads the command line itself
+            build_cli(None)
+        else:
+            build_cli(rest)
+
+    show_progress_lines()  # the toolkit's steps (corpus, features, calibration, beacons)
+    return run_command(command, argv, _prog(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    sys.exit(main())

@@ -169,13 +169,18 @@ class AcousticSystem(pl.LightningModule):
         return self._evaluate(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/per", self.val_per.compute(), prog_bar=True)
+        per = self.val_per.compute()
+        self.log("val/per", per, prog_bar=True)
         self.log("val/fer", 1.0 - self.val_frame_accuracy.compute())
+        # TensorBoard's HParams view shows hp_metric: the run's latest PER, not Lightning's -1.
+        self.log("hp_metric", per)
         _reset_outside_inference_mode(self.val_per, self.val_frame_accuracy)
 
     def on_test_epoch_end(self) -> None:
-        self.log("test/per", self.test_per.compute())
+        per = self.test_per.compute()
+        self.log("test/per", per)
         self.log("test/fer", 1.0 - self.test_frame_accuracy.compute())
+        self.log("hp_metric", per)
         _reset_outside_inference_mode(self.test_per, self.test_frame_accuracy)
 
     # -- optimisation --------------------------------------------------------------------

@@ -49,6 +49,18 @@ def test_fit_links_data_properties_and_writes_checkpoints(workdir: Path) -> None
     best = workdir / "runs" / "quickstart" / "checkpoints" / "best.ckpt"
     assert best.is_file()
     assert any((workdir / "runs" / "quickstart" / "fit").rglob("events.out.tfevents.*"))
+    # hp_metric (TensorBoard's HParams view) is the validation PER, not Lightning's -1.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(workdir / "runs" / "quickstart" / "fit" / "version_0"))
+    events.Reload()
+    per = float(cli.trainer.callback_metrics["val/per"])
+    assert events.Scalars("hp_metric")[-1].value == pytest.approx(per)
+    # A fit to another place: checkpoints beside its logs; the first run is untouched.
+    main(["fit", *_common(workdir), "--trainer.max_epochs", "1",
+          "--trainer.logger.save_dir", str(workdir / "runs" / "other")])  # fmt: skip
+    assert (workdir / "runs" / "other" / "checkpoints" / "best.ckpt").is_file()
+    assert not list((workdir / "runs" / "quickstart" / "checkpoints").glob("best-v*.ckpt"))
 
 
 def test_test_with_the_qat_callback_quantizes_post_training(workdir: Path) -> None:
@@ -63,6 +75,10 @@ def test_test_with_the_qat_callback_quantizes_post_training(workdir: Path) -> No
     assert len(cli.model.bit_assignment) == len(cli.model.workload().points)
     assert "test/per" in cli.trainer.callback_metrics
     assert torch.load(checkpoint, weights_only=False)[BIT_ASSIGNMENT_KEY] == {}
+    # The scoring run logs under its own name, beside the fit's.
+    runs = workdir / "runs" / "quickstart"
+    assert any((runs / "test").rglob("events.out.tfevents.*"))
+    assert [p.name for p in (runs / "fit").iterdir()] == ["version_0"]
 
 
 def test_bad_config_value_is_reported_before_work(
@@ -177,8 +193,8 @@ def test_a_run_directory_in_use_exits_non_zero_naming_the_holder(tmp_path: Path)
         completed = subprocess.run(
             command, cwd=tmp_path, capture_output=True, text=True, timeout=600
         )
-    assert completed.returncode != 0
-    assert "RunDirectoryInUseError" in completed.stderr
+    assert completed.returncode == 7  # a run directory error (mohaq.cli_errors)
+    assert "RunDirectoryInUseError" in completed.stderr and "Traceback" not in completed.stderr
     assert f"in use by mohaq search (pid {os.getpid()} on host" in completed.stderr
 
 

@@ -37,6 +37,7 @@ import argparse
 import ctypes
 import ctypes.util
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -50,10 +51,12 @@ from pathlib import Path
 from typing import Any
 
 from mohaq.beacons.settings import DEFAULT_MAX_LOSS_RATIO, DEFAULT_RETRAIN_EPOCHS
-from mohaq.beacons.store import FAILED, RUNNING, TENSORBOARD, Beacon, BeaconStore
+from mohaq.beacons.store import DONE, FAILED, RUNNING, TENSORBOARD, Beacon, BeaconStore
 from mohaq.search.evaluators import import_object, import_path, init_arguments
 from mohaq.search.executors import gpu_count
 from mohaq.search.records import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 RESULT = "last_result.json"
 ERROR = "last_error.txt"
@@ -353,9 +356,9 @@ class _Finished:
 class _Handle:
     """A running retraining: a spawn Process or a command-line subprocess."""
 
-    def __init__(self, process: Any) -> None:
+    def __init__(self, process: Any, started: float | None = None) -> None:
         self.process = process
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started
 
     def exitcode(self) -> int | None:
         if isinstance(self.process, subprocess.Popen):
@@ -386,6 +389,7 @@ class RetrainingRunner:
         in_process: run the retrainings one after another in this process
             (debugging, tests; no isolation: a crash here is the search's crash).
         poll_s: how often finished processes are looked for.
+        points: the workload's point order, for the bits in the progress lines.
 
     Raises:
         RetrainingError: for invalid counts.
@@ -403,6 +407,7 @@ class RetrainingRunner:
         ddp_devices: int = 1,
         in_process: bool = False,
         poll_s: float = 0.2,
+        points: Sequence[str] = (),
     ) -> None:
         if processes is not None and (isinstance(processes, bool) or processes < 1):
             raise RetrainingError(f"processes must be >= 1 or None, got {processes!r}")
@@ -424,6 +429,28 @@ class RetrainingRunner:
         self.ddp_devices = ddp_devices
         self.in_process = in_process
         self.poll_s = poll_s
+        self.points = tuple(points)
+
+    def _describe(self, beacon: Beacon) -> str:
+        order = self.points or tuple(sorted(beacon.bits))
+        return " ".join(str(beacon.bits.get(p, "-")) for p in order)
+
+    def _report_finish(self, beacon: Beacon, seconds: float) -> None:
+        """One line per finished retraining (the stage's progress)."""
+        if beacon.status == DONE:
+            per = beacon.metrics.get("val/per")
+            shown = "" if per is None else f", validation PER {100 * per:.2f}%"
+            log.info("beacon %s: retrained in %.0f s%s", beacon.id, seconds, shown)
+        elif beacon.status == FAILED:
+            then = (
+                f"retrying (attempt {beacon.attempts + 1} of {self.max_attempts})"
+                if beacon.attempts < self.max_attempts
+                else "no attempt left"
+            )
+            problem = beacon.last_problem.strip().splitlines()[0] if beacon.last_problem else "?"
+            log.info("beacon %s: failed after %.0f s (%s); %s", beacon.id, seconds, problem, then)
+        else:
+            log.info("beacon %s: %s (%s)", beacon.id, beacon.status, beacon.last_problem)
 
     def _job(self, beacon: Beacon) -> RetrainJob:
         spec = self.spec
@@ -440,12 +467,21 @@ class RetrainingRunner:
 
     def _start(self, beacon_id: str, slot: int) -> _Handle:
         beacon = self.store.mark_running(beacon_id)
+        log.info(
+            "beacon %s: retraining with QAT, %d epoch(s), attempt %d of %d; bits %s",
+            beacon_id,
+            self.spec.epochs,
+            beacon.attempts,
+            self.max_attempts,
+            self._describe(beacon),
+        )
         directory = self.store.directory(beacon_id)
         for name in (RESULT, ERROR):
             (directory / name).unlink(missing_ok=True)
         job = self._job(beacon)
         if self.in_process:
-            return _Handle(_Finished(self.retrain_fn, job))
+            started = time.monotonic()
+            return _Handle(_Finished(self.retrain_fn, job), started)
         if self.ddp_devices > 1:
             return _Handle(subprocess.Popen(ddp_command(write_job(job))))
         gpu = slot % self.gpus if self.gpus else None
@@ -530,6 +566,13 @@ class RetrainingRunner:
             if wanted is None or b.id in wanted
         ]
         slots = 1 if self.ddp_devices > 1 else self.processes
+        if queue:
+            log.info(
+                "retraining %d beacon(s), %d at a time%s",
+                len(queue),
+                min(slots, len(queue)),
+                " (in this process)" if self.in_process else " (one process each)",
+            )
         running: dict[int, tuple[str, _Handle]] = {}
         try:
             while queue or running:
@@ -550,6 +593,7 @@ class RetrainingRunner:
                         continue
                     del running[slot]
                     beacon = self._finish(beacon_id, code, note)
+                    self._report_finish(beacon, time.monotonic() - handle.started)
                     if beacon.status == FAILED and beacon.attempts < self.max_attempts:
                         queue.append(beacon_id)
         except BaseException as error:

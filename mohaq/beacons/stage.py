@@ -62,6 +62,7 @@ from mohaq.search.evaluators import Evaluator, PTQEvaluator, init_arguments
 from mohaq.search.executors import InProcess
 from mohaq.search.lock import RunLock
 from mohaq.search.objectives import metric_totals, parse_constraints
+from mohaq.search.plots import PlotContext
 from mohaq.search.records import (
     EVALUATIONS,
     DamagedLogError,
@@ -74,6 +75,7 @@ from mohaq.search.report import front_of
 from mohaq.search.run import SearchResult, default_callbacks, resolve_cost_model, run_search
 from mohaq.search.settings import SearchSettings, continue_settings
 from mohaq.search.space import SearchSpace
+from mohaq.search.tensorboard import TensorBoardCallback, log_images
 
 BEACON_SEARCH_DIR = "beacon_search"
 
@@ -140,16 +142,20 @@ class _ResumedDecisions(SearchCallback):
             self.evaluator.remember(record)
 
 
-class _BeaconWarnings(SearchCallback):
-    """Puts the beacons that were not retrained into the beacon-aware search's
-    result, so its summary and Pareto plot mark them."""
+class _BeaconFacts(SearchCallback):
+    """Puts the beacons that were not retrained and the float model's error
+    into the beacon-aware search's result, so its summary and Pareto plot show
+    them (it runs before the reporters)."""
 
-    def __init__(self, store: BeaconStore) -> None:
+    def __init__(self, store: BeaconStore, float_error: Callable[[], float]) -> None:
         self.store = store
+        self.float_error = float_error
 
     def on_search_end(self, result: SearchResult) -> None:
         failed = [b for b in self.store.beacons() if b.status != DONE]
         result.warnings.extend(f"beacon {line}" for line in beacon_problems(failed))
+        if result.float_error is None:
+            result.float_error = self.float_error()
 
 
 @dataclass
@@ -417,6 +423,7 @@ def _run_stage(
         timeout_s=beacon.retrain_timeout_s,
         ddp_devices=beacon.ddp_devices,
         in_process=beacon.retrain_in_process,
+        points=workload.names,
     )
     runner.run()
 
@@ -446,6 +453,7 @@ def _run_stage(
     )
     # Continue from where the inference-only search ended: its front first.
     front = sorted(front_of(inference), key=lambda r: (r.error, r.index))
+    used = default_callbacks() if callbacks is None else list(callbacks)
     search = run_search(
         settings,
         workload=workload,
@@ -454,8 +462,9 @@ def _run_stage(
         resume=resume,
         callbacks=[
             _ResumedDecisions(evaluator),
-            _BeaconWarnings(store),  # before the reporters: they show its warnings
-            *(default_callbacks() if callbacks is None else callbacks),
+            # before the reporters: they show its warnings and float error
+            _BeaconFacts(store, functools.partial(_float_error, evaluator, inference)),
+            *used,
         ],
         seeds=[BitAssignment.from_dict(r.bits) for r in front],
         checkpoint=None if checkpoint is None else str(checkpoint),
@@ -463,12 +472,13 @@ def _run_stage(
     )
 
     # -- report ---------------------------------------------------------------------------
+    float_error = search.float_error
     comparison = compare_fronts(
         inference,
         search.records,
         objectives=search.objectives,
         reference=search.reference,
-        float_error=_float_error(evaluator, inference),
+        float_error=_float_error(evaluator, inference) if float_error is None else float_error,
     )
     report_settings = {
         "inference-only run": f"`{run_dir}` ({len(inference)} evaluations)",
@@ -484,13 +494,21 @@ def _run_stage(
         f"{_format_rate(retrain_spec.resolved_learning_rate())}, "
         f"{beacon.max_attempts} attempts at most",
     }
+    context = PlotContext.from_problem(
+        search.info.problem, cost_model=cost_model, float_error=comparison.float_error
+    )
     files = write_beacon_report(
         run_dir,
         comparison,
         settings=report_settings,
         files=dict(search.files),
         records=[*inference, *search.records],
+        points=workload.names,
+        context=context,
     )
+    for callback in used:  # the fronts beside the search's own plots in TensorBoard
+        if isinstance(callback, TensorBoardCallback) and callback.log_dir is not None:
+            log_images(callback.log_dir, {"plots/fronts": files["fronts_png"]}, len(search.records))
     beacons = store.beacons()
     for line in beacon_problems([b for b in beacons if b.status != DONE]):
         log.warning("beacon %s", line)

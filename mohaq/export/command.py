@@ -37,7 +37,8 @@ def run_export(
 
     Raises:
         ExportError: on a bad assignment source or an incomplete assignment.
-        FileNotFoundError: if the checkpoint or the search run is missing.
+        CheckpointNotFoundError, ExportFileNotFoundError: if the checkpoint or
+            the search run is missing (FileNotFoundErrors).
         CheckpointMismatchError: if the checkpoint does not fit the config.
     """
     from mohaq.checkpoints import load_model_weights

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from mohaq.export.packing import pack, unpack
-from mohaq.export.program import FORMAT, ExportError, IntegerProgram
+from mohaq.export.program import FORMAT, ExportError, ExportFileNotFoundError, IntegerProgram
 
 try:
     from safetensors.torch import load_file, safe_open, save_file
@@ -69,12 +69,12 @@ def read_program(path: str | Path) -> IntegerProgram:
     """Reads a file written by :func:`write_program`.
 
     Raises:
-        FileNotFoundError: if there is no file at ``path``.
+        ExportFileNotFoundError: if there is no file at ``path`` (a FileNotFoundError).
         ExportError: if the file is not an integer model of this format.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"integer model file {str(path)!r} does not exist")
+        raise ExportFileNotFoundError(f"integer model file {str(path)!r} does not exist")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}

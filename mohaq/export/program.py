@@ -36,6 +36,10 @@ class ExportError(ValueError):
     """A model, assignment or file that cannot be turned into an integer model."""
 
 
+class ExportFileNotFoundError(ExportError, FileNotFoundError):
+    """An exported model file or a search run directory that is not there."""
+
+
 @dataclass(frozen=True)
 class Domain:
     """The integer domain of a tensor passed between layers: value = scale * q, ``bits`` wide."""

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mohaq.export.program import ExportError
+from mohaq.export.program import ExportError, ExportFileNotFoundError
 from mohaq.quant.assignment import BitAssignment, BitAssignmentError
 from mohaq.quant.points import Workload
 from mohaq.search.records import EvaluationLog
@@ -21,13 +21,13 @@ def read_search_record(run_dir: str | Path, index: int) -> dict[str, Any]:
     """The record with ``index`` of a search's verified evaluation log.
 
     Raises:
-        FileNotFoundError: if the run directory has no evaluation log.
+        ExportFileNotFoundError: if the run directory has no evaluation log.
         DamagedLogError: a damaged log line (names it).
         ExportError: if no record has that index.
     """
     log = EvaluationLog(run_dir)
     if not log.path.is_file():
-        raise FileNotFoundError(
+        raise ExportFileNotFoundError(
             f"{str(log.path)!r} does not exist; --run_dir must be a search run directory"
         )
     records = log.read()

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from mohaq.export.exporter import INTEGER_FILE, ONNX_FILE
 from mohaq.export.files import read_program
-from mohaq.export.program import ExportError
+from mohaq.export.program import ExportError, ExportFileNotFoundError
 from mohaq.export.runtime import IntegerAcousticModel
 
 Engine = Literal["integer", "onnx"]
@@ -56,7 +56,7 @@ def _resolve(path: str | Path, engine: str) -> Path:
     if path.is_dir():
         path = path / (INTEGER_FILE if engine == "integer" else ONNX_FILE)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ExportFileNotFoundError(
             f"no exported {engine} model at {str(path)!r}; run `mohaq export` first"
         )
     return path
@@ -66,12 +66,12 @@ def load_shipped_model(path: str | Path, engine: str = "integer") -> nn.Module:
     """The exported model at ``path`` (a directory or a file) run by ``engine``.
 
     Raises:
-        ValueError: on an unknown engine.
-        FileNotFoundError: if the file is missing.
+        ExportError: on an unknown engine.
+        ExportFileNotFoundError: if the file is missing (a FileNotFoundError).
         ExportError: if it is not an exported model.
     """
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+        raise ExportError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
     resolved = _resolve(path, engine)
     if engine == "integer":
         return IntegerAcousticModel(read_program(resolved))
@@ -84,7 +84,7 @@ class SplitAsTest(pl.LightningDataModule):
     def __init__(self, datamodule: pl.LightningDataModule, split: str) -> None:
         super().__init__()
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+            raise ExportError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
         if split == "optimization" and not hasattr(datamodule, "optimization_dataloader"):
             raise ValueError(f"{type(datamodule).__name__} has no optimization set")
         self.inner, self.split = datamodule, split
@@ -132,19 +132,19 @@ def prepare_test(
         The DataModule to test on (``datamodule`` itself for the test split).
 
     Raises:
-        ValueError: on a checkpoint given with an export, a quantization
+        ExportError: on a checkpoint given with an export, a quantization
             callback that would re-quantize the exported model, or a class
             count that differs from the data's.
     """
     if exported is not None:
         if ckpt_path is not None:
-            raise ValueError(
+            raise ExportError(
                 "an exported model carries its own weights: give --exported or --ckpt_path, not both"
             )
         from mohaq.callbacks.qat import QuantizationAwareTraining
 
         if any(isinstance(callback, QuantizationAwareTraining) for callback in callbacks or []):
-            raise ValueError(
+            raise ExportError(
                 "the exported model is already quantized; drop the QuantizationAwareTraining callback"
             )
         shipped = load_shipped_model(exported, engine)
@@ -156,6 +156,6 @@ def prepare_test(
         system.model = shipped
     if split == "test" or datamodule is None:
         if split != "test":
-            raise ValueError(f"scoring the {split!r} split needs a DataModule")
+            raise ExportError(f"scoring the {split!r} split needs a DataModule")
         return datamodule
     return SplitAsTest(datamodule, split)

@@ -88,6 +88,24 @@ def shipped_platforms() -> list[str]:
     return sorted(p.stem for p in shipped_platform_dir().glob("*.yaml"))
 
 
+def describe_platforms() -> list[tuple[str, str]]:
+    """``(name, description)`` of each shipped platform file, for help texts.
+
+    Raises:
+        PlatformError: a shipped file that is not valid YAML.
+    """
+    rows = []
+    for name in shipped_platforms():
+        path = shipped_platform_dir() / f"{name}.yaml"
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise PlatformError(f"platform file {path} is not valid YAML: {error}") from error
+        text = str(data.get("description", "")) if isinstance(data, Mapping) else ""
+        rows.append((name, " ".join(text.split()) or f"cost model {data.get('cost_model', '?')}"))
+    return rows
+
+
 def _find_yaml(name: str) -> Path | None:
     candidate = Path(name)
     if candidate.suffix.lower() in (".yaml", ".yml") or candidate.is_file():

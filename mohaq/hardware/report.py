@@ -14,7 +14,7 @@ from typing import Any
 from mohaq.hardware.base import CostModel, CostModelError, CostReport
 from mohaq.hardware.platform import load_platform
 from mohaq.hardware.reference_workloads import mohaq_sru_workload
-from mohaq.quant.assignment import BitAssignment
+from mohaq.quant.assignment import BitAssignment, BitAssignmentError
 from mohaq.quant.points import Workload
 
 PlatformSpec = str | CostModel | Mapping[str, Any]
@@ -91,16 +91,21 @@ def cost_table(
 
 
 def _parse_assignment(workload: Workload, bits: int | None, assign: Sequence[str]) -> BitAssignment:
+    """The assignment of ``--bits`` and ``--set`` items.
+
+    Raises:
+        BitAssignmentError: an item that is not ``name=bits`` or names no point or layer.
+    """
     values: dict[str, int] = {}
     if bits is not None:
         values = {name: bits for name in workload.names}
     for item in assign:
         name, sep, width = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects name=bits, got {item!r}")
+        if not sep or not width.strip().isdigit():
+            raise BitAssignmentError(f"--set expects name=bits, got {item!r}")
         matches = [n for n in workload.names if n == name or n.split(".")[0] == name]
         if not matches:
-            raise SystemExit(
+            raise BitAssignmentError(
                 f"--set {item!r}: no point or layer {name!r}; points: {', '.join(workload.names)}"
             )
         for match in matches:
@@ -109,7 +114,12 @@ def _parse_assignment(workload: Workload, bits: int | None, assign: Sequence[str
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    """Prints the reference SRU workload's cost tables."""
+    """Prints the reference SRU workload's cost tables.
+
+    Raises:
+        PlatformError, BitAssignmentError: an unknown platform, a bad ``--set``
+            (:func:`command_line` turns them into an exit status).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m mohaq.hardware.report",
         description="Cost MOHAQ's reference SRU workload (no data or training).",
@@ -140,5 +150,14 @@ def main(argv: Sequence[str] | None = None) -> str:
     return table
 
 
+def command_line(argv: Sequence[str] | None = None) -> int:
+    """``python -m mohaq.hardware.report``: a toolkit error is one line and its exit status."""
+    import sys
+
+    from mohaq.cli_errors import run_command
+
+    return run_command(main, sys.argv[1:] if argv is None else argv, "mohaq.hardware.report")
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(command_line())

@@ -22,7 +22,9 @@ see :mod:`mohaq.search.executors`.
 from __future__ import annotations
 
 import importlib
+import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
@@ -33,6 +35,8 @@ from torch import Tensor
 
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.ptq import PTQConfig
+
+log = logging.getLogger(__name__)
 
 OPTIMIZATION = "optimization"
 TEST = "test"
@@ -272,11 +276,17 @@ class PTQEvaluator:
         if not singles:
             raise EvaluatorError("the optimization set is empty")
         self.num_utterances = len(singles)
+        started = time.perf_counter()
+        log.info(
+            "calibrating activation ranges on %d utterances of the optimization set",
+            min(len(singles), ptq.calibration_utterances or len(singles)),
+        )
         # The output-aware search scores its candidates on one padded batch.
         scoring = rebatch(singles[: ptq.output_aware_utterances], ptq.output_aware_utterances)
         self.ptq = PostTrainingQuantizer(
             self.system, ptq, singles, _forward, scoring_batches=scoring
         )
+        log.info("calibrated in %.1f s", time.perf_counter() - started)
         self._batches = {OPTIMIZATION: rebatch(singles, batch_size)}
         self.scoring_map = self.system.scoring_map.detach().cpu()
         self._metric = PhoneErrorRate(self.scoring_map, IGNORE_INDEX)

@@ -12,6 +12,7 @@ from typing import Any
 from mohaq.search.callbacks import SearchCallback
 from mohaq.search.objectives import ERROR
 from mohaq.search.pareto import hypervolume, pareto_indices
+from mohaq.search.plots import PlotContext, pareto_figure
 from mohaq.search.records import (
     EVALUATIONS,
     SETTINGS,
@@ -21,6 +22,7 @@ from mohaq.search.records import (
     StoredRun,
 )
 
+TENSORBOARD = "tensorboard"  # where the search's TensorBoard callback writes by default
 PARETO_CSV = "pareto.csv"
 PARETO_PNG = "pareto.png"
 SUMMARY = "summary.md"
@@ -68,84 +70,28 @@ def write_pareto_csv(
             )
 
 
-def pareto_figure(
-    records: Sequence[EvaluationRecord],
-    front: Sequence[EvaluationRecord],
-    objectives: Sequence[str],
-    warnings: Sequence[str] = (),
-) -> Any:
-    """Error against each cost objective: all evaluations faint, infeasible
-    crossed, the front highlighted, the uniform baselines labelled; the
-    search's warnings as a red title."""
-    import matplotlib
+def plot_context(result: Any) -> PlotContext:
+    """What the plots of a search's result show beyond its records: platform,
+    axis labels from its cost model, constraints, float error, warnings."""
+    problem = result.info.problem
+    return PlotContext.from_problem(
+        problem,
+        cost_model=platform_model(result.info.settings, problem["platform"]),
+        float_error=result.float_error,
+        warnings=result.warnings,
+    )
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    costs = [o for o in objectives if o != ERROR] or [ERROR]
-    figure, axes = plt.subplots(1, len(costs), figsize=(5.5 * len(costs), 4.2), squeeze=False)
-    feasible = [r for r in records if r.feasible]
-    infeasible = [r for r in records if not r.feasible]
-    ordered = sorted(front, key=lambda r: r.objectives.get(costs[0], 0.0))
-    for axis, cost in zip(axes[0], costs, strict=True):
-        axis.scatter(
-            [r.objectives[cost] for r in feasible],
-            [100 * r.error for r in feasible],
-            s=12,
-            alpha=0.25,
-            color="tab:blue",
-            label="evaluated",
-        )
-        if infeasible:
-            axis.scatter(
-                [r.objectives[cost] for r in infeasible],
-                [100 * r.error for r in infeasible],
-                s=12,
-                alpha=0.25,
-                marker="x",
-                color="tab:gray",
-                label="infeasible",
-            )
-        axis.scatter(
-            [r.objectives[cost] for r in ordered],
-            [100 * r.error for r in ordered],
-            s=36,
-            color="tab:red",
-            zorder=3,
-            label="Pareto front",
-        )
-        for r in records:
-            if r.origin == "baseline":
-                axis.scatter(
-                    [r.objectives[cost]],
-                    [100 * r.error],
-                    marker="s",
-                    s=50,
-                    facecolors="none",
-                    edgecolors="black",
-                    zorder=4,
-                )
-                axis.annotate(
-                    r.label,
-                    (r.objectives[cost], 100 * r.error),
-                    fontsize=8,
-                    xytext=(4, 4),
-                    textcoords="offset points",
-                )
-        axis.set_xlabel(cost)
-        axis.set_ylabel("error on the optimization set (%)")
-        axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    if warnings:
-        figure.suptitle(
-            f"warning: {warnings[0]}"
-            + (f" (+{len(warnings) - 1} more)" if len(warnings) > 1 else ""),
-            color="tab:red",
-            fontsize=9,
-            wrap=True,
-        )
-    figure.tight_layout()
-    return figure
+def platform_model(settings: Any, name: str) -> Any:
+    """The settings' cost model if it is the platform ``name`` (for labels), else None."""
+    from mohaq.hardware.base import CostModelError
+    from mohaq.search.run import resolve_cost_model
+
+    try:
+        model = resolve_cost_model(settings)
+    except CostModelError:
+        return None
+    return model if model.name == name else None
 
 
 def markdown_table(rows: list[list[str]]) -> str:
@@ -193,6 +139,8 @@ def write_summary(path: Path, result: Any) -> None:
         f"- evaluations: {len(result.records)} ({feasible} feasible, {len(result.records) - feasible} infeasible)",
         f"- Pareto front: {len(result.front)} solutions",
     ]
+    if result.float_error is not None:
+        lines.append(f"- float model error (optimization set): {100 * result.float_error:.2f}%")
     if settings.racing:
         shares = [r.fidelity for r in result.records]
         lines.append(
@@ -267,6 +215,8 @@ class ReportWriter(SearchCallback):
         )
         if (run_dir / TEST_ERRORS).exists():
             files["test_errors"] = run_dir / TEST_ERRORS
+        if (run_dir / TENSORBOARD).is_dir():
+            files.setdefault("tensorboard", run_dir / TENSORBOARD)
         write_pareto_csv(
             files["pareto_csv"],
             result.front,
@@ -274,7 +224,7 @@ class ReportWriter(SearchCallback):
             result.objectives,
             result.test_errors,
         )
-        figure = pareto_figure(result.records, result.front, result.objectives, result.warnings)
+        figure = pareto_figure(result.records, result.front, plot_context(result))
         figure.savefig(files["pareto_png"], dpi=120)
         plt.close(figure)
         write_summary(files["summary"], result)

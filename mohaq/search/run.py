@@ -22,7 +22,14 @@ from mohaq.hardware.base import CostModel
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
 from mohaq.search.callbacks import CallbackList, SearchCallback, SearchInfo
-from mohaq.search.evaluators import TEST, Evaluator, PTQEvaluator, PTQEvaluatorSpec, Racing
+from mohaq.search.evaluators import (
+    OPTIMIZATION,
+    TEST,
+    Evaluator,
+    PTQEvaluator,
+    PTQEvaluatorSpec,
+    Racing,
+)
 from mohaq.search.executors import EvaluationExecutor, EvaluatorFactory, InProcess, open_executor
 from mohaq.search.lock import RunLock
 from mohaq.search.loop import CHECKPOINT_INTERVAL_S, SearchLoop
@@ -44,6 +51,9 @@ from mohaq.search.settings import RESUMABLE_FIELDS, SearchConfigError, SearchSet
 
 logger = logging.getLogger(__name__)
 
+#: The float model's error, scored once per run directory (``score_float``).
+FLOAT_ERROR = "float_error.json"
+
 
 @dataclass
 class SearchResult:
@@ -56,6 +66,8 @@ class SearchResult:
         test_errors: evaluation index -> test-set error of each front solution.
         hypervolume: hypervolume of the front against ``info.reference``.
         stopped_early: why the search stopped before the budget, or None.
+        float_error: the float model's error on the optimization set (plots and
+            summaries draw it), or None when the search was not asked to score it.
         files: name -> path of the outputs callbacks wrote.
         warnings: what a reader of the report must know (callbacks may add to it
             in ``on_search_end``; the summary and the plot show them).
@@ -67,6 +79,7 @@ class SearchResult:
     test_errors: dict[int, float]
     hypervolume: float
     stopped_early: str | None = None
+    float_error: float | None = None
     files: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -110,7 +123,7 @@ def resolve_cost_model(settings: SearchSettings, cost_model: CostModel | None = 
 
 
 def default_callbacks(*, progress: bool = True, tensorboard: Any = None) -> list[SearchCallback]:
-    """Progress bar, TensorBoard and the report files.
+    """Progress bar, the report files and TensorBoard.
 
     Args:
         progress: show a progress bar.
@@ -124,9 +137,9 @@ def default_callbacks(*, progress: bool = True, tensorboard: Any = None) -> list
     callbacks: list[SearchCallback] = []
     if progress:
         callbacks.append(ProgressBar())
+    callbacks.append(ReportWriter())  # before TensorBoard, which logs the plots it wrote
     if tensorboard is not False:
         callbacks.append(TensorBoardCallback(tensorboard))
-    callbacks.append(ReportWriter())
     return callbacks
 
 
@@ -161,6 +174,24 @@ def _test_errors(
     return {r.index: stored[r.index] for r in front}
 
 
+def _float_error(run_dir: Path, executor: EvaluationExecutor) -> float:
+    """The float model's error (the empty assignment), cached in ``float_error.json``."""
+    path = run_dir / FLOAT_ERROR
+    if path.exists():
+        try:
+            return float(json.loads(path.read_text())["optimization"])
+        except (ValueError, TypeError, KeyError) as error:
+            logger.warning("%s is damaged (%s): the float model is scored again", path, error)
+    error = float(executor.submit({}, OPTIMIZATION).result()[0].error)
+    try:
+        write_json_atomic(path, {"optimization": error})
+    except OSError as failure:
+        raise storage_error(
+            "write", path, failure, "the evaluation log is safe: resume (--resume true)"
+        ) from failure
+    return error
+
+
 def run_search(
     settings: SearchSettings,
     *,
@@ -173,6 +204,7 @@ def run_search(
     seeds: Sequence[BitAssignment] = (),
     checkpoint: str | None = None,
     truncate_damaged: bool = False,
+    score_float: bool = False,
 ) -> SearchResult:
     """Searches per-point precisions for the Pareto front of error and hardware cost.
 
@@ -190,6 +222,8 @@ def run_search(
         checkpoint: the float checkpoint the evaluator scores (stored with the run).
         truncate_damaged: on resume, move a damaged part of the evaluation log
             aside and evaluate it again, instead of stopping with DamagedLogError.
+        score_float: also score the float model (the empty assignment) once, for
+            the reports (evaluators that quantize a float model, such as PTQ).
 
     Returns:
         The :class:`SearchResult`.
@@ -239,7 +273,7 @@ def run_search(
     with RunLock(run_dir, "mohaq search"):
         return _run_locked(
             settings, stored, problem, seed_genes, evaluator, evaluator_factory, resume,
-            truncate_damaged, callbacks,
+            truncate_damaged, callbacks, score_float,
         )  # fmt: skip
 
 
@@ -253,6 +287,7 @@ def _run_locked(
     resume: bool,
     truncate_damaged: bool,
     callbacks: Sequence[SearchCallback] | None,
+    score_float: bool = False,
 ) -> SearchResult:
     run_dir = Path(settings.run_dir)
     store_run(run_dir, stored, resume=resume, resumable=RESUMABLE_FIELDS)
@@ -310,6 +345,7 @@ def _run_locked(
         test_errors = (
             _test_errors(run_dir, outcome.front, executor) if settings.rescore_test else {}
         )
+        float_error = _float_error(run_dir, executor) if score_float else None
         result = SearchResult(
             info=info,
             records=outcome.records,
@@ -317,6 +353,7 @@ def _run_locked(
             test_errors=test_errors,
             hypervolume=hypervolume([r.losses for r in outcome.front], problem.reference),
             stopped_early=outcome.stopped_early,
+            float_error=float_error,
         )
         hooks.on_search_end(result)
         return result
@@ -366,6 +403,7 @@ def search_model(
         callbacks=callbacks,
         checkpoint=checkpoint,
         truncate_damaged=truncate_damaged,
+        score_float=True,
     )
 
 
