@@ -85,6 +85,7 @@ ERROR_KINDS: dict[str, ErrorKind] = {
     # checkpoint
     "mohaq.checkpoints.CheckpointMismatchError": CHECKPOINT,
     "mohaq.checkpoints.CheckpointNotFoundError": CHECKPOINT,
+    "mohaq.models.sru_import.SRUImportError": CHECKPOINT,
     # platform
     "mohaq.hardware.base.CostModelError": PLATFORM,
     "mohaq.hardware.base.InfeasibleAssignmentError": PLATFORM,
@@ -99,6 +100,8 @@ ERROR_KINDS: dict[str, ErrorKind] = {
     "mohaq.search.objectives.ObjectiveError": SEARCH,
     "mohaq.search.space.SearchSpaceError": SEARCH,
     "mohaq.search.proposers.registry.AlgorithmError": SEARCH,
+    "mohaq.search.proposers.haq_budget.BudgetError": SEARCH,
+    "mohaq.quant.ptq.PTQConfigError": SEARCH,
     "mohaq.search.executors.ExecutorError": SEARCH,
     "mohaq.search.evaluators.EvaluatorError": SEARCH,
     "mohaq.beacons.selection.BeaconConfigError": SEARCH,

@@ -34,6 +34,7 @@ EXPECTED_EXIT = {
     "EspeakError": 3,
     "CheckpointMismatchError": 4,
     "CheckpointNotFoundError": 4,
+    "SRUImportError": 4,
     "CostModelError": 5,
     "InfeasibleAssignmentError": 5,
     "ConstantError": 5,
@@ -46,6 +47,8 @@ EXPECTED_EXIT = {
     "ObjectiveError": 6,
     "SearchSpaceError": 6,
     "AlgorithmError": 6,
+    "BudgetError": 6,
+    "PTQConfigError": 6,
     "ExecutorError": 6,
     "EvaluatorError": 6,
     "BeaconConfigError": 6,
@@ -160,12 +163,15 @@ def _errors(tmp_path: Path) -> dict[str, Callable[[], Exception]]:
     from mohaq.hardware.base import ConstantError, InfeasibleAssignmentError
     from mohaq.hardware.lookup_table import LookupTableError
     from mohaq.hardware.reference_workloads import mohaq_sru_workload
+    from mohaq.models.sru_import import SRUImportError
     from mohaq.quant.assignment import BitAssignment
+    from mohaq.quant.ptq import PTQConfig
     from mohaq.search.evaluators import Racing
     from mohaq.search.executors import resolve_executor
     from mohaq.search.lock import RunLockError
     from mohaq.search.objectives import parse_constraints
     from mohaq.search.proposers import resolve_algorithm
+    from mohaq.search.proposers.haq_budget import BudgetError
     from mohaq.search.records import ResumeError, RunStorageError
     from mohaq.search.settings import SearchSettings
     from mohaq.search.space import SearchSpace
@@ -209,6 +215,9 @@ def _errors(tmp_path: Path) -> dict[str, Callable[[], Exception]]:
             lambda: SearchSpace(workload, [3], allowed_bits=silago.allowed_bits)
         ),
         "AlgorithmError": lambda: _raised(lambda: resolve_algorithm("hill-climbing")),
+        "BudgetError": lambda: BudgetError("no assignment meets latency <= 0.1 ms on bitfusion"),
+        "PTQConfigError": lambda: _raised(lambda: PTQConfig.preset("fastest")),
+        "SRUImportError": lambda: SRUImportError("SRUCell {'hidden': 3} does not match SRULayer"),
         "ExecutorError": lambda: _raised(lambda: resolve_executor("cluster", 1)),
         "EvaluatorError": lambda: _raised(lambda: Racing((0.5,), 2.0)),
         "BeaconConfigError": lambda: BeaconConfigError("num_beacons must be >= 1, got 0"),
