@@ -318,7 +318,7 @@ class QuantLSTM(QuantizableRecurrent):
         output, h_n, trace, lengths, unbatched = self._run(input)
         cells = [
             cell
-            for layer, (x, outputs) in zip(self.layers, trace)
+            for layer, (x, outputs) in zip(self.layers, trace, strict=True)
             for cell in self._final_cells(layer, x, outputs, lengths)
         ]
         c_n = torch.stack(cells)

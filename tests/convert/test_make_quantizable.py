@@ -60,7 +60,11 @@ def test_float32_and_operator_granularity_and_scripted_loop_equal_torch(cell) ->
     original = cell(6, 8, 2, batch_first=True, bidirectional=True).eval()
     x = torch.randn(3, 11, 6)
     expected_out, expected_state = original(x)
-    for options in ({}, {"granularity": "operator"}, {"granularity": "operator", "kernel": "script"}):
+    for options in (
+        {},
+        {"granularity": "operator"},
+        {"granularity": "operator", "kernel": "script"},
+    ):
         out, state = _converted(original, **options)(x)
         torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-6)
         flat = state if isinstance(state, tuple) else (state,)
@@ -194,10 +198,14 @@ def test_unsupported_configurations_raise_naming_what_is_allowed() -> None:
     assert isinstance(kept[0], QuantLinear) and type(kept[1]) is nn.RNN
     with pytest.raises(ConversionError, match=r"skip names no module: \['nope'\]"):
         make_quantizable(nn.Sequential(nn.Linear(2, 2)), skip=["nope"])
-    with pytest.raises(ConversionError, match=r"granularity must be one of \('layer', 'operator'\)"):
+    with pytest.raises(
+        ConversionError, match=r"granularity must be one of \('layer', 'operator'\)"
+    ):
         make_quantizable(nn.GRU(2, 2), granularity="gate")  # type: ignore[arg-type]
     gru = make_quantizable(nn.GRU(2, 3))
-    with pytest.raises(UnsupportedConfigurationError, match=r"nonzero initial state.*hx=None or zeros"):
+    with pytest.raises(
+        UnsupportedConfigurationError, match=r"nonzero initial state.*hx=None or zeros"
+    ):
         gru(torch.randn(4, 1, 2), torch.ones(1, 1, 3))
 
 
