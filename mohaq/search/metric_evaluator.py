@@ -36,7 +36,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 
 from mohaq.quant.assignment import BitAssignment
@@ -262,6 +261,8 @@ class MetricEvaluator:
 
     def _split_batches(self, split: str) -> list[Any]:
         if split not in self._batches:
+            from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
             self._prepare("test")
             try:
                 loader = self.datamodule.test_dataloader()
