@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -47,6 +48,8 @@ from mohaq.search.evaluators import (
     EvaluatorError,
     check_split,
     import_object,
+    import_path,
+    init_arguments,
 )
 
 log = logging.getLogger(__name__)
@@ -316,10 +319,66 @@ class MetricEvaluator:
         return EvaluationResult(self.error_of(value), evaluator=self.name, extras={"metric": value})
 
 
+@dataclass(frozen=True)
+class MetricEvaluatorSpec:
+    """How a worker process builds its own :class:`MetricEvaluator`: the float
+    checkpoint of the user's LightningModule, converted in the worker.
+
+    Attributes:
+        checkpoint_path: the float checkpoint (``load_from_checkpoint``).
+        module_class: import path of the LightningModule class.
+        datamodule_class: import path of the DataModule class.
+        datamodule_kwargs: its init arguments.
+        convert_kwargs: :func:`mohaq.convert.make_quantizable` options
+            (``granularity``, ``skip``, ...).
+        evaluator_kwargs: :class:`MetricEvaluator` options (``metric``,
+            ``metric_args``, ...); picklable values only.
+    """
+
+    checkpoint_path: str
+    module_class: str
+    datamodule_class: str
+    datamodule_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    convert_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    evaluator_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_objects(
+        cls,
+        checkpoint_path: str,
+        module: Any,
+        datamodule: Any,
+        *,
+        convert_kwargs: Mapping[str, Any] | None = None,
+        **evaluator_kwargs: Any,
+    ) -> MetricEvaluatorSpec:
+        """A spec rebuilding ``datamodule`` from its saved hyperparameters and the
+        module (or module class) from ``checkpoint_path``."""
+        return cls(
+            str(checkpoint_path),
+            import_path(module),
+            import_path(datamodule),
+            init_arguments(datamodule),
+            dict(convert_kwargs or {}),
+            dict(evaluator_kwargs),
+        )
+
+    def __call__(self) -> MetricEvaluator:
+        from mohaq.convert import make_quantizable
+
+        module = import_object(self.module_class).load_from_checkpoint(
+            self.checkpoint_path, map_location="cpu"
+        )
+        module = make_quantizable(module, **dict(self.convert_kwargs))
+        datamodule = import_object(self.datamodule_class)(**dict(self.datamodule_kwargs))
+        return MetricEvaluator(module, datamodule, **dict(self.evaluator_kwargs))
+
+
 __all__ = [
     "OPTIMIZATION_HOOK",
     "OUTPUTS_HOOK",
     "MetricEvaluator",
+    "MetricEvaluatorSpec",
     "build_metric",
     "default_outputs",
     "validation_subset_loader",

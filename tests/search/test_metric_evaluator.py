@@ -4,6 +4,7 @@ make_quantizable, on random tensors saved in tmp_path; searched end to end."""
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import pytorch_lightning as pl
@@ -15,7 +16,7 @@ from mohaq.convert import make_quantizable, model_workload
 from mohaq.quant import BitAssignment, quantizers
 from mohaq.search import SearchSettings, run_search
 from mohaq.search.evaluators import Evaluator, EvaluatorError
-from mohaq.search.metric_evaluator import MetricEvaluator
+from mohaq.search.metric_evaluator import MetricEvaluator, MetricEvaluatorSpec
 from mohaq.search.run import default_callbacks
 
 ACCURACY = "torchmetrics.classification.MulticlassAccuracy"
@@ -183,3 +184,30 @@ def test_search_end_to_end_on_the_user_model(trained, tmp_path) -> None:
     assert result.front and set(result.test_errors) == {r.index for r in result.front}
     assert all(0.0 <= r.error <= 1.0 for r in result.records)
     assert (tmp_path / "run" / "evaluations.jsonl").exists()
+
+
+class SavedClips(ClipsWithOptimizationSplit):
+    """Saves its init arguments, so a spec can rebuild it in a worker process."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.save_hyperparameters()
+
+
+def test_spec_rebuilds_the_evaluator_from_the_float_checkpoint(trained, tmp_path) -> None:
+    original, root = trained
+    checkpoint = tmp_path / "float.ckpt"
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(original)
+    trainer.save_checkpoint(checkpoint)
+    spec = MetricEvaluatorSpec.from_objects(
+        str(checkpoint), original, SavedClips(root), convert_kwargs={"granularity": "operator"},
+        metric=ACCURACY, metric_args=MICRO, device="cpu",
+    )  # fmt: skip
+    assert spec.module_class.endswith("Spotter") and spec.datamodule_kwargs == {"root": root}
+    built = pickle.loads(pickle.dumps(spec))()
+    assert "rnn.w_hh" in model_workload(built.module).names
+    direct = MetricEvaluator(make_quantizable(copy.deepcopy(original)), SavedClips(root),
+                             metric=ACCURACY, metric_args=MICRO, device="cpu")  # fmt: skip
+    float_error = built.evaluate(BitAssignment({})).error
+    assert float_error == pytest.approx(direct.evaluate(BitAssignment({})).error)
