@@ -24,6 +24,10 @@ nothing. Other recurrent modules (``nn.RNN``, the ``*Cell`` modules) raise
 :class:`~mohaq.convert.recurrent.UnsupportedConfigurationError` unless their
 path is in ``skip``.
 
+Convert before an optimizer or a Trainer holds the model's parameters: the
+converted layers have parameters of their own (torch's per-gate, per-direction
+tensors become one ``[W_ih | W_hh]`` matrix per layer).
+
 MACs per step: a linear layer counts ``in x out`` per step of the sequence,
 which is right for layers applied to every frame and an upper bound for a
 classifier applied once per sequence.
