@@ -349,6 +349,10 @@ class KeywordDataModule(pl.LightningDataModule):
     def num_features(self) -> int:
         return self.features.num_mel_bins
 
+    def split_sizes(self) -> dict[str, int]:
+        """Clips per split (after :meth:`setup`)."""
+        return {split: len(data.labels) for split, data in self._splits.items()}
+
     def prepare_data(self) -> None:
         manifest = read_manifest(self.corpus_dir)
         if manifest is None:

@@ -82,7 +82,9 @@ def test_datamodule_batches_and_hooks(corpus) -> None:
     features, labels = next(iter(data.train_dataloader()))
     assert features.shape == (8, 98, 40) and labels.dtype == torch.int64
     assert data.num_classes == 12 and data.num_features == 40
-    assert abs(float(data._splits["train"].features.mean())) < 1e-3  # normalized on train
+    train = torch.cat([batch[0] for batch in data.train_dataloader()])
+    assert abs(float(train.mean())) < 1e-3  # normalized on the training set
+    assert data.split_sizes() == {"train": 17, "val": 17, "test": 17}  # 10 + 4 unknown + 3 silence
     assert len(data.optimization_dataloader().dataset) == len(data.val_dataloader().dataset)
     with pytest.raises(KeywordCorpusError, match="another spec"):
         KeywordDataModule(corpus, speakers=3, repetitions=2).prepare_data()
