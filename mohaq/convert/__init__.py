@@ -16,6 +16,7 @@ from mohaq.convert.recurrent import (
     QuantLSTM,
     UnsupportedConfigurationError,
 )
+from mohaq.convert.sru_package import QuantSRU
 
 __all__ = [
     "CONVERTED",
@@ -23,6 +24,7 @@ __all__ = [
     "ConversionError",
     "QuantGRU",
     "QuantLSTM",
+    "QuantSRU",
     "QuantizableLayer",
     "QuantizableRecurrent",
     "UnsupportedConfigurationError",

@@ -2,9 +2,11 @@
 
 :func:`make_quantizable` walks any ``nn.Module`` (a LightningModule too) and
 replaces every ``torch.nn.GRU``, ``torch.nn.LSTM`` and ``torch.nn.Linear``
-with the toolkit's quantizable layer (:class:`~mohaq.convert.recurrent.QuantGRU`,
+(and the `sru` package's ``SRU``) with the toolkit's quantizable layer
+(:class:`~mohaq.convert.recurrent.QuantGRU`,
 :class:`~mohaq.convert.recurrent.QuantLSTM`,
-:class:`~mohaq.models.quant_linear.QuantLinear`), weights copied. With every
+:class:`~mohaq.models.quant_linear.QuantLinear`,
+:class:`~mohaq.convert.sru_package.QuantSRU`), weights copied. With every
 quantizer off the converted model computes what the original computed.
 
 Quantization points are named by module path: a ``nn.Linear`` at
@@ -49,6 +51,7 @@ from mohaq.convert.recurrent import (
     UnsupportedConfigurationError,
     check_choice,
 )
+from mohaq.convert.sru_package import QuantSRU, is_sru_module
 from mohaq.models.gru import Granularity
 from mohaq.models.native import KernelChoice
 from mohaq.models.quant_linear import QuantLinear
@@ -104,6 +107,10 @@ def quantizable_linear(
     return converted
 
 
+def _convertible(module: nn.Module) -> bool:
+    return type(module) in CONVERTED or is_sru_module(module)
+
+
 def _convert_one(
     path: str,
     module: nn.Module,
@@ -114,6 +121,11 @@ def _convert_one(
     kernel: KernelChoice,
 ) -> nn.Module:
     name = _point_prefix(path, module)
+    if is_sru_module(module):
+        return QuantSRU.from_float(
+            module, name=name, weight_clipping=weight_clipping,
+            activation_clipping=activation_clipping, kernel=kernel,
+        )  # fmt: skip
     if type(module) is nn.Linear:
         return quantizable_linear(
             module,
@@ -173,7 +185,7 @@ def make_quantizable(
         granularity=granularity, weight_clipping=weight_clipping,
         activation_clipping=activation_clipping, kernel=kernel,
     )  # fmt: skip
-    if type(module) in CONVERTED and "" not in skipped:
+    if _convertible(module) and "" not in skipped:
         return _convert_one("", module, **options)  # type: ignore[arg-type]
     _convert_children(module, "", skipped, options)
     return module
@@ -190,7 +202,7 @@ def _convert_children(
             continue
         if isinstance(child, QuantizableLayer):
             continue  # the toolkit's own layers (SRU, or converted already) keep their points
-        if type(child) in CONVERTED:
+        if _convertible(child):
             setattr(parent, child_name, _convert_one(path, child, **options))  # type: ignore[arg-type]
         elif isinstance(child, UNSUPPORTED):
             raise UnsupportedConfigurationError(
