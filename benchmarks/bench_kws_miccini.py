@@ -23,6 +23,7 @@ Command::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -31,6 +32,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from mohaq.callbacks.qat import QuantizationAwareTraining
 from mohaq.convert import make_quantizable, model_workload
 from mohaq.datamodules.keywords import KeywordDataModule
 from mohaq.hardware import get_cost_model
@@ -69,6 +71,43 @@ def train(args: argparse.Namespace, data: KeywordDataModule) -> tuple[KeywordSpo
     return model.eval(), time.perf_counter() - started
 
 
+def _error(model: torch.nn.Module, loader: torch.utils.data.DataLoader) -> float:
+    with torch.no_grad():
+        hits = [(model(x).argmax(1) == y).float() for x, y in loader]
+    return 1.0 - float(torch.cat(hits).mean())
+
+
+def qat_errors(
+    args: argparse.Namespace,
+    data: KeywordDataModule,
+    float_state: dict[str, torch.Tensor],
+    assignments: dict[str, BitAssignment],
+) -> dict[str, dict[str, float]]:
+    """Each assignment fine-tuned with QAT for ``args.qat_epochs`` from the float
+    weights, then scored (quantized) on the optimization and test splits."""
+    errors = {}
+    for label, assignment in assignments.items():
+        pl.seed_everything(args.seed, workers=True)
+        model = KeywordSpotter(data.num_features, data.num_classes, hidden_size=args.hidden,
+                               num_layers=args.layers, learning_rate=args.qat_lr)  # fmt: skip
+        make_quantizable(model, granularity="operator")
+        model.load_state_dict(float_state)
+        callback = QuantizationAwareTraining(bits=assignment.to_dict(), calibration_utterances=16)
+        trainer = pl.Trainer(max_epochs=args.qat_epochs, callbacks=[callback], logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu",
+                             num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+        started = time.perf_counter()
+        trainer.fit(model, data)
+        model.eval()
+        errors[label] = {
+            "error": _error(model, data.optimization_dataloader()),
+            "test_error": _error(model, data.test_dataloader()),
+            "seconds": time.perf_counter() - started,
+        }
+    return errors
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="data/keywords")
@@ -80,6 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 5, 6, 8])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--qat-epochs", type=int, default=0,
+                        help="also fine-tune the baselines and the front with QAT")  # fmt: skip
+    parser.add_argument("--qat-lr", type=float, default=1e-3)
     parser.add_argument("--run-dir", default="runs/kws_miccini")
     parser.add_argument("--out", default=str(RESULTS / "kws_miccini"))
     argv = sys.argv[1:] if argv is None else argv
@@ -90,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     data.setup("fit")
     model, train_seconds = train(args, data)
     make_quantizable(model, granularity="operator")
+    float_state = copy.deepcopy(model.state_dict())
     workload = model_workload(model)
     evaluator = MetricEvaluator(model, data, metric=ACCURACY, device="cpu",
                                 metric_args={"num_classes": data.num_classes, "average": "micro"})  # fmt: skip
@@ -118,6 +161,13 @@ def main(argv: list[str] | None = None) -> dict:
          "memory_bytes": r.metrics["memory_bytes"], "bits": dict(r.bits), "label": r.label}
         for r in result.front
     ]  # fmt: skip
+    qat = {}
+    if args.qat_epochs > 0:
+        assignments = {
+            f"uniform-{b}": BitAssignment.uniform(workload.names, b) for b in HOMOGENEOUS
+        }
+        assignments.update({f"front-{i}": BitAssignment(f["bits"]) for i, f in enumerate(front)})
+        qat = qat_errors(args, data, float_state, assignments)
     eight = baselines["uniform-8"]
     smallest, reduction = _reduction(front, eight, "error")
     smallest_test, reduction_test = _reduction(front, eight, "test_error")
@@ -134,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
         "clips": data.split_sizes(),
         "smallest_at_uniform8_accuracy": smallest,
         "size_reduction_at_uniform8_accuracy": reduction,
+        "qat": qat,
         "smallest_at_uniform8_test_accuracy": smallest_test,
         "size_reduction_at_uniform8_test_accuracy": reduction_test,
     }
@@ -143,6 +194,36 @@ def main(argv: list[str] | None = None) -> dict:
     out.with_suffix(".md").write_text(report(record))
     print(report(record))
     return record
+
+
+def _qat_lines(record: dict) -> list[str]:
+    """The QAT table and the size reduction at QAT uniform-8's accuracy."""
+    qat, s = record["qat"], record["settings"]
+    sizes = {
+        f"uniform-{b}": record["baselines"][f"uniform-{b}"]["memory_bytes"] for b in HOMOGENEOUS
+    }
+    sizes.update({f"front-{i}": f["memory_bytes"] for i, f in enumerate(record["front"])})
+    lines = [
+        "",
+        f"After {s['qat_epochs']} epochs of quantization-aware training from the float weights "
+        f"(learning rate {s['qat_lr']}), each model scored quantized:",
+        "",
+        "| model | error after QAT | size (bytes) |",
+        "|---|---|---|",
+    ]
+    for label, e in qat.items():
+        lines.append(f"| {label} | {_percent(e['error'])} ({_percent(e['test_error'])}) | "
+                     f"{sizes[label]:.0f} |")  # fmt: skip
+    eight = qat["uniform-8"]
+    for key, split in (("error", "optimization split"), ("test_error", "test speakers")):
+        matching = [n for n in qat if n.startswith("front-") and qat[n][key] <= eight[key]]
+        if matching:
+            best = min(matching, key=lambda n: sizes[n])
+            shown = f"{_percent(1 - sizes[best] / sizes['uniform-8'])} ({best})"
+        else:
+            shown = "none (no front point as accurate)"
+        lines.append(f"\nSize reduction at QAT uniform-8's accuracy, {split}: {shown}.")
+    return lines
 
 
 def report(record: dict) -> str:
@@ -171,6 +252,8 @@ def report(record: dict) -> str:
         weights = {k: v for k, v in f["bits"].items() if k.endswith(("w_ih", "w_hh", ".weight"))}
         test = _percent(f["test_error"]) if f["test_error"] is not None else "-"
         lines.append(f"| {_percent(f['error'])} ({test}) | {f['memory_bytes']:.0f} | {weights} |")
+    if record["qat"]:
+        lines += _qat_lines(record)
     clips = record["clips"]
     one_clip = 1 / clips["val"]
 
