@@ -31,12 +31,14 @@ converted layers have parameters of their own (torch's per-gate, per-direction
 tensors become one ``[W_ih | W_hh]`` matrix per layer).
 
 MACs per step: a linear layer counts ``in x out`` per step of the sequence,
-which is right for layers applied to every frame and an upper bound for a
-classifier applied once per sequence.
+which is right for layers applied to every frame; for a classifier applied
+once per sequence, name it in ``model_workload(once_per_sequence=...)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
@@ -230,22 +232,59 @@ def quantizable_layers(module: nn.Module) -> list[tuple[str, QuantizableLayer]]:
     return found
 
 
-def model_workload(module: nn.Module, *, fixed_bits: int = FIXED_BITS) -> Workload:
+def model_workload(
+    module: nn.Module,
+    *,
+    fixed_bits: int = FIXED_BITS,
+    once_per_sequence: Iterable[str] = (),
+    steps_per_sequence: int | None = None,
+) -> Workload:
     """The :class:`Workload` of a converted model: every quantizable layer's
     points in module order, and their biases as fixed-precision extras.
 
+    Args:
+        module: the converted model.
+        fixed_bits: precision of the biases.
+        once_per_sequence: paths of linear layers that run once per sequence
+            (a classifier on the last hidden state), not once per step: their
+            MACs per step are their MACs spread over ``steps_per_sequence``
+            steps (rounded up).
+        steps_per_sequence: steps of a sequence (e.g. frames of a clip); needed
+            with ``once_per_sequence``.
+
     Raises:
         ConversionError: if ``module`` has no quantizable layer (convert it
-            with :func:`make_quantizable` first).
+            with :func:`make_quantizable` first), or ``once_per_sequence`` names
+            no quantizable linear layer or comes without ``steps_per_sequence``.
     """
     layers = quantizable_layers(module)
     if not layers:
         raise ConversionError(
             f"{type(module).__name__} has no quantizable layers; call make_quantizable first"
         )
-    points = tuple(point for _, layer in layers for point in layer.quant_points())
+    amortized = set(once_per_sequence)
+    linear = {path for path, layer in layers if isinstance(layer, QuantLinear)}
+    unknown = sorted(amortized - linear)
+    if unknown:
+        raise ConversionError(
+            f"once_per_sequence names no quantizable linear layer: {unknown}; "
+            f"linear layers: {sorted(linear)}"
+        )
+    if amortized and (steps_per_sequence is None or steps_per_sequence < 1):
+        raise ConversionError(
+            "once_per_sequence needs steps_per_sequence >= 1 (the steps its MACs are spread "
+            f"over), got {steps_per_sequence!r}"
+        )
+    points: list[QuantPoint] = []
+    for path, layer in layers:
+        for point in layer.quant_points():
+            if path in amortized and point.macs_per_frame > 0:
+                assert steps_per_sequence is not None
+                spread = math.ceil(point.macs_per_frame / steps_per_sequence)
+                point = dataclasses.replace(point, macs_per_frame=spread)
+            points.append(point)
     fixed = sum(layer.fixed_params() for _, layer in layers)
-    return Workload(points=points, fixed_params=fixed, fixed_bits=fixed_bits)
+    return Workload(points=tuple(points), fixed_params=fixed, fixed_bits=fixed_bits)
 
 
 __all__ = [

@@ -217,3 +217,15 @@ def test_converting_twice_changes_nothing() -> None:
     assert model_workload(make_quantizable(model)).names == names
     with pytest.raises(ConversionError, match="call make_quantizable first"):
         model_workload(nn.Sequential(nn.ReLU()))
+
+
+def test_a_classifier_run_once_per_sequence_spreads_its_macs_over_the_steps() -> None:
+    model = make_quantizable(UserModel())
+    workload = model_workload(model, once_per_sequence=["head.0"], steps_per_sequence=4)
+    assert workload.point("head.0.weight").macs_per_frame == 2  # 3 x 2 MACs over 4 steps
+    assert workload.point("head.0.weight").params == 6  # its memory is unchanged
+    assert workload.point("encoder.weight").macs_per_frame == 63
+    with pytest.raises(ConversionError, match=r"no quantizable linear layer: \['encoder'\]"):
+        model_workload(model, once_per_sequence=["encoder"], steps_per_sequence=4)
+    with pytest.raises(ConversionError, match="needs steps_per_sequence >= 1"):
+        model_workload(model, once_per_sequence=["head.0"])
