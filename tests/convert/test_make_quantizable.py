@@ -229,3 +229,22 @@ def test_a_classifier_run_once_per_sequence_spreads_its_macs_over_the_steps() ->
         model_workload(model, once_per_sequence=["encoder"], steps_per_sequence=4)
     with pytest.raises(ConversionError, match="needs steps_per_sequence >= 1"):
         model_workload(model, once_per_sequence=["head.0"])
+
+
+@pytest.mark.parametrize("granularity", ["layer", "operator"])
+def test_every_cost_model_prices_a_converted_workload(granularity) -> None:
+    from mohaq.hardware.registry import available_cost_models
+
+    workload = model_workload(make_quantizable(nn.GRU(8, 16, 2, bidirectional=True),
+                                               granularity=granularity))  # fmt: skip
+    eight = BitAssignment.uniform(workload.names, 8)
+    priced = []
+    for name in available_cost_models():
+        if name == "lookup-table":
+            continue  # it needs a user's measured table
+        assert get_cost_model(name).metrics(workload, eight).totals
+        priced.append(name)
+    assert {"silago", "bitfusion", "bismo", "bops", "size"} <= set(priced)
+    # MACs per frame: 2 directions x 3 gates x 16 units x (8 + 16), then x (32 + 16) inputs
+    macs = 2 * 3 * 16 * (8 + 16) + 2 * 3 * 16 * (32 + 16)
+    assert get_cost_model("bops").metrics(workload, eight).totals["bops"] == macs * 8 * 8
