@@ -55,7 +55,7 @@ from mohaq.convert.recurrent import (
 )
 from mohaq.convert.sru_package import QuantSRU, is_sru_module
 from mohaq.models.gru import Granularity
-from mohaq.models.native import KernelChoice
+from mohaq.models.native import KERNEL_CHOICES, KernelChoice
 from mohaq.models.quant_linear import QuantLinear
 from mohaq.models.recurrent_base import GRANULARITIES
 from mohaq.quant.clipping import CLIPPING_METHODS, ClippingMethod
@@ -153,8 +153,8 @@ def make_quantizable(
     activation_clipping: ClippingMethod = "mmse",
     kernel: KernelChoice = "auto",
 ) -> nn.Module:
-    """Swaps ``nn.GRU``, ``nn.LSTM`` and ``nn.Linear`` inside ``module`` for
-    quantizable layers, in place (see the module docstring).
+    """Swaps ``nn.GRU``, ``nn.LSTM``, ``nn.Linear`` (and ``sru.SRU``) inside
+    ``module`` for quantizable layers, in place (see the module docstring).
 
     Args:
         module: any model, e.g. a LightningModule; changed in place.
@@ -178,6 +178,7 @@ def make_quantizable(
     check_choice("granularity", granularity, GRANULARITIES)
     check_choice("weight_clipping", weight_clipping, CLIPPING_METHODS)
     check_choice("activation_clipping", activation_clipping, CLIPPING_METHODS)
+    check_choice("kernel", kernel, KERNEL_CHOICES)
     skipped = set(skip)
     paths = {path for path, _ in module.named_modules()}
     unknown = sorted(skipped - paths)

@@ -204,6 +204,8 @@ def test_unsupported_configurations_raise_naming_what_is_allowed() -> None:
         ConversionError, match=r"granularity must be one of \('layer', 'operator'\)"
     ):
         make_quantizable(nn.GRU(2, 2), granularity="gate")  # type: ignore[arg-type]
+    with pytest.raises(ConversionError, match=r"kernel must be one of \('auto', "):
+        make_quantizable(nn.GRU(2, 2), kernel="gpu")  # type: ignore[arg-type]
     gru = make_quantizable(nn.GRU(2, 3))
     with pytest.raises(
         UnsupportedConfigurationError, match=r"nonzero initial state.*hx=None or zeros"
