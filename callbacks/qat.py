@@ -5,6 +5,10 @@ on with a given bit assignment before any fit/validate/test work starts (the
 optimizer is built after `setup`, so the quantizers exist when it is), and
 keeps the assignment in checkpoints so a resumed or reloaded run quantizes the
 same way.
+
+It serves the toolkit's systems and a user's model converted by
+:func:`mohaq.convert.make_quantizable` alike (:mod:`mohaq.convert.model_api`):
+convert before ``fit``, so the optimizer holds the quantizable layers' parameters.
 """
 
 from __future__ import annotations
@@ -19,12 +23,9 @@ from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
 from mohaq.checkpoints import load_model_weights
+from mohaq.convert.model_api import apply_assignment, assignment_of, forward_batch, workload_of
 from mohaq.quant.assignment import MAX_BITS, MIN_BITS, BitAssignment
 from mohaq.quant.calibration import calibrate_activations
-
-
-def _forward_batch(model: Any, batch: Any) -> Any:
-    return model(batch[0], batch[2])
 
 
 def describe_assignment(assignment: BitAssignment, fixed_bits: int | None = 16) -> str:
@@ -93,13 +94,14 @@ class QuantizationAwareTraining(Callback):
 
     def resolve(self, pl_module: pl.LightningModule) -> BitAssignment:
         """The assignment for this model, validated against its quantization points."""
-        for attribute in ("workload", "apply_bit_assignment"):
-            if not hasattr(pl_module, attribute):
-                raise TypeError(
-                    f"{type(pl_module).__name__} has no `{attribute}`; QuantizationAwareTraining "
-                    "needs a quantizable module such as mohaq.system.AcousticSystem"
-                )
-        workload = pl_module.workload()
+        try:
+            workload = workload_of(pl_module)
+        except ValueError as error:  # a user's model that was not converted
+            raise TypeError(
+                f"{type(pl_module).__name__} has no quantization points; QuantizationAwareTraining "
+                "needs a quantizable module such as mohaq.system.AcousticSystem or a model "
+                "converted by mohaq.convert.make_quantizable"
+            ) from error
         if self.requested_bits is not None:
             assignment = self.requested_bits
         else:
@@ -125,7 +127,7 @@ class QuantizationAwareTraining(Callback):
             and hasattr(datamodule, "optimization_dataloader")
         ):
             # Thresholds come from the float model, as post-training calibration does.
-            pl_module.apply_bit_assignment(BitAssignment())
+            apply_assignment(pl_module, BitAssignment())
             started = time.perf_counter()
             rank_zero_info(
                 f"QuantizationAwareTraining: calibrating activation ranges (float model) on up "
@@ -134,7 +136,7 @@ class QuantizationAwareTraining(Callback):
             count = calibrate_activations(
                 pl_module,
                 datamodule.optimization_dataloader(),
-                _forward_batch,
+                forward_batch,
                 max_utterances=self.calibration_utterances,
             )
             rank_zero_info(
@@ -142,7 +144,7 @@ class QuantizationAwareTraining(Callback):
                 f"{time.perf_counter() - started:.1f} s"
             )
             self._calibrated = True
-        pl_module.apply_bit_assignment(self.assignment, fixed_bits=self.fixed_bits)
+        apply_assignment(pl_module, self.assignment, fixed_bits=self.fixed_bits)
         rank_zero_info(
             "QuantizationAwareTraining: " + describe_assignment(self.assignment, self.fixed_bits)
         )
@@ -153,12 +155,12 @@ class QuantizationAwareTraining(Callback):
 
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if pl_module.bit_assignment != self.assignment:
+        if assignment_of(pl_module) != self.assignment:
             self._quantize(trainer, pl_module)
 
     @override
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if pl_module.bit_assignment != self.assignment:
+        if assignment_of(pl_module) != self.assignment:
             self._quantize(trainer, pl_module)
 
     @override

@@ -82,6 +82,7 @@ ERROR_KINDS: dict[str, ErrorKind] = {
     "mohaq.datamodules.timit_corpus.CorpusError": DATA,
     "mohaq.datamodules.synth_timit.SynthesisError": DATA,
     "mohaq.datamodules.espeak.EspeakError": DATA,
+    "mohaq.datamodules.keywords.KeywordCorpusError": DATA,
     # checkpoint
     "mohaq.checkpoints.CheckpointMismatchError": CHECKPOINT,
     "mohaq.checkpoints.CheckpointNotFoundError": CHECKPOINT,
@@ -102,6 +103,9 @@ ERROR_KINDS: dict[str, ErrorKind] = {
     "mohaq.search.proposers.registry.AlgorithmError": SEARCH,
     "mohaq.search.proposers.haq_budget.BudgetError": SEARCH,
     "mohaq.quant.ptq.PTQConfigError": SEARCH,
+    # a user's model that cannot be made quantizable
+    "mohaq.convert.recurrent.ConversionError": USAGE,
+    "mohaq.convert.recurrent.UnsupportedConfigurationError": USAGE,
     "mohaq.search.executors.ExecutorError": SEARCH,
     "mohaq.search.evaluators.EvaluatorError": SEARCH,
     "mohaq.beacons.selection.BeaconConfigError": SEARCH,

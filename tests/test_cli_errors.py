@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from mohaq.cli_errors import (
     DEBUG_ENV,
@@ -29,7 +30,10 @@ PACKAGES = {"mohaq": "mohaq", "callbacks": "mohaq.callbacks", "datamodules": "mo
 # Written down here, independently of the table in mohaq/cli_errors.py.
 EXPECTED_EXIT = {
     "BitAssignmentError": 2,
+    "ConversionError": 2,
+    "UnsupportedConfigurationError": 2,
     "CorpusError": 3,
+    "KeywordCorpusError": 3,
     "SynthesisError": 3,
     "EspeakError": 3,
     "CheckpointMismatchError": 4,
@@ -152,8 +156,11 @@ def _errors(tmp_path: Path) -> dict[str, Callable[[], Exception]]:
     from mohaq.beacons.store import BeaconStore
     from mohaq.callbacks.divergence import TrainingDivergedError
     from mohaq.checkpoints import read_checkpoint
+    from mohaq.convert import make_quantizable
+    from mohaq.convert.recurrent import ConversionError
     from mohaq.datamodules.espeak import EspeakError
     from mohaq.datamodules.feature_cache import CacheDamagedError, FeatureCacheError
+    from mohaq.datamodules.keywords import KeywordCorpusError
     from mohaq.datamodules.synth_timit import generate_corpus
     from mohaq.datamodules.timit_corpus import find_timit_root
     from mohaq.export.files import read_program
@@ -215,6 +222,11 @@ def _errors(tmp_path: Path) -> dict[str, Callable[[], Exception]]:
             lambda: SearchSpace(workload, [3], allowed_bits=silago.allowed_bits)
         ),
         "AlgorithmError": lambda: _raised(lambda: resolve_algorithm("hill-climbing")),
+        "ConversionError": lambda: ConversionError("nothing to convert in Sequential"),
+        "UnsupportedConfigurationError": lambda: _raised(
+            lambda: make_quantizable(torch.nn.LSTM(4, 8, proj_size=2))
+        ),
+        "KeywordCorpusError": lambda: KeywordCorpusError("no clips under /nowhere"),
         "BudgetError": lambda: BudgetError("no assignment meets latency <= 0.1 ms on bitfusion"),
         "PTQConfigError": lambda: _raised(lambda: PTQConfig.preset("fastest")),
         "SRUImportError": lambda: SRUImportError("SRUCell {'hidden': 3} does not match SRULayer"),

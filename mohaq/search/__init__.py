@@ -14,6 +14,7 @@ from mohaq.search.evaluators import (
 )
 from mohaq.search.executors import ExecutorError, InProcess, ProcessPool, Submitit
 from mohaq.search.lock import RunDirectoryInUseError, RunLock, RunLockError
+from mohaq.search.metric_evaluator import MetricEvaluator, MetricEvaluatorSpec
 from mohaq.search.objectives import ObjectiveError, parse_constraints
 from mohaq.search.pareto import ParetoArchive, dominates, hypervolume, non_dominated_sort
 from mohaq.search.problem import SearchProblem
@@ -55,6 +56,8 @@ __all__ = [
     "Evaluator",
     "ExecutorError",
     "InProcess",
+    "MetricEvaluator",
+    "MetricEvaluatorSpec",
     "Nevergrad",
     "ObjectiveError",
     "PTQEvaluator",
