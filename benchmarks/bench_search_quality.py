@@ -330,9 +330,28 @@ def quickstart(args: argparse.Namespace) -> dict[str, Any]:
         "quantization_points": len(system.workload().points),
     }
     racing_algorithms = [a for a in args.racing_algorithms.split(",") if a]
+    selected = [a for a in args.algorithms.split(",") if a] or list(ALGORITHMS)
+    path = RESULTS / f"search_quality_{args.part}.json"
+    if args.merge and path.exists():
+        # Rerun some algorithms; the others' runs are kept from the file.
+        previous = json.loads(path.read_text())
+        out["kept_from_previous_run"] = {
+            "command": previous.get("command"),
+            "algorithms": [a for a in ALGORITHMS if a not in selected],
+        }
+        for label in ("full", "racing"):
+            kept = {
+                a: rows
+                for a, rows in previous.get(label, {}).get("runs", {}).items()
+                if a not in selected
+            }
+            if kept:
+                out[label] = summarize(kept)
     # Algorithm by algorithm (with and without racing), saved after every run:
     # a benchmark stopped early keeps what it measured.
     for algorithm in ALGORITHMS:
+        if algorithm not in selected:
+            continue
         for racing_on in (False, True):
             if racing_on and algorithm not in racing_algorithms:
                 continue
@@ -408,6 +427,14 @@ def main() -> None:
         "--racing-algorithms",
         default=",".join(ALGORITHMS),
         help="quickstart: the algorithms also run with racing on",
+    )
+    parser.add_argument(
+        "--algorithms", default="", help="quickstart: run only these (default: all)"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="quickstart: keep the other algorithms' runs from the results file",
     )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--checkpoint", default="runs/quickstart/checkpoints/best.ckpt")
