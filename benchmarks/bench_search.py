@@ -74,13 +74,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--algorithms", default="", help="comma-separated registered names (default: all)"
+    )
+    parser.add_argument(
+        "--out", default="search", help="results file stem under benchmarks/results"
+    )
     args = parser.parse_args()
+    wanted = [name for name in args.algorithms.split(",") if name]
 
     workload, cost_model = mohaq_sru_workload(), load_platform("bitfusion-mohaq")
     bound, infeasible = median_memory_mb(workload, cost_model)
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for entry in available_algorithms():
+            if wanted and entry.name not in wanted:
+                continue
             for seed in range(args.seeds):
                 settings = SearchSettings(
                     platform="bitfusion-mohaq",
@@ -140,11 +149,12 @@ def main() -> None:
         "runs": runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "search.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = [
         "# Search loop overhead per evaluation",
         "",
-        f"`python benchmarks/bench_search.py` — budget {args.budget}, {args.seeds} seeds per "
+        f"`python benchmarks/bench_search.py{' --algorithms ' + args.algorithms if wanted else ''}"
+        f"{'' if args.out == 'search' else ' --out ' + args.out}` — budget {args.budget}, {args.seeds} seeds per "
         f"algorithm, MOHAQ SRU workload on bitfusion-mohaq, memory <= {bound} MB "
         f"({100 * infeasible:.0f}% of uniform draws infeasible), closed-form evaluator; "
         f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.",
@@ -157,7 +167,7 @@ def main() -> None:
             f"| {name} | {row['median_ms_per_evaluation']:.2f} | {row['mean_ms_per_evaluation']:.2f} "
             f"| {row['p90_ms_per_evaluation']:.2f} | {row['median_hypervolume']:.4g} |"
         )
-    (RESULTS / "search.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(summary, indent=2))
 
 

@@ -58,8 +58,8 @@ from mohaq.search.proposers.surrogate import Surrogate
 RESULTS = Path(__file__).resolve().parent / "results"
 ALGORITHMS = {
     "surrogate": lambda: Surrogate(),
-    "TwoPointsDE-LHS": lambda: "TwoPointsDE-LHS",
     "nsga2": lambda: NSGA2(population=40, offspring=10),
+    "TwoPointsDE-LHS": lambda: "TwoPointsDE-LHS",
     "random": lambda: "random",
 }
 CHECKPOINTS = (25, 50, 100, 150, 200, 300, 400)
@@ -171,10 +171,14 @@ def run_algorithms(
     budgets: dict[str, int],
     seeds: int,
     reference_seconds: float | None = None,
+    algorithms: Sequence[str] = tuple(ALGORITHMS),
+    progress: Any = None,
 ) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for algorithm, make in ALGORITHMS.items():
+            if algorithm not in algorithms:
+                continue
             for seed in range(seeds):
                 timeline = Timeline()
                 search = SearchSettings(
@@ -221,6 +225,13 @@ def run_algorithms(
                     {k: row[k] for k in ("evaluations", "hypervolume_at", "mean_fidelity")},
                     flush=True,
                 )
+                if progress is not None:
+                    progress(summarize(runs))
+    return summarize(runs)
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Medians over seeds of the hypervolume and the seconds at each checkpoint."""
     summary = {}
     for algorithm, rows in runs.items():
         at = {}
@@ -228,13 +239,36 @@ def run_algorithms(
             values = [r["hypervolume_at"].get(str(n)) for r in rows]
             if values and all(v is not None for v in values):
                 at[str(n)] = round(statistics.median(values), 4)
-        summary[algorithm] = {"median_hypervolume_at": at}
+        seconds = {}
+        for n in CHECKPOINTS:
+            values = [r["seconds_at"].get(str(n)) for r in rows]
+            if values and all(v is not None for v in values):
+                seconds[str(n)] = round(statistics.median(values), 2)
+        summary[algorithm] = {
+            "seeds": len(rows),
+            "median_hypervolume_at": at,
+            "median_seconds_at": seconds,
+            "median_mean_fidelity": statistics.median(r["mean_fidelity"] for r in rows),
+        }
         costs = [
             r["candidate_cost_vs_float_pass"] for r in rows if "candidate_cost_vs_float_pass" in r
         ]
         if costs:
             summary[algorithm]["median_candidate_cost_vs_float_pass"] = statistics.median(costs)
     return {"summary": summary, "runs": runs}
+
+
+def budgets_of(args: argparse.Namespace) -> dict[str, int]:
+    """The surrogate's 100, ``--budget`` for the baselines, ``--budgets`` overrides."""
+    budgets = {name: args.budget for name in ALGORITHMS} | {"surrogate": 100}
+    for item in filter(None, args.budgets.split(",")):
+        name, _, value = item.partition("=")
+        if name not in ALGORITHMS:
+            raise SystemExit(
+                f"--budgets: unknown algorithm {name!r}; choose from {list(ALGORITHMS)}"
+            )
+        budgets[name] = int(value)
+    return budgets
 
 
 def closed_form(args: argparse.Namespace) -> dict[str, Any]:
@@ -244,12 +278,7 @@ def closed_form(args: argparse.Namespace) -> dict[str, Any]:
     settings = {"platform": "bitfusion-mohaq", "objectives": ["error", "speedup"]}
     rng = np.random.default_rng(0)
     weights = (rng.lognormal(0.0, 1.0, size=len(workload.points)) * 0.05).tolist()
-    budgets = {
-        "surrogate": 100,
-        "TwoPointsDE-LHS": args.budget,
-        "nsga2": args.budget,
-        "random": args.budget,
-    }
+    budgets = budgets_of(args)
     out = {}
     for name, evaluator in (
         ("analytic", AnalyticEvaluator()),
@@ -293,45 +322,93 @@ def quickstart(args: argparse.Namespace) -> dict[str, Any]:
         ptq.error(BitAssignment())
         float_seconds.append(time.perf_counter() - start)
     reference = statistics.median(float_seconds)
-    budgets = {
-        "surrogate": 100,
-        "TwoPointsDE-LHS": args.budget,
-        "nsga2": args.budget,
-        "random": args.budget,
+    budgets = budgets_of(args)
+    out: dict[str, Any] = {
+        "float_pass_seconds": reference,
+        "threads": args.threads,
+        "budgets": budgets,
+        "quantization_points": len(system.workload().points),
     }
-    out = {"float_pass_seconds": reference, "threads": args.threads}
-    for racing_on in (False, True):
-        settings = {
-            "platform": "bitfusion", "objectives": ["error", "speedup"], "racing": racing_on,
-        }  # fmt: skip
-        label = "racing" if racing_on else "full"
-        out[label] = run_algorithms(
-            name=label, settings=settings, workload=system.workload(), evaluator=shared,
-            budgets=budgets, seeds=args.seeds, reference_seconds=reference,
-        )  # fmt: skip
+    racing_algorithms = [a for a in args.racing_algorithms.split(",") if a]
+    selected = [a for a in args.algorithms.split(",") if a] or list(ALGORITHMS)
+    path = RESULTS / f"search_quality_{args.part}.json"
+    if args.merge and path.exists():
+        # Rerun some algorithms; the others' runs are kept from the file.
+        previous = json.loads(path.read_text())
+        out["kept_from_previous_run"] = {
+            "command": previous.get("command"),
+            "algorithms": [a for a in ALGORITHMS if a not in selected],
+        }
+        for label in ("full", "racing"):
+            kept = {
+                a: rows
+                for a, rows in previous.get(label, {}).get("runs", {}).items()
+                if a not in selected
+            }
+            if kept:
+                out[label] = summarize(kept)
+    # Algorithm by algorithm (with and without racing), saved after every run:
+    # a benchmark stopped early keeps what it measured.
+    for algorithm in ALGORITHMS:
+        if algorithm not in selected:
+            continue
+        for racing_on in (False, True):
+            if racing_on and algorithm not in racing_algorithms:
+                continue
+            settings = {
+                "platform": "bitfusion", "objectives": ["error", "speedup"], "racing": racing_on,
+            }  # fmt: skip
+            label = "racing" if racing_on else "full"
+            done = out.get(label, {"summary": {}, "runs": {}})["runs"]
+
+            def progress(partial: dict[str, Any], label: str = label, done: dict = done) -> None:
+                out[label] = summarize(done | partial["runs"])
+                out["distinct_assignments_scored"] = shared.evaluated
+                write(args.part, out, args)
+
+            run_algorithms(
+                name=label, settings=settings, workload=system.workload(), evaluator=shared,
+                budgets=budgets, seeds=args.seeds, reference_seconds=reference,
+                algorithms=[algorithm], progress=progress,
+            )  # fmt: skip
     out["distinct_assignments_scored"] = shared.evaluated
     return out
 
 
 def write(part: str, results: dict[str, Any], args: argparse.Namespace) -> None:
+    import sys
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     results["load_average_at_end"] = os.getloadavg()
     results["cpus"] = os.cpu_count()
+    results["command"] = "python " + " ".join(sys.argv)
     (RESULTS / f"search_quality_{part}.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [f"# Search quality: {part}", "", f"`python benchmarks/bench_search_quality.py --part {part}`; "
+    lines = [f"# Search quality: {part}", "", f"`{results['command']}`; "
              f"{args.seeds} seeds, medians; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.", ""]  # fmt: skip
+    if "budgets" in results:
+        lines += [f"Budgets: {results['budgets']}.", ""]
     for problem, block in results.items():
         if not isinstance(block, dict) or "summary" not in block:
             continue
-        lines += [f"## {problem}", "", "| algorithm | " + " | ".join(f"HV@{n}" for n in CHECKPOINTS) + " | candidate cost vs float pass |",
-                  "|---|" + "---|" * (len(CHECKPOINTS) + 1)]  # fmt: skip
+        lines += [f"## {problem}", "", "| algorithm | seeds | " + " | ".join(f"HV@{n}" for n in CHECKPOINTS) + " | mean fidelity | candidate cost vs float pass |",
+                  "|---|---|" + "---|" * (len(CHECKPOINTS) + 2)]  # fmt: skip
         for algorithm, row in block["summary"].items():
             at = row["median_hypervolume_at"]
             cost = row.get("median_candidate_cost_vs_float_pass")
             lines.append(
-                f"| {algorithm} | "
+                f"| {algorithm} | {row.get('seeds', '')} | "
                 + " | ".join(str(at.get(str(n), "")) for n in CHECKPOINTS)
-                + f" | {'' if cost is None else cost} |"
+                + f" | {row.get('median_mean_fidelity', '')} | {'' if cost is None else cost} |"
+            )
+        lines += ["", "Seconds to reach N evaluations (loop time + each evaluation's measured seconds):", "",
+                  "| algorithm | " + " | ".join(f"s@{n}" for n in CHECKPOINTS) + " |",
+                  "|---|" + "---|" * len(CHECKPOINTS)]  # fmt: skip
+        for algorithm, row in block["summary"].items():
+            seconds = row.get("median_seconds_at", {})
+            lines.append(
+                f"| {algorithm} | "
+                + " | ".join(str(seconds.get(str(n), "")) for n in CHECKPOINTS)
+                + " |"
             )
         lines.append("")
     (RESULTS / f"search_quality_{part}.md").write_text("\n".join(lines) + "\n")
@@ -342,6 +419,22 @@ def main() -> None:
     parser.add_argument("--part", choices=("closed-form", "quickstart"), required=True)
     parser.add_argument(
         "--budget", type=int, default=400, help="budget of the baselines (surrogate: 100)"
+    )
+    parser.add_argument(
+        "--budgets", default="", help="per-algorithm budgets, e.g. random=200,nsga2=400"
+    )
+    parser.add_argument(
+        "--racing-algorithms",
+        default=",".join(ALGORITHMS),
+        help="quickstart: the algorithms also run with racing on",
+    )
+    parser.add_argument(
+        "--algorithms", default="", help="quickstart: run only these (default: all)"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="quickstart: keep the other algorithms' runs from the results file",
     )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--checkpoint", default="runs/quickstart/checkpoints/best.ckpt")

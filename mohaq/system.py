@@ -135,6 +135,10 @@ class AcousticSystem(pl.LightningModule):
     def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
         return self.model(features, lengths)
 
+    def stages(self) -> list[tuple[tuple[str, ...], Any]]:
+        """The model's forward as a chain of stages (see ``AcousticModel.stages``)."""
+        return self.model.stages()
+
     def _loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX)
 

@@ -120,6 +120,35 @@ def test_search_subcommand_writes_the_report_and_rejects_a_mismatched_checkpoint
     assert not (workdir / "other").exists()
 
 
+def test_surrogate_search_records_its_probes_and_fidelities(workdir: Path) -> None:
+    """The README's `mohaq search --algorithm surrogate --racing true` on a tiny quickstart."""
+    main(["fit", *_common(workdir), "--trainer.max_epochs", "1"])
+    checkpoint = str(workdir / "runs" / "quickstart" / "checkpoints" / "best.ckpt")
+    run_dir = workdir / "search"
+    main([
+        "search", *_common(workdir), "--checkpoint", checkpoint, "--platform", "bitfusion",
+        "--objectives", "[error, speedup]", "--constraints", "{}", "--budget", "30",
+        "--run_dir", str(run_dir), "--batch_size", "4", "--rescore_test", "false",
+        "--algorithm", "surrogate", "--racing", "true",
+    ])  # fmt: skip
+    records = [
+        json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()
+    ]
+    assert len(records) == 30 and all("fidelity" in r for r in records)
+    genes = [r["genes"] for r in records if r["origin"] == "optimizer"]
+    points = len(genes[0])
+    top = max(max(g) for g in genes)
+    # The probes first: each point lowered alone to each of the two lowest choices.
+    probes = genes[: 2 * points]
+    assert all(sum(g != top for g in probe) == 1 for probe in probes)
+    assert {(probe.index(min(probe)), min(probe)) for probe in probes} == {
+        (point, choice) for point in range(points) for choice in (0, 1)
+    }
+    stored = json.loads((run_dir / "search_settings.json").read_text())
+    assert stored["settings"]["algorithm"]["name"] == "surrogate"
+    assert stored["settings"]["racing"] is True
+
+
 def test_beacons_subcommand_continues_the_stored_search(
     workdir: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -15,6 +15,7 @@ Points are named ``<layer>.weight`` / ``<layer>.input`` at layer granularity
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from torch import Tensor, nn
@@ -157,6 +158,30 @@ class AcousticModel(nn.Module):
                 x = self.projections[str(index)](x)
             x = layer(x, lengths)
         return self.output(self.dropout(x))
+
+    def stages(self) -> list[tuple[tuple[str, ...], Callable[[Tensor, Tensor], Tensor]]]:
+        """The forward as a chain of stages ``(points, run(x, lengths))``: a stage
+        reads only its own quantization points, so its output depends on the
+        bits of its and the earlier stages' points (a candidate evaluator can
+        reuse the activations of candidates sharing a prefix of bits)."""
+        chain: list[tuple[tuple[str, ...], Callable[[Tensor, Tensor], Tensor]]] = []
+        for index, layer in enumerate(self.layers):
+            projection = self.projections[str(index)] if str(index) in self.projections else None
+            points = tuple(p.name for p in (projection.quant_points() if projection else ()))
+            points += tuple(p.name for p in layer.quant_points())
+
+            def run(x: Tensor, lengths: Tensor, index: int = index, layer: nn.Module = layer,
+                    projection: nn.Module | None = projection) -> Tensor:  # fmt: skip
+                if index > 0:
+                    x = self.dropout(x)
+                if projection is not None:
+                    x = projection(x)
+                return layer(x, lengths)
+
+            chain.append((points, run))
+        output_points = tuple(p.name for p in self.output.quant_points())
+        chain.append((output_points, lambda x, lengths: self.output(self.dropout(x))))
+        return chain
 
     def quant_points(self) -> tuple[QuantPoint, ...]:
         points: list[QuantPoint] = []

@@ -73,17 +73,20 @@ class PackedLinear:
     """``F.linear`` that packs its weight once for oneDNN in inference.
 
     Not a module and holds no parameters: a layer keeps one per product. The
-    packed copy is a cache; it is never saved, copied or pickled.
+    packed copies are a cache; they are never saved, copied or pickled. Up to
+    ``capacity`` weights stay packed (the least recently used is dropped), so
+    a search alternating a weight's bit widths packs each quantized copy once.
 
     Args:
         enabled: pack where possible; False always calls ``F.linear``.
+        capacity: packed weights kept (a weight's bit widths and its float copy).
     """
 
-    def __init__(self, *, enabled: bool = True) -> None:
+    def __init__(self, *, enabled: bool = True, capacity: int = 6) -> None:
         self.enabled = enabled
-        self._source: Tensor | None = None
-        self._source_key: tuple[Any, ...] | None = None
-        self._packed: Tensor | None = None
+        self.capacity = capacity
+        # key -> (source held so its memory is not reused, packed copy)
+        self._packed: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
 
     def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
@@ -113,23 +116,26 @@ class PackedLinear:
         # never change in place.
         version = None if weight.is_inference() else weight._version
         key = (weight.data_ptr(), version, weight.shape, weight.stride(), weight.dtype)
-        if self._packed is None or self._source_key != key:
-            self._packed = _reorder(weight.detach().contiguous(), rows)
-            self._source, self._source_key = weight, key
-        return self._packed
+        entry = self._packed.pop(key, None)
+        if entry is None:
+            entry = (weight, _reorder(weight.detach().contiguous(), rows))
+            while len(self._packed) >= self.capacity:
+                self._packed.pop(next(iter(self._packed)))
+        self._packed[key] = entry  # most recently used last
+        return entry[1]
 
     def clear(self) -> None:
-        """Drops the packed copy (it is rebuilt on the next call)."""
-        self._source = self._source_key = self._packed = None
+        """Drops the packed copies (rebuilt on the next calls)."""
+        self._packed.clear()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PackedLinear:
-        return PackedLinear(enabled=self.enabled)
+        return PackedLinear(enabled=self.enabled, capacity=self.capacity)
 
     def __copy__(self) -> PackedLinear:
-        return PackedLinear(enabled=self.enabled)
+        return PackedLinear(enabled=self.enabled, capacity=self.capacity)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"enabled": self.enabled}
+        return {"enabled": self.enabled, "capacity": self.capacity}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(enabled=state["enabled"])  # type: ignore[misc]
+        self.__init__(enabled=state["enabled"], capacity=state.get("capacity", 6))  # type: ignore[misc]

@@ -4,8 +4,10 @@ A quantizer has a role:
 
 - ``"weight"`` and ``"fixed"`` quantize a tensor known before the forward pass
   (a weight matrix; a bias or element-wise recurrent vector kept at fixed
-  point). The threshold comes from the tensor itself, by the clipping method,
-  and is cached until the tensor changes.
+  point). The threshold comes from the tensor itself, by the clipping method;
+  thresholds and quantized tensors are cached per bit width until the tensor
+  (or a setting) changes, so a search that revisits a (point, bits) pair with
+  another assignment quantizes nothing again.
 - ``"activation"`` and ``"state"`` quantize tensors computed at run time. They
   use the threshold calibrated on the optimization set for the current bit
   width or, before any calibration, ``max|x|`` of the current batch. The
@@ -118,9 +120,14 @@ class FakeQuantizer(nn.Module):
         self._calibrated_affine: dict[tuple[int, torch.device | None], tuple[Tensor, int]] = {}
         # Factors on the calibrated threshold/range per bit width (output-aware search).
         self._threshold_multipliers: dict[int, float] = {}
-        # Caches of the static roles, keyed by the tensor's identity and version.
-        self._threshold_cache: tuple[tuple[Any, ...], Tensor] | None = None
-        self._output_cache: tuple[tuple[Any, ...], Tensor] | None = None
+        # Caches of the static roles: per (bits, inference mode), for one source
+        # tensor identified by its memory, version and the settings (the tensor
+        # is held so that its memory cannot be reused by another one).
+        self._static_source: tuple[Any, ...] | None = None
+        # In a tuple: a Parameter assigned to a module attribute would be registered.
+        self._static_tensor: tuple[Tensor, ...] = ()
+        self._threshold_cache: dict[tuple[int, bool], Tensor] = {}
+        self._output_cache: dict[tuple[int, bool], Tensor] = {}
         # Learned roundings (AdaRound): bits -> quantized weight, with the key of
         # the weight they were learned from.
         self._learned: dict[int, tuple[tuple[Any, ...], Tensor]] = {}
@@ -191,8 +198,12 @@ class FakeQuantizer(nn.Module):
         self._calibrated_ranges.clear()
         self._calibrated_scales.clear()
         self._calibrated_affine.clear()
-        self._threshold_cache = None
-        self._output_cache = None
+        self._forget_static()
+
+    def _forget_static(self) -> None:
+        self._static_source, self._static_tensor = None, ()
+        self._threshold_cache.clear()
+        self._output_cache.clear()
 
     # -- bits ------------------------------------------------------------------------
     @property
@@ -211,8 +222,6 @@ class FakeQuantizer(nn.Module):
                 f"bits of quantizer {self.point_name!r} must be None (float) or an integer "
                 f"from {MIN_BITS} to {MAX_BITS}; got {value!r}"
             )
-        if value != self._bits:
-            self._output_cache = None
         self._bits = value
 
     # -- forward ---------------------------------------------------------------------
@@ -265,18 +274,23 @@ class FakeQuantizer(nn.Module):
         return self._runtime_scale(x, bits), bits
 
     # -- static roles ----------------------------------------------------------------
-    def _cache_key(self, x: Tensor, bits: int) -> tuple[Any, ...] | None:
+    def _cache_key(self, x: Tensor, bits: int) -> tuple[int, bool] | None:
+        """The key of ``x`` at ``bits`` in the static caches (None: not cacheable).
+
+        The caches hold one source tensor's results; a different tensor, a new
+        version of it (an optimizer step, a bias correction) or other settings
+        empty them first.
+        """
         if x.is_inference():
             return None  # inference tensors have no version counter to detect changes
-        return (
-            bits,
-            x.data_ptr(),
-            x._version,
-            x.shape,
-            x.dtype,
-            x.device,
-            torch.is_inference_mode_enabled(),
-        )
+        source = (
+            x.data_ptr(), x._version, x.shape, x.stride(), x.dtype, x.device,
+            self.clipping, self.percentile, self.per_channel, self.channel_axis,
+        )  # fmt: skip
+        if source != self._static_source:
+            self._forget_static()
+            self._static_source, self._static_tensor = source, (x,)
+        return bits, torch.is_inference_mode_enabled()
 
     def static_scale(self, x: Tensor, bits: int) -> Tensor:
         """The scale the weight/fixed quantizer uses for ``x`` at ``bits``: a scalar, or
@@ -294,12 +308,8 @@ class FakeQuantizer(nn.Module):
 
     def _static_scale(self, x: Tensor, bits: int) -> Tensor:
         key = self._cache_key(x, bits)
-        if (
-            key is not None
-            and self._threshold_cache is not None
-            and self._threshold_cache[0] == key
-        ):
-            return self._threshold_cache[1]
+        if key is not None and key in self._threshold_cache:
+            return self._threshold_cache[key]
         axis = self.channel_axis if self.per_channel else None
         with torch.no_grad():
             threshold = estimate_threshold(
@@ -311,7 +321,7 @@ class FakeQuantizer(nn.Module):
                 shape[axis] = x.shape[axis]
                 scale = scale.reshape(shape)
         if key is not None:
-            self._threshold_cache = (key, scale)
+            self._threshold_cache[key] = scale
         return scale
 
     def _quantize_static(self, x: Tensor, bits: int) -> Tensor:
@@ -324,11 +334,11 @@ class FakeQuantizer(nn.Module):
         # Inference (eval or no_grad): the same weights give the same result,
         # so a post-training search does not re-quantize them every batch.
         key = self._cache_key(x, bits)
-        if key is not None and self._output_cache is not None and self._output_cache[0] == key:
-            return self._output_cache[1]
+        if key is not None and key in self._output_cache:
+            return self._output_cache[key]
         output = fake_quantize(x, self._static_scale(x, bits), bits)
         if key is not None:
-            self._output_cache = (key, output)
+            self._output_cache[key] = output
         return output
 
     # -- learned rounding (weights) ------------------------------------------------------

@@ -196,6 +196,79 @@ def _to_device(batch: Sequence[Tensor], device: torch.device) -> tuple[Tensor, T
     return tuple(t.to(device) for t in (batch[0], batch[1], batch[2]))  # type: ignore[return-value]
 
 
+Stage = tuple[tuple[str, ...], Any]
+
+
+class PrefixCache:
+    """Activations after each stage of a model, per batch, reused by
+    candidates that share the bits of the first stages' points.
+
+    A stage's output is a function of the batch, the bits of its and the
+    earlier stages' quantization points, the fixed precision and the model's
+    parameters (their versions are in the key, so an in-place change, e.g.
+    a training step or a bias correction, is a miss). The least recently used
+    activations are dropped beyond ``max_bytes``.
+
+    Args:
+        stages: ``(points, run(x, lengths))`` in order (e.g.
+            :meth:`mohaq.models.acoustic.AcousticModel.stages`).
+        max_bytes: memory the cached activations may take.
+    """
+
+    def __init__(
+        self, stages: Sequence[Stage], parameters: Sequence[Tensor], max_bytes: int
+    ) -> None:
+        self.stages = list(stages)
+        self.parameters = list(parameters)
+        self.max_bytes = max_bytes
+        self._store: dict[tuple[Any, ...], Tensor] = {}
+        self._bytes = 0
+        self.hits = self.misses = 0
+
+    def __call__(
+        self,
+        batch: int,
+        features: Tensor,
+        lengths: Tensor,
+        bits: Mapping[str, int],
+        fixed_bits: Any,
+    ) -> Tensor:
+        """The model's output on one batch (``batch`` identifies it) at ``bits``."""
+        prefix: tuple[Any, ...] = (batch, fixed_bits, tuple(p._version for p in self.parameters))
+        keys = []
+        for points, _ in self.stages[:-1]:
+            prefix = prefix + tuple(bits.get(point) for point in points)
+            keys.append(prefix)
+        start, x = 0, features
+        for index in reversed(range(len(keys))):
+            cached = self._store.pop(keys[index], None)
+            if cached is not None:
+                self._store[keys[index]] = cached  # most recently used last
+                start, x = index + 1, cached
+                break
+        self.hits += start
+        self.misses += len(keys) - start
+        for index in range(start, len(self.stages)):
+            x = self.stages[index][1](x, lengths)
+            if index < len(keys):
+                self._put(keys[index], x)
+        return x
+
+    def _put(self, key: tuple[Any, ...], value: Tensor) -> None:
+        size = value.numel() * value.element_size()
+        if size > self.max_bytes:
+            return
+        while self._store and self._bytes + size > self.max_bytes:
+            old = self._store.pop(next(iter(self._store)))
+            self._bytes -= old.numel() * old.element_size()
+        self._store[key] = value
+        self._bytes += size
+
+    def clear(self) -> None:
+        self._store.clear()
+        self._bytes = 0
+
+
 def rebatch(
     singles: Sequence[Sequence[Tensor]], batch_size: int
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
@@ -236,6 +309,9 @@ class PTQEvaluator:
             candidate on the whole set).
         ptq: the post-training quantization methods
             (:class:`mohaq.quant.ptq.PTQConfig`; default: MOHAQ's recipe).
+        prefix_cache_mb: memory for activations reused by candidates that
+            share the bits of the first layers (models with ``stages()``,
+            e.g. the acoustic system; 0 turns it off).
 
     Raises:
         EvaluatorError: if ``batch_size`` is below 1 or the optimization set is empty.
@@ -255,6 +331,7 @@ class PTQEvaluator:
         fixed_bits: int = 16,
         racing: Racing | None = None,
         ptq: PTQConfig | None = None,
+        prefix_cache_mb: float = 256.0,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise EvaluatorError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -291,6 +368,13 @@ class PTQEvaluator:
         self.scoring_map = self.system.scoring_map.detach().cpu()
         self._metric = PhoneErrorRate(self.scoring_map, IGNORE_INDEX)
         self.racing = racing
+        self.prefix_cache: PrefixCache | None = None
+        stages = getattr(self.system, "stages", None)  # any model; the acoustic one has them
+        if prefix_cache_mb > 0 and callable(stages):
+            self.prefix_cache = PrefixCache(
+                stages(), list(self.system.parameters()), int(prefix_cache_mb * 2**20)
+            )
+        self._assignment = BitAssignment()
         self._chunks: list[list[tuple[Tensor, Tensor, Tensor]]] = []
         if racing is not None:
             # One fixed random order of utterances, cut at the racing shares and
@@ -317,6 +401,16 @@ class PTQEvaluator:
         with torch.no_grad():
             self.ptq.apply(assignment, fixed_bits=self.fixed_bits)
         self.system.eval()
+        self._assignment = assignment
+
+    def _logits(self, batch: tuple[Tensor, Tensor, Tensor], split: str) -> Tensor:
+        features, _, lengths = batch
+        if self.prefix_cache is None or split != OPTIMIZATION:
+            return self.system(features, lengths)
+        # The batch tensors live as long as the evaluator: their identity names them.
+        return self.prefix_cache(
+            id(features), features, lengths, self._assignment.bits, self.fixed_bits
+        )
 
     def error(self, assignment: BitAssignment, split: str = OPTIMIZATION) -> float:
         """PER of ``assignment`` on ``split`` (``"optimization"`` or ``"test"``)."""
@@ -324,9 +418,9 @@ class PTQEvaluator:
         self._apply(assignment)
         self._metric.reset()
         with torch.inference_mode():
-            for features, targets, lengths in self._split_batches(split):
-                logits = self.system(features, lengths)
-                self._metric.update(logits.cpu(), targets.cpu())
+            for batch in self._split_batches(split):
+                logits = self._logits(batch, split)
+                self._metric.update(logits.cpu(), batch[1].cpu())
         return float(self._metric.compute())
 
     def _raced(self, assignment: BitAssignment, stop_above: float) -> EvaluationResult:
@@ -340,9 +434,9 @@ class PTQEvaluator:
         assert self.racing is not None
         counts: list[tuple[int, int]] = []
         for number, chunk in enumerate(self._chunks):
-            for features, targets, lengths in chunk:
-                logits = self.system(features, lengths)
-                counts += utterance_errors(logits, targets, self.scoring_map, IGNORE_INDEX)
+            for batch in chunk:
+                logits = self._logits(batch, OPTIMIZATION)
+                counts += utterance_errors(logits, batch[1], self.scoring_map, IGNORE_INDEX)
             seen = sum(len(b[2]) for c in self._chunks[: number + 1] for b in c)
             estimate, lower = self.racing.lower_bound(counts, self.num_utterances)
             if number < len(self._chunks) - 1 and lower > stop_above:

@@ -149,3 +149,22 @@ def test_error_grows_as_bits_shrink_and_unknown_points_are_refused(cell: str) ->
     assert errors[16] < errors[8] < errors[4] < errors[2]
     with pytest.raises(ValueError, match="unknown quantization point"):
         apply_bit_assignment(model, BitAssignment({f"{cell}0.state": 8}))
+
+
+@pytest.mark.parametrize("cell", ["sru", "gru"])
+def test_stages_chain_to_the_forward_and_own_every_point_once(cell: str) -> None:
+    torch.manual_seed(0)
+    model = AcousticModel(
+        num_features=6, num_classes=5, cell=cell, hidden_size=8, num_layers=3, projection_size=4
+    ).eval()
+    stages = model.stages()
+    assert len(stages) == 4  # three recurrent layers (projections included), the output
+    assert [p for points, _ in stages for p in points] == list(model.workload().names)
+    names = model.workload().names
+    apply_bit_assignment(model, BitAssignment({n: (2, 4, 8)[i % 3] for i, n in enumerate(names)}))
+    x, lengths = torch.randn(2, 7, 6), torch.tensor([7, 5])
+    with torch.inference_mode():
+        chained = x
+        for _, run in stages:
+            chained = run(chained, lengths)
+        assert torch.equal(chained, model(x, lengths))

@@ -108,7 +108,28 @@ def test_packed_product_packs_once_and_follows_the_weight(monkeypatch: pytest.Mo
     trained = torch.randn(7, 5, requires_grad=True)
     product(x, trained).sum().backward()
     assert trained.grad is not None and len(packs) == 3
-    assert copy.deepcopy(product)._packed is None
+    assert copy.deepcopy(product)._packed == {}
+
+
+@pytest.mark.skipif(not packed_linear.ONEDNN_LINEAR, reason="torch without oneDNN")
+def test_packed_product_keeps_several_weights_packed(monkeypatch: pytest.MonkeyPatch) -> None:
+    packs: list[int] = []
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+    monkeypatch.setattr(
+        packed_linear, "_reorder", lambda w, rows: packs.append(rows) or reorder(w, rows)
+    )
+    product = PackedLinear(capacity=2)
+    x = torch.randn(3, 5)
+    a, b, c = (torch.randn(7, 5) for _ in range(3))
+    with torch.inference_mode():
+        for weight in (a, b, a, b, a):  # two bit widths of one weight, alternating
+            assert torch.allclose(product(x, weight), F.linear(x, weight), atol=1e-5)
+        assert len(packs) == 2
+        product(x, c)  # evicts the least recently used (b)
+        product(x, a)
+        assert len(packs) == 3
+        product(x, b)
+    assert len(packs) == 4
 
 
 @pytest.mark.skipif(not packed_linear.ONEDNN_LINEAR, reason="torch without oneDNN")

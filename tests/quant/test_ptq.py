@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from mohaq.models.acoustic import AcousticModel
 from mohaq.models.quant_linear import QuantLinear
-from mohaq.quant.apply import quantizers
+from mohaq.quant.apply import apply_bit_assignment, quantizers
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import QuantPoint, Workload
 from mohaq.quant.ptq import PostTrainingQuantizer, PTQConfig, PTQConfigError
@@ -231,3 +231,65 @@ def test_output_aware_search_keeps_the_best_factor_and_runs_once() -> None:
     assert ptq.describe()["output_aware_multipliers"] == {"output.input": {"2": multiplier}}
     with pytest.raises(PTQConfigError, match="'sru0.weight' is not an activation point"):
         ptq.activation_multiplier("sru0.weight", 2)
+
+
+# -- reuse across candidates ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "config",
+    [
+        PTQConfig(),
+        PTQConfig(per_channel_weights=True, weight_clipping="minmax"),
+        PTQConfig(adaround=True, adaround_iterations=10, adaround_bits=(4,)),
+        PTQConfig(bias_correction=True),
+    ],
+    ids=["mohaq", "per-channel", "adaround", "bias-correction"],
+)
+def test_a_candidate_scored_after_others_equals_one_scored_alone(config: PTQConfig) -> None:
+    """Weights quantized per (point, bits) and reused by later candidates give
+    exactly what a fresh model quantizing everything for that candidate gives;
+    a weight update (a training step) invalidates them."""
+    import copy
+    import random
+
+    float_model = _sru()
+    names = float_model.workload().names
+    rng = random.Random(0)
+    candidates = [BitAssignment({n: rng.choice((2, 4, 8)) for n in names}) for _ in range(4)]
+    candidates += candidates[:2]  # revisited: everything comes from the caches
+    utterance = _utterances(6, seed=1)[0]
+
+    def alone(model: nn.Module, assignment: BitAssignment) -> Tensor:
+        model = copy.deepcopy(model)
+        PostTrainingQuantizer(model, config, _utterances(6), _forward).apply(assignment)
+        with torch.inference_mode():
+            return model(*utterance)
+
+    warm = copy.deepcopy(float_model)
+    ptq = PostTrainingQuantizer(warm, config, _utterances(6), _forward)
+    for assignment in candidates:
+        ptq.apply(assignment)
+        with torch.inference_mode():
+            output = warm(*utterance)
+        assert torch.equal(output, alone(float_model, assignment))
+    # A training step moves the weights: nothing cached for the old ones is used.
+    with torch.inference_mode():
+        before = warm(*utterance)
+    with torch.no_grad():
+        for parameter in warm.parameters():
+            parameter.mul_(0.5)
+    ptq.apply(candidates[0])
+    # The same weights and calibration in new tensors: nothing cached applies.
+    recomputed = copy.deepcopy(float_model)
+    settings = quantizers(warm)
+    for name, quantizer in quantizers(recomputed).items():
+        q = settings[name]
+        quantizer.configure(
+            clipping=q.clipping, percentile=q.percentile, per_channel=q.per_channel,
+            statistic=q.statistic, grid=q.grid,
+        )  # fmt: skip
+    recomputed.load_state_dict(warm.state_dict())
+    apply_bit_assignment(recomputed, candidates[0], fixed_bits=16)
+    with torch.inference_mode():
+        stepped = warm(*utterance)
+        assert torch.equal(stepped, recomputed(*utterance))
+    assert not torch.equal(stepped, before)

@@ -69,6 +69,52 @@ def test_weight_threshold_and_output_are_cached_until_the_weight_changes(
     assert len(calls) == 3
 
 
+def test_weight_cache_keeps_every_bit_width_until_the_weight_or_a_setting_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+    real = quantizer_module.estimate_threshold
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quantizer_module, "estimate_threshold", counting)
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 8)
+    quantizer = FakeQuantizer("w", role="weight")
+    uncached = {}
+    for bits in (2, 4, 8):
+        fresh = FakeQuantizer("w", role="weight")
+        fresh.bits = bits
+        uncached[bits] = fresh(layer.weight.detach().clone())
+    calls.clear()
+    seen = {}
+    with torch.no_grad():
+        for bits in (8, 4, 2, 8, 2, 4):  # a search revisiting (point, bits) pairs
+            quantizer.bits = bits
+            out = quantizer(layer.weight)
+            if bits in seen:
+                assert out is seen[bits]  # nothing quantized again
+            seen[bits] = out
+            assert torch.equal(out, uncached[bits])  # identical to an uncached result
+    assert len(calls) == 3
+    with torch.no_grad():
+        layer.weight.add_(0.5)  # a training step: every bit width is stale
+        quantizer.bits = 8
+        moved = quantizer(layer.weight)
+    assert len(calls) == 4 and moved is not seen[8]
+    expected = fake_quantize(
+        layer.weight, scale_for(mmse_threshold(layer.weight.detach(), 8), 8), 8
+    )
+    torch.testing.assert_close(moved, expected)
+    # A setting that changes the result, even set directly, is part of the key.
+    quantizer.per_channel = True
+    with torch.no_grad():
+        per_row = quantizer(layer.weight)
+    assert len(calls) == 5 and not torch.equal(per_row, moved)
+
+
 def test_weight_gradient_is_straight_through_in_training() -> None:
     weight = nn.Parameter(torch.tensor([0.1, -0.4, 0.7, -0.8]))
     quantizer = FakeQuantizer("w", role="weight", clipping="minmax")

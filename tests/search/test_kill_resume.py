@@ -56,7 +56,7 @@ def run_and_kill(run_dir: Path, algorithm: str, resume: bool, lines: int) -> Non
     process.wait()
 
 
-@pytest.mark.parametrize("algorithm", ["nsga2", "TwoPointsDE-LHS", "haq"])
+@pytest.mark.parametrize("algorithm", ["nsga2", "TwoPointsDE-LHS", "haq", "surrogate"])
 def test_kill_9_twice_then_resume_equals_an_uninterrupted_run(tmp_path, algorithm) -> None:
     options = {"haq": SMALL_HAQ}.get(algorithm, algorithm)
     settings = {"algorithm": options, "seed": 7, "budget": 60, "constraints": {"max_memory_mb": 12}}

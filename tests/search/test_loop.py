@@ -116,7 +116,7 @@ def test_nsga2_improves_hypervolume_over_initial_population(tmp_path) -> None:
 
 
 def test_random_search_comparison_at_equal_budget(tmp_path) -> None:
-    fake_search(tmp_path / "de", budget=40)
+    fake_search(tmp_path / "de", budget=40, algorithm="TwoPointsDE-LHS")
     fake_search(tmp_path / "random", budget=40, algorithm="random")
     comparison = compare_hypervolumes(tmp_path / "de", tmp_path / "random")
     assert comparison["a"]["algorithm"] == "nevergrad"

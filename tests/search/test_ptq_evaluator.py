@@ -138,3 +138,61 @@ def test_racing_stops_a_dominated_candidate_early_and_is_exact_otherwise(trained
     assert raced.evaluate(two).fidelity == 1.0  # no hint: the whole set
     with pytest.raises(Exception, match="racing fractions must be increasing"):
         Racing(fractions=(0.5, 0.25))
+
+
+class StagedSystem(TinySystem):
+    """TinySystem whose forward is also offered as two stages (one per layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage_runs = 0
+
+    def _layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        self.stage_runs += 1
+        layer = self.layers[i]
+        x = nn.functional.linear(self.inputs[i](x), self.weights[i](layer.weight), layer.bias)
+        return torch.relu(x) if i == 0 else x
+
+    def stages(self):
+        return [
+            (("l0.input", "l0.weight"), lambda x, lengths: self._layer(0, x)),
+            (("l1.input", "l1.weight"), lambda x, lengths: self._layer(1, x)),
+        ]
+
+
+def test_candidates_sharing_the_first_layers_bits_reuse_their_activations(trained) -> None:
+    from mohaq.search.evaluators import Racing
+
+    source, data = trained
+    system = StagedSystem()
+    system.load_state_dict(source.state_dict())
+    racing = Racing(fractions=(0.5,), confidence=0.99)
+    cached = PTQEvaluator(system, data, batch_size=4, device="cpu", racing=racing)
+    plain = PTQEvaluator(system, data, batch_size=4, device="cpu", prefix_cache_mb=0)
+    assert plain.prefix_cache is None and cached.prefix_cache is not None
+    batches = len(cached._batches["optimization"])
+    candidates = [
+        {"l0.input": a, "l0.weight": w, "l1.input": b, "l1.weight": v}
+        for a, w in ((8, 4), (2, 2))
+        for b, v in ((8, 8), (4, 2), (2, 4))
+    ]
+    for bits in candidates + candidates[::-1]:
+        assignment = BitAssignment(bits)
+        expected = plain.evaluate(assignment).error
+        system.stage_runs = 0
+        assert cached.evaluate(assignment).error == expected  # exactly the uncached PER
+        # raced (another batching of the set): exact as well
+        assert cached.evaluate(assignment, stop_above=100.0).error == pytest.approx(expected)
+        assert system.stage_runs >= batches  # the last layer always runs
+    # 2 first-layer prefixes x batches computed once; everything else reused.
+    assert cached.prefix_cache.misses == 2 * batches + 2 * len(
+        cached._chunks[0] + cached._chunks[1]
+    )
+    assert cached.prefix_cache.hits > cached.prefix_cache.misses
+    # A weight update (a training step) is a miss, and the result follows the new weight.
+    assignment = BitAssignment(candidates[0])
+    with torch.no_grad():
+        system.layers[0].weight.mul_(0.5)
+    misses = cached.prefix_cache.misses
+    assert cached.evaluate(assignment).error == plain.evaluate(assignment).error
+    assert cached.prefix_cache.misses == misses + batches

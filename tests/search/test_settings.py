@@ -16,6 +16,7 @@ def test_defaults_and_name_resolution() -> None:
     assert settings.algorithm == NSGA2() and settings.algorithm_name == "nsga2"
     assert isinstance(settings.executor, ProcessPool)  # auto: processes for 2 workers
     assert isinstance(SearchSettings().executor, InProcess)
+    assert SearchSettings().algorithm_name == "surrogate"  # the quickstart benchmark's winner
     assert isinstance(SearchSettings(executor="submitit").executor, Submitit)
 
 

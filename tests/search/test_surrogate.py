@@ -11,6 +11,7 @@ from mohaq.search import AnalyticEvaluator, EvaluationResult
 from mohaq.search.pareto import hypervolume
 from mohaq.search.problem import SearchProblem
 from mohaq.search.proposers import ProposerContext, build_proposer
+from mohaq.search.proposers.registry import AlgorithmError
 from mohaq.search.proposers.surrogate import Surrogate, expected_hvi
 
 
@@ -114,3 +115,94 @@ def test_the_surrogate_learns_the_interactions_the_additive_view_misses() -> Non
     additive = error(top) + table[np.arange(8), test].sum(axis=1)
     assert np.mean(np.abs(mean - truth)) < 0.7 * np.mean(np.abs(additive - truth))
     assert np.corrcoef(mean, truth)[0, 1] > 0.98
+
+
+def _driven(options: Surrogate, steps: int, seed: int = 0):
+    """A surrogate proposer told ``steps`` of its own proposals on Compounding."""
+    problem = SearchProblem(
+        workload=fake_workload(), cost_model=FakeCostModel(), objectives=["error", "speedup"]
+    )
+    context = ProposerContext(problem=problem, budget=steps + 20, workers=1, seed=seed)
+    proposer = build_proposer(options, context)
+    evaluator = Compounding()
+
+    def tell(genes) -> None:
+        error = evaluator.evaluate(problem.assignment(tuple(genes))).error
+        proposer.tell(genes, problem.outcome(genes, error))
+
+    tell((3,) * 8)
+    for _ in range(steps):
+        (genes,) = proposer.ask(1)
+        tell(genes)
+    return proposer, tell
+
+
+def test_the_process_is_fitted_on_at_most_max_points_anchors_and_best_ranks_first() -> None:
+    from mohaq.search.pareto import non_dominated_sort
+
+    proposer, _ = _driven(Surrogate(pool=100, max_points=30), steps=50)
+    assert len(proposer.observed) == 51
+    training = proposer._training_set()
+    assert len(training) == 30
+    kept = {o.genes for o in training}
+    uniform = {g for g in proposer.observed if len(set(g)) == 1}
+    anchors = proposer.probe_set | uniform
+    assert (3,) * 8 in uniform and anchors <= kept  # the probes, the all-highest, baselines
+    rest = [o for o in proposer.observed.values() if o.genes not in anchors]
+    ranks = non_dominated_sort([o.losses for o in rest])
+    # The places left: whole ranks, best first; no kept point ranks below a dropped one.
+    rank_of = {rest[i].genes: r for r, members in enumerate(ranks) for i in members}
+    kept_ranks = [rank_of[g] for g in kept - anchors]
+    dropped_ranks = [rank_of[o.genes] for o in rest if o.genes not in kept]
+    assert len(kept_ranks) == 30 - len(anchors) > 0
+    assert max(kept_ranks) <= min(dropped_ranks)
+    assert 0 in kept_ranks
+    # Under the cap, everything is used.
+    small, _ = _driven(Surrogate(pool=100), steps=20)
+    assert len(small._training_set()) == len(small.observed)
+    with pytest.raises(AlgorithmError, match="max_points must be >= 20, got 5"):
+        Surrogate(max_points=5)
+    with pytest.raises(AlgorithmError, match="refit_growth must be >= 0, got -0.1"):
+        Surrogate(refit_growth=-0.1)
+
+
+def test_hyperparameters_are_optimized_again_only_after_the_data_grew() -> None:
+    proposer, tell = _driven(Surrogate(pool=100, refit_growth=0.2), steps=25)
+    proposer._fit()
+    size, kernel = proposer._kernel_size, proposer._kernel
+    assert size == len(proposer.observed)
+    assert proposer._model[0].optimizer is not None
+    grown = []
+    while True:
+        (genes,) = proposer.ask(1)
+        tell(genes)
+        if len(proposer.observed) >= 1.2 * size:
+            break
+        proposer._fit()
+        assert proposer._model_size == len(proposer.observed)
+        grown.append(proposer._model[0].optimizer is None)
+    # Refitted on every new measurement with the stored kernel, no optimizer ...
+    assert grown and all(grown)
+    assert proposer._kernel is kernel and proposer._model[0].kernel_ == kernel
+    # ... until the data grew by a fifth: optimized again, and stored.
+    proposer._fit()
+    assert proposer._model[0].optimizer is not None
+    assert proposer._kernel_size == len(proposer.observed) >= 1.2 * size
+
+
+def test_a_resumed_surrogate_proposes_what_the_uninterrupted_one_does() -> None:
+    import pickle
+
+    options = Surrogate(pool=150, max_points=25, refit_growth=0.3)
+    first, tell_first = _driven(options, steps=32, seed=3)
+    # Saved between two hyperparameter optimizations: the stored kernel matters.
+    assert first._kernel_size < len(first.observed)
+    state = pickle.loads(pickle.dumps(first.state_dict()))
+    second, tell_second = _driven(options, steps=0, seed=3)
+    second.load_state_dict(state)
+    for _ in range(8):
+        (a,) = first.ask(1)
+        (b,) = second.ask(1)
+        assert a == b
+        tell_first(a)
+        tell_second(b)

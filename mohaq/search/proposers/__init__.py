@@ -1,8 +1,10 @@
 """Search algorithms behind one ask/tell protocol, registered by name.
 
-Built-ins: ``nevergrad`` (any nevergrad optimizer; ``TwoPointsDE-LHS`` by
-default), ``nsga2`` (pymoo, MOHAQ's setting), ``random`` (uniform over the
-feasible space), ``haq`` (HAQ's DDPG agent under a hardware budget).
+Built-ins: ``surrogate`` (sensitivity probes, a Gaussian process, expected
+hypervolume improvement; the search's default), ``nevergrad`` (any nevergrad
+optimizer; ``TwoPointsDE-LHS`` by default), ``nsga2`` (pymoo, MOHAQ's
+setting), ``random`` (uniform over the feasible space), ``haq`` (HAQ's DDPG
+agent under a hardware budget).
 """
 
 from mohaq.search.proposers.base import (

@@ -70,12 +70,21 @@ class Surrogate(AlgorithmOptions):
         random_candidates: share of the pool drawn at random (the rest:
             neighbours of the front and descent paths).
         restarts: restarts of the process's hyperparameter optimizer.
+        max_points: most measurements the process is fitted on (its cost grows
+            with their cube): the all-highest assignment, the probes and the
+            uniform baselines, then the best non-dominated ranks.
+        refit_growth: the kernel's hyperparameters are optimized again only
+            once the measurements grew by this share since the last
+            optimization; in between the process is refitted on the new data
+            with the stored kernel (a linear solve, no optimizer).
     """
 
     probe_choices: int = 2
     pool: int = 1500
     random_candidates: float = 0.3
     restarts: int = 2
+    max_points: int = 300
+    refit_growth: float = 0.2
 
     def __post_init__(self) -> None:
         if isinstance(self.probe_choices, bool) or self.probe_choices < 0:
@@ -90,6 +99,10 @@ class Surrogate(AlgorithmOptions):
             )
         if self.restarts < 0:
             raise AlgorithmError(f"Surrogate restarts must be >= 0, got {self.restarts!r}")
+        if isinstance(self.max_points, bool) or self.max_points < 20:
+            raise AlgorithmError(f"Surrogate max_points must be >= 20, got {self.max_points!r}")
+        if self.refit_growth < 0.0:
+            raise AlgorithmError(f"Surrogate refit_growth must be >= 0, got {self.refit_growth!r}")
 
 
 def _normal_integral(t: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -206,6 +219,11 @@ class SurrogateProposer(Proposer):
         self.paths: list[Genes] | None = None
         self._model: Any = None
         self._model_size = -1
+        # The kernel with optimized hyperparameters and how many measurements
+        # it was optimized on: state, so a resumed search refits identically.
+        self._kernel: Any = None
+        self._kernel_size = 0
+        self._kernel_onehot = False
 
     # -- probes --------------------------------------------------------------------------
     def _probe_plan(self) -> list[Genes]:
@@ -267,6 +285,29 @@ class SurrogateProposer(Proposer):
         additive = sensitivity.sum(axis=1)
         return np.column_stack([sensitivity, additive]), additive
 
+    def _training_set(self) -> list[Outcome]:
+        """At most ``max_points`` measurements: the all-highest assignment, the
+        probes and the uniform baselines (the additive model's anchors), then
+        whole non-dominated ranks, best first (the last one cut by error)."""
+        from mohaq.search.pareto import non_dominated_sort
+
+        limit = self.options.max_points  # type: ignore[attr-defined]
+        outcomes = list(self.observed.values())
+        if len(outcomes) <= limit:
+            return outcomes
+        anchors = [
+            i for i, o in enumerate(outcomes) if o.genes in self.probe_set or len(set(o.genes)) == 1
+        ][:limit]
+        chosen = set(anchors)
+        rest = [i for i in range(len(outcomes)) if i not in chosen]
+        for rank in non_dominated_sort([outcomes[i].losses for i in rest]):
+            room = limit - len(chosen)
+            if room <= 0:
+                break
+            members = sorted((rest[k] for k in rank), key=lambda i: (self._error(outcomes[i]), i))
+            chosen.update(members[:room])
+        return [outcomes[i] for i in sorted(chosen)]
+
     def _fit(self) -> None:
         if self._model_size == len(self.observed):
             return
@@ -274,9 +315,10 @@ class SurrogateProposer(Proposer):
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
+        options: Surrogate = self.options  # type: ignore[assignment]
         table = self._sensitivities()
-        genes = np.asarray(list(self.observed), dtype=int)
-        outcomes = list(self.observed.values())
+        outcomes = self._training_set()
+        genes = np.asarray([o.genes for o in outcomes], dtype=int)
         errors = np.asarray([self._error(o) for o in outcomes])
         features, additive = self._features(genes, table)
         base = 0.0
@@ -287,20 +329,32 @@ class SurrogateProposer(Proposer):
             [(FULL_FIDELITY_NOISE / max(o.fidelity, 0.05) ** 0.5) ** 2 for o in outcomes]
         )
         target = errors - base - additive
-        kernel = ConstantKernel(1.0, (1e-4, 1e3)) * RBF(1.0, (1e-2, 1e3)) + WhiteKernel(
-            1e-4, (1e-8, 1e-1)
-        )
-        model = GaussianProcessRegressor(
-            kernel,
-            alpha=noise,
-            normalize_y=True,
-            n_restarts_optimizer=self.options.restarts,  # type: ignore[attr-defined]
-            # Seeded by what it learns from, so a resumed search refits identically.
-            random_state=(self.context.seed * 1_000_003 + len(self.observed)) % 2**31,
-        )
+        grown = len(self.observed) >= (1.0 + options.refit_growth) * self._kernel_size
+        # The features change meaning when the probes complete (one-hot genes
+        # before, sensitivities after): a kernel learned on the other kind is stale.
+        stale = self._kernel is not None and self._kernel_onehot != (table is None)
+        if self._kernel is None or grown or stale:
+            kernel = ConstantKernel(1.0, (1e-4, 1e3)) * RBF(1.0, (1e-2, 1e3)) + WhiteKernel(
+                1e-4, (1e-8, 1e-1)
+            )
+            model = GaussianProcessRegressor(
+                kernel,
+                alpha=noise,
+                normalize_y=True,
+                n_restarts_optimizer=options.restarts,
+                # Seeded by what it learns from, so a resumed search refits identically.
+                random_state=(self.context.seed * 1_000_003 + len(self.observed)) % 2**31,
+            )
+        else:
+            model = GaussianProcessRegressor(
+                self._kernel, alpha=noise, normalize_y=True, optimizer=None
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(features / scale, target)
+        if model.optimizer is not None:
+            self._kernel, self._kernel_size = model.kernel_, len(self.observed)
+            self._kernel_onehot = table is None
         self._model = (model, table, scale, base)
         self._model_size = len(self.observed)
 
@@ -464,6 +518,9 @@ class SurrogateProposer(Proposer):
             "pending": sorted(self.pending),
             "probes": list(self.probes),
             "paths": self.paths,
+            "kernel": self._kernel,
+            "kernel_size": self._kernel_size,
+            "kernel_onehot": self._kernel_onehot,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -476,3 +533,6 @@ class SurrogateProposer(Proposer):
         ]
         self.paths = state["paths"]
         self._model, self._model_size = None, -1
+        self._kernel = state.get("kernel")
+        self._kernel_size = state.get("kernel_size", 0)
+        self._kernel_onehot = state.get("kernel_onehot", False)
