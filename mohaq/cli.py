@@ -12,6 +12,14 @@ and ``mohaq test`` log to TensorBoard under their own name beside the fit's
 (``runs/quickstart/test``); a search logs into its run directory
 (``<run_dir>/tensorboard``).
 
+The model and the data are any LightningModule and LightningDataModule by
+``class_path`` (jsonargparse subclass mode); a config without one describes
+the toolkit's AcousticSystem and TIMITDataModule, as every shipped config
+does. ``search`` and ``cost`` convert a model that is not an AcousticSystem
+(:func:`mohaq.convert.make_quantizable`) and ``search`` scores it with the
+torchmetrics metric of :class:`~mohaq.search.model_search.MetricSettings`;
+``beacons`` and ``export`` take an AcousticSystem only (a typed error otherwise).
+
 Custom subcommands are methods of a Trainer subclass: LightningCLI builds each
 subcommand's arguments from the method's signature and takes the help text
 from its docstring's first line. ``search`` and ``beacons`` take their
