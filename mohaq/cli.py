@@ -164,7 +164,7 @@ class MohaqTrainer(pl.Trainer):
         platforms: list[str] | None = None,
         uniform_bits: int | None = 8,
         bits: dict[str, int] | None = None,
-        granularity: Literal["layer", "operator"] = "layer",
+        granularity: Literal["layer", "operator"] | None = None,
     ) -> str:
         """Print a model's hardware cost (no data or training).
 
@@ -175,18 +175,26 @@ class MohaqTrainer(pl.Trainer):
             platforms: cost model names or platform YAML files (default: all shipped platforms).
             uniform_bits: every point at this precision (ignored when ``bits`` is given).
             bits: point name -> bits, for a mixed assignment.
-            granularity: points of a converted model's GRU/LSTM layers: layer or
-                operator (an AcousticSystem has its own ``model.granularity``).
+            granularity: points of a converted model's GRU/LSTM layers: layer
+                (the default) or operator; an AcousticSystem has ``--model.granularity``.
         """
         from mohaq.convert.model_api import workload_of
         from mohaq.hardware.report import cost_table, default_platforms
 
         if bits is not None:
             uniform_bits = None
-        if not isinstance(model, AcousticSystem):
+        if isinstance(model, AcousticSystem):
+            if granularity is not None:
+                from mohaq.convert import ConversionError
+
+                raise ConversionError(
+                    "--granularity applies to a model that mohaq converts; an AcousticSystem "
+                    "sets its own (--model.granularity layer|operator)"
+                )
+        else:
             from mohaq.convert import make_quantizable
 
-            model = make_quantizable(model, granularity=granularity)
+            model = make_quantizable(model, granularity=granularity or "layer")
         workload = workload_of(model)
         assignment = _requested_assignment(workload, bits, uniform_bits)
         table = cost_table(workload, assignment, platforms or default_platforms())

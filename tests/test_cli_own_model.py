@@ -128,6 +128,8 @@ def test_cost_converts_a_users_model(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert mohaq(args) == 0
     out = capsys.readouterr().out
     assert "rnn.w_ih" in out and "out.weight" in out and "== size ==" in out
+    assert mohaq(["cost", "--platforms", "[size]", "--granularity", "operator"]) == 2
+    assert "--model.granularity" in capsys.readouterr().err  # the acoustic model has its own
 
 
 def test_search_takes_a_users_model_by_class_path(
@@ -156,10 +158,16 @@ def test_search_takes_a_users_model_by_class_path(
     assert 0.0 <= float_error < 0.5  # 1 - accuracy of a model that learned the channel
     capsys.readouterr()
 
-    # A resume with another metric is refused (exit status 6: search settings).
+    # A resume with another metric is refused (exit status 7: run directory), and
+    # a fresh run into the directory leaves its records as they are.
     other = [*search, "--resume", "true", "--metric_args", "{average: macro}"]
-    assert mohaq(other) == 6
-    assert "metric settings" in capsys.readouterr().err
+    assert mohaq(other) == 7
+    assert "metric settings (metric_args: {'average': 'micro'} ->" in capsys.readouterr().err
+    assert mohaq([*search, "--metric_args", "{average: macro}"]) == 7
+    assert "already holds evaluations" in capsys.readouterr().err
+    assert json.loads((run_dir / "metric_settings.json").read_text()) == stored
+    assert mohaq([*search, "--resume", "true", "--budget", "7"]) == 0  # the same metric: resumes
+    assert len((run_dir / "evaluations.jsonl").read_text().splitlines()) == 7
 
 
 def test_a_users_model_without_a_metric_or_in_beacons_is_a_typed_error(

@@ -6,7 +6,8 @@ from :class:`MetricSettings`), its workload is read from the converted layers
 (:func:`mohaq.convert.model_api.workload_of`), and candidates are scored by
 :class:`~mohaq.search.metric_evaluator.MetricEvaluator` with the torchmetrics
 metric the settings name. The metric settings are written to the run
-directory (``metric_settings.json``); a resume must give the same ones.
+directory (``metric_settings.json``); a resume must give the same ones
+(:class:`~mohaq.search.records.ResumeError` otherwise).
 """
 
 from __future__ import annotations
@@ -101,17 +102,36 @@ def metric_arguments(settings: MetricSettings, datamodule: Any) -> dict[str, Any
 
 
 def _check_stored(run_dir: Path, settings: MetricSettings, resume: bool) -> None:
-    """Writes ``metric_settings.json``; on resume, refuses other metric settings."""
+    """Writes ``metric_settings.json``; on resume, refuses other metric settings
+    (as :func:`~mohaq.search.records.store_run` refuses other search settings).
+
+    Raises:
+        ResumeError: a fresh run into a directory with evaluations (nothing is
+            written then), or a resume with other metric settings.
+    """
+    from mohaq.search.records import EVALUATIONS, ResumeError, storage_error, write_json_atomic
+
     path = run_dir / METRIC_SETTINGS
+    log = run_dir / EVALUATIONS
+    if not resume and log.exists() and log.stat().st_size > 0:
+        raise ResumeError(
+            f"{run_dir} already holds evaluations; resume that run (--resume true) "
+            "or choose another run directory"
+        )
     if resume and path.exists():
         stored = json.loads(path.read_text())
         if stored != settings.to_dict():
-            raise SearchConfigError(
-                f"the search in {run_dir} scored {stored}; resume it with the same metric "
-                f"settings (given {settings.to_dict()})"
+            changes = "; ".join(
+                f"{key}: {stored.get(key)!r} -> {value!r}"
+                for key, value in settings.to_dict().items()
+                if stored.get(key) != value
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
+            raise ResumeError(f"cannot resume {run_dir} with other metric settings ({changes})")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, settings.to_dict())
+    except OSError as error:
+        raise storage_error("write", path, error, "the run directory must be writable") from error
 
 
 @dataclass(frozen=True)
@@ -151,8 +171,8 @@ def search_converted_model(
         resume, callbacks, truncate_damaged: see :func:`mohaq.search.run.run_search`.
 
     Raises:
-        SearchConfigError: no metric, racing asked for, or other metric settings
-            than the run being resumed.
+        SearchConfigError: no metric, or racing asked for.
+        ResumeError: other metric settings than the run being resumed.
         EvaluatorError, ConversionError: a metric or a model that does not work.
     """
     from mohaq.convert import make_quantizable
