@@ -123,6 +123,15 @@ def test_a_chosen_class_starts_from_its_own_defaults_and_configs_without_class_p
     assert default.data.class_path.endswith(".TIMITDataModule")
 
 
+def test_print_config_shows_the_chosen_class_with_its_own_defaults(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    with pytest.raises(SystemExit):
+        build_cli(["cost", *CLASSES, "--print_config"])
+    out = capsys.readouterr().out
+    assert f"class_path: {MODEL}" in out and "hidden_size: 8" in out and "550" not in out
+
+
 def test_cost_converts_a_users_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = ["cost", *CLASSES, "--platforms", "[size]", "--granularity", "operator"]
     assert mohaq(args) == 0
