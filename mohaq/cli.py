@@ -12,6 +12,14 @@ and ``mohaq test`` log to TensorBoard under their own name beside the fit's
 (``runs/quickstart/test``); a search logs into its run directory
 (``<run_dir>/tensorboard``).
 
+The model and the data are any LightningModule and LightningDataModule by
+``class_path`` (jsonargparse subclass mode); a config without one describes
+the toolkit's AcousticSystem and TIMITDataModule, as every shipped config
+does. ``search`` and ``cost`` convert a model that is not an AcousticSystem
+(:func:`mohaq.convert.make_quantizable`) and ``search`` scores it with the
+torchmetrics metric of :class:`~mohaq.search.model_search.MetricSettings`;
+``beacons`` and ``export`` take an AcousticSystem only (a typed error otherwise).
+
 Custom subcommands are methods of a Trainer subclass: LightningCLI builds each
 subcommand's arguments from the method's signature and takes the help text
 from its docstring's first line. ``search`` and ``beacons`` take their
@@ -29,27 +37,39 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
+from jsonargparse import Namespace
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from mohaq.beacons import BeaconConfigError, BeaconSettings, beacon_search_settings
 from mohaq.callbacks.divergence import DivergenceDetector
 from mohaq.checkpoints import require_checkpoint_file
 from mohaq.cli_errors import run_command
-from mohaq.cli_help import MohaqArgumentParser, main_parser_kwargs, subcommand_parser_kwargs
+from mohaq.cli_help import (
+    DEFAULT_CLASSES,
+    LINKED_DATA_PROPERTIES,
+    MohaqArgumentParser,
+    main_parser_kwargs,
+    subcommand_parser_kwargs,
+)
 from mohaq.console import show_progress_lines
-from mohaq.datamodules.timit import TIMITDataModule
 from mohaq.quant.assignment import BitAssignment, BitAssignmentError
+from mohaq.quant.points import Workload
 from mohaq.search.lock import ensure_free
-from mohaq.search.settings import SearchSettings, split_settings, takes_settings
+from mohaq.search.model_search import MetricSettings
+from mohaq.search.settings import (
+    SearchConfigError,
+    SearchSettings,
+    split_settings,
+    takes_settings,
+)
 from mohaq.system import AcousticSystem
 
 
 def _requested_assignment(
-    system: AcousticSystem, bits: dict[str, int] | None, uniform_bits: int | None
+    workload: Workload, bits: dict[str, int] | None, uniform_bits: int | None
 ) -> BitAssignment:
     if bits is not None and uniform_bits is not None:
         raise BitAssignmentError("give either --bits or --uniform_bits, not both")
-    workload = system.workload()
     if uniform_bits is not None:
         assignment = BitAssignment.uniform(workload.names, uniform_bits)
     else:
@@ -58,7 +78,9 @@ def _requested_assignment(
     return assignment
 
 
-def _load_for_search(model: AcousticSystem, datamodule: TIMITDataModule, checkpoint: str) -> None:
+def _load_for_search(
+    model: pl.LightningModule, datamodule: pl.LightningDataModule, checkpoint: str
+) -> None:
     """Float weights from ``checkpoint`` (clear error on a mismatch) and the data, before long work."""
     from mohaq.checkpoints import load_model_weights
 
@@ -67,6 +89,15 @@ def _load_for_search(model: AcousticSystem, datamodule: TIMITDataModule, checkpo
     datamodule.prepare_data()
     datamodule.setup("fit")
     datamodule.setup("test")
+
+
+def _require_acoustic_system(model: pl.LightningModule, command: str, error: type) -> None:
+    """``command`` works on the toolkit's AcousticSystem only (for now): a typed error otherwise."""
+    if not isinstance(model, AcousticSystem):
+        raise error(
+            f"mohaq {command} works on an AcousticSystem; {type(model).__name__} is not one "
+            "(mohaq search and mohaq cost take any LightningModule)"
+        )
 
 
 # Lightning's checkpoint shortcuts for ckpt_path (not files).
@@ -128,35 +159,53 @@ class MohaqTrainer(pl.Trainer):
 
     def cost(
         self,
-        model: AcousticSystem,
+        model: pl.LightningModule,
         datamodule: pl.LightningDataModule | None = None,
         platforms: list[str] | None = None,
         uniform_bits: int | None = 8,
         bits: dict[str, int] | None = None,
+        granularity: Literal["layer", "operator"] | None = None,
     ) -> str:
         """Print a model's hardware cost (no data or training).
 
         Args:
-            model: the model whose quantization points are costed.
+            model: the model whose quantization points are costed (an AcousticSystem,
+                or any LightningModule, converted by mohaq.convert.make_quantizable).
             datamodule: unused; present so the data properties link into the model.
             platforms: cost model names or platform YAML files (default: all shipped platforms).
             uniform_bits: every point at this precision (ignored when ``bits`` is given).
             bits: point name -> bits, for a mixed assignment.
+            granularity: points of a converted model's GRU/LSTM layers: layer
+                (the default) or operator; an AcousticSystem has ``--model.granularity``.
         """
+        from mohaq.convert.model_api import workload_of
         from mohaq.hardware.report import cost_table, default_platforms
 
         if bits is not None:
             uniform_bits = None
-        assignment = _requested_assignment(model, bits, uniform_bits)
-        table = cost_table(model.workload(), assignment, platforms or default_platforms())
+        if isinstance(model, AcousticSystem):
+            if granularity is not None:
+                from mohaq.convert import ConversionError
+
+                raise ConversionError(
+                    "--granularity applies to a model that mohaq converts; an AcousticSystem "
+                    "sets its own (--model.granularity layer|operator)"
+                )
+        else:
+            from mohaq.convert import make_quantizable
+
+            model = make_quantizable(model, granularity=granularity or "layer")
+        workload = workload_of(model)
+        assignment = _requested_assignment(workload, bits, uniform_bits)
+        table = cost_table(workload, assignment, platforms or default_platforms())
         print(table)
         return table
 
-    @takes_settings(SearchSettings)
+    @takes_settings(SearchSettings, MetricSettings)
     def search(
         self,
-        model: AcousticSystem,
-        datamodule: TIMITDataModule,
+        model: pl.LightningModule,
+        datamodule: pl.LightningDataModule,
         checkpoint: str,
         resume: bool = False,
         truncate_damaged: bool = False,
@@ -167,6 +216,10 @@ class MohaqTrainer(pl.Trainer):
         The inference-only stage of MOHAQ: post-training quantization of the
         float checkpoint, scored on the optimization set, priced by the platform.
 
+        Any LightningModule: an AcousticSystem scores phone error rate; another
+        model (``--model.class_path``) is converted (``granularity``) and scored
+        by the torchmetrics ``metric`` on the DataModule's optimization split.
+
         Args:
             model: the model config; the float weights come from ``checkpoint``.
             datamodule: the data (optimization set for the search, test set for the front).
@@ -176,28 +229,40 @@ class MohaqTrainer(pl.Trainer):
                 aside and evaluate it again (otherwise a damaged log stops the run).
         """
         from mohaq.search import search_model
+        from mohaq.search.model_search import search_converted_model
         from mohaq.search.run import default_callbacks
 
-        search_settings = SearchSettings(**settings)
+        search_settings = SearchSettings(**split_settings(settings, SearchSettings))
+        metric_settings = MetricSettings(**split_settings(settings, MetricSettings))
+        acoustic = isinstance(model, AcousticSystem)
+        if acoustic and metric_settings.given():
+            raise SearchConfigError(
+                "an AcousticSystem search scores phone error rate with its own granularity; "
+                "metric, metric_args, metric_higher_is_better, granularity and "
+                "validation_subset apply to other models"
+            )
         ensure_free(search_settings.run_dir)  # before the long loading
         _load_for_search(model, datamodule, checkpoint)
-        result = search_model(
-            search_settings,
-            system=model,
-            datamodule=datamodule,
-            checkpoint=checkpoint,
-            resume=resume,
-            callbacks=default_callbacks(),  # TensorBoard in <run_dir>/tensorboard
-            truncate_damaged=truncate_damaged,
-        )
+        common = {
+            "checkpoint": checkpoint,
+            "resume": resume,
+            "callbacks": default_callbacks(),  # TensorBoard in <run_dir>/tensorboard
+            "truncate_damaged": truncate_damaged,
+        }
+        if acoustic:
+            result = search_model(search_settings, system=model, datamodule=datamodule, **common)
+        else:
+            result = search_converted_model(
+                search_settings, metric_settings, module=model, datamodule=datamodule, **common
+            )
         print(f"search report: {Path(search_settings.run_dir).resolve() / 'summary.md'}")
         return result
 
     @takes_settings(SearchSettings, BeaconSettings, optional=(True, False))
     def beacons(
         self,
-        model: AcousticSystem,
-        datamodule: TIMITDataModule,
+        model: pl.LightningModule,
+        datamodule: pl.LightningDataModule,
         checkpoint: str | None = None,
         resume: bool = False,
         truncate_damaged: bool = False,
@@ -224,6 +289,7 @@ class MohaqTrainer(pl.Trainer):
         """
         from mohaq.beacons import run_beacon_stage
 
+        _require_acoustic_system(model, "beacons", BeaconConfigError)
         overrides = split_settings(settings, SearchSettings)
         beacon_settings = BeaconSettings(**split_settings(settings, BeaconSettings))
         run_dir = overrides.pop("run_dir", None) or SearchSettings.run_dir
@@ -261,8 +327,8 @@ class MohaqTrainer(pl.Trainer):
     # -- integer export and scoring what ships ------------------------------------------
     def export(
         self,
-        model: AcousticSystem,
-        datamodule: TIMITDataModule,
+        model: pl.LightningModule,
+        datamodule: pl.LightningDataModule,
         checkpoint: str,
         out_dir: str = "exports/model",
         bits: dict[str, int] | None = None,
@@ -294,7 +360,9 @@ class MohaqTrainer(pl.Trainer):
                 quantizer) or "gemmlowp" (high multiply then shift, two roundings).
         """
         from mohaq.export.command import run_export
+        from mohaq.export.program import ExportError
 
+        _require_acoustic_system(model, "export", ExportError)
         return run_export(
             model, datamodule, checkpoint=checkpoint, out_dir=out_dir, bits=bits,
             uniform_bits=uniform_bits, run_dir=run_dir, index=index, fixed_bits=fixed_bits,
@@ -342,8 +410,39 @@ class MohaqTrainer(pl.Trainer):
         return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
 
+#: ``--print_config`` values given as a separate token.
+_PRINT_CONFIG_FLAGS = {"skip_default", "skip_null", "comments"}
+
+
+def _without_print_config(args: list[str]) -> list[str]:
+    kept: list[str] = []
+    skip_value = False
+    for token in args:
+        if skip_value and token.split(",")[0] in _PRINT_CONFIG_FLAGS:
+            skip_value = False
+            continue
+        skip_value = token == "--print_config"
+        if not (skip_value or token.startswith("--print_config=")):
+            kept.append(token)
+    return kept
+
+
+def _same_class(path: str, other: str) -> bool:
+    """Whether two import paths name one class (jsonargparse shortens paths:
+    ``mohaq.datamodules.TIMITDataModule``)."""
+    from mohaq.search.evaluators import import_object
+
+    return path == other or import_object(path) is import_object(other)
+
+
 class MohaqCLI(LightningCLI):
-    """LightningCLI wired for the toolkit: data properties linked into the model."""
+    """LightningCLI wired for the toolkit: data properties linked into the model.
+
+    The model and the data are any LightningModule and LightningDataModule by
+    ``class_path`` (``--model.class_path mohaq.tasks.keyword_spotting.KeywordSpotter``
+    or ``model: {class_path: ..., init_args: ...}``); a config without one
+    describes an AcousticSystem and a TIMITDataModule (:data:`DEFAULT_CLASSES`).
+    """
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -356,13 +455,35 @@ class MohaqCLI(LightningCLI):
         return commands
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.set_defaults({key: {"class_path": path} for key, path in DEFAULT_CLASSES.items()})
         # The data decides these; linking them keeps a config from contradicting it.
-        parser.link_arguments("data.num_features", "model.num_features", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.scoring_map", "model.scoring_map", apply_on="instantiate")
+        for name in LINKED_DATA_PROPERTIES:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         # Always on (``--divergence.max_loss_ratio`` tunes it): a diverging fit
         # stops with TrainingDivergedError before any checkpoint of it is saved.
         parser.add_lightning_class_args(DivergenceDetector, "divergence")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parses twice when the model or the data is not the default class:
+        jsonargparse keeps the default class's defaults that the chosen class
+        also takes (an AcousticSystem's ``hidden_size`` in a user's model), so
+        the second parse starts from the chosen classes' own defaults."""
+        if isinstance(args, dict | Namespace):
+            return super().parse_arguments(parser, args)
+        argv = list(sys.argv[1:] if args is None else args)
+        first = parser.parse_args(_without_print_config(argv))
+        subcommand = first.get("subcommand")
+        chosen = {
+            key: first[subcommand][key].get("class_path")
+            for key in DEFAULT_CLASSES
+            if subcommand and hasattr(first[subcommand].get(key), "get")
+        }
+        changed = {k: v for k, v in chosen.items() if v and not _same_class(v, DEFAULT_CLASSES[k])}
+        if changed:
+            self._subcommand_parsers[subcommand].set_defaults(
+                {key: {"class_path": path} for key, path in changed.items()}
+            )
+        return super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -421,8 +542,10 @@ def build_cli(
         turns them into exit statuses.
     """
     return cli_class(
-        AcousticSystem,
-        TIMITDataModule,
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
         trainer_class=MohaqTrainer,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},

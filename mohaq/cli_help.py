@@ -29,9 +29,23 @@ DESCRIPTION = (
 LIGHTNING_GROUPS: tuple[str, ...] = ("trainer", "divergence", "optimizer", "lr_scheduler")
 #: Groups of the model and the data, shown right after the command's own options.
 MODEL_GROUPS: tuple[str, ...] = ("model", "data")
+#: The model and data a config without ``class_path`` describes (``mohaq`` takes
+#: any LightningModule and LightningDataModule by ``class_path``).
+DEFAULT_CLASSES: dict[str, str] = {
+    "model": "mohaq.system.AcousticSystem",
+    "data": "mohaq.datamodules.timit.TIMITDataModule",
+}
+#: Data properties the CLI links into the model's arguments of the same name.
+LINKED_DATA_PROPERTIES: tuple[str, ...] = ("num_features", "num_classes", "scoring_map")
 _TITLES = {
-    "model": "model (--model.*): the acoustic model, rebuilt from a config",
-    "data": "data (--data.*): the TIMIT DataModule (corpus, features, splits)",
+    "model": (
+        "model (--model.*): any LightningModule by --model.class_path (--model.help CLASS "
+        "lists its options); without one, the acoustic model"
+    ),
+    "data": (
+        "data (--data.*): any LightningDataModule by --data.class_path; without one, "
+        "the TIMIT DataModule"
+    ),
     "trainer": "Lightning Trainer (--trainer.*)",
     "divergence": "divergence detector (--divergence.*): stops a diverging training",
     "optimizer": "optimizer (--optimizer.*)",
@@ -176,10 +190,38 @@ class MohaqArgumentParser(LightningArgumentParser):
                 group.title = "general options"
         return own + basics + models + linked + lightning
 
+    def default_class_groups(self) -> dict[str, Any]:
+        """Option groups of the default model and data classes (``--model.cell``, ...),
+        shown after the model and data groups: a subclass-typed option lists none."""
+        from jsonargparse import ArgumentParser
+
+        from mohaq.search.evaluators import import_object
+
+        parser = ArgumentParser(formatter_class=HelpFormatter)
+        groups = {}
+        for key, path in DEFAULT_CLASSES.items():
+            skip = set(LINKED_DATA_PROPERTIES) if key == "model" else set()
+            parser.add_class_arguments(import_object(path), key, skip=skip, fail_untyped=False)
+            group = parser.groups[key]
+            group.title = f"{key} options of {path.rsplit('.', 1)[1]} (the default --{key})"
+            group.description = None
+            group._group_actions = [  # the group's own config-file option is the --model above
+                a for a in group._group_actions if a.option_strings != [f"--{key}"]
+            ]
+            groups[key] = group
+        return groups
+
     def format_help(self, *args: Any, **kwargs: Any) -> str:
         saved, epilog = list(self._action_groups), self.epilog
         try:
-            self._action_groups[:] = self.help_groups()
+            groups = self.help_groups()
+            keys = [self._group_key(g) for g in groups]
+            if "model" in keys or "data" in keys:
+                extra = self.default_class_groups()
+                for key in ("data", "model"):
+                    if key in keys:
+                        groups.insert(keys.index(key) + 1, extra[key])
+            self._action_groups[:] = groups
             if self.lazy_epilog is not None:
                 self.epilog = self.lazy_epilog()
             if self.hidden_help_groups:

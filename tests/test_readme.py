@@ -31,6 +31,8 @@ QUICKSTART_SH = REPO / "scripts" / "quickstart.sh"
 PLACEHOLDER = "/path/to/"
 #: Commands that are not the toolkit's or that install or test it.
 NOT_OURS = (("pip",), ("python", "-m", "pytest"), ("tensorboard",))
+#: The keyword spotter's own LightningCLI (parsed only: it trains).
+KWS_CLI = ("python", "-m", "mohaq.tasks.keyword_spotting")
 #: `mohaq` subcommands parsed only (they train or search: the CLI tests run them).
 PARSED_ONLY = {"fit", "validate", "test", "search", "beacons", "export"}
 
@@ -121,6 +123,12 @@ def paths_of(command: list[str]) -> Paths:
     if command[0] == "mohaq-synth-timit":
         paths.writes.append(option(command, "--out"))
         return paths
+    if tuple(command[:3]) == KWS_CLI and command[3] == "fit":
+        for callback in configs(command)["trainer"]["callbacks"]:
+            if callback["class_path"].endswith("ModelCheckpoint"):
+                init = callback["init_args"]
+                paths.writes.append(f"{init['dirpath']}/{init['filename']}.ckpt")
+        return paths
     if command[0] != "mohaq" or command[1] not in PARSED_ONLY:
         return paths
     sub = command[1]
@@ -136,7 +144,7 @@ def paths_of(command: list[str]) -> Paths:
         value = option(command, name)
         if value:
             paths.reads.append(value)
-    root = _logger_root(command)
+    root = _logger_root(command) if sub in ("fit", "test", "validate") else None
     if sub == "fit":
         paths.writes += [f"{root}/checkpoints/best.ckpt", f"{root}/fit"]
     elif sub in ("test", "validate"):
@@ -184,6 +192,8 @@ def _known(command: list[str]) -> bool:
         return True
     if command[0] == "mohaq":
         return command[1] in PARSED_ONLY | {"cost"}
+    if tuple(command[:3]) == KWS_CLI:
+        return command[3] == "fit"
     return command[0] == "mohaq-synth-timit" or command[:3] == [
         "python", "-m", "mohaq.hardware.report"
     ]  # fmt: skip
@@ -225,6 +235,37 @@ def test_the_training_and_search_commands_parse(monkeypatch: pytest.MonkeyPatch)
     for command in commands[1:]:
         config = parser.parse_args(command[1:])  # exits (status 2) on a bad option
         assert config["subcommand"] == command[1]
+
+
+def test_the_keyword_spotter_commands_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its own CLI's fit (stopped after parsing), and the search of its checkpoint
+    names the keyword spotter and its DataModule by class_path."""
+    from pytorch_lightning.cli import LightningCLI
+
+    from mohaq.tasks.keyword_spotting import main as kws
+
+    monkeypatch.chdir(REPO)
+
+    def stop(cli: object) -> None:
+        raise _Parsed(cli)
+
+    monkeypatch.setattr(LightningCLI, "before_instantiate_classes", stop)
+    fits = [c for c in readme_commands() if tuple(c[:3]) == KWS_CLI]
+    assert fits, "the README trains the keyword spotter"
+    for command in fits:
+        with pytest.raises(_Parsed) as parsed:
+            kws(command[3:])
+        assert parsed.value.cli.subcommand == "fit"
+    searches = [c for c in readme_commands() if c[:2] == ["mohaq", "search"] and "kws" in str(c)]
+    assert searches, "the README searches the keyword spotter"
+    from mohaq.cli import build_cli
+
+    for command in searches:
+        with pytest.raises(_Parsed) as parsed:
+            build_cli(command[1:], cli_class=_parse_only_cli())
+        config = parsed.value.cli.config["search"]
+        assert config.model.class_path == "mohaq.tasks.keyword_spotting.KeywordSpotter"
+        assert config.model.init_args.hidden_size == 64 and config.metric
 
 
 def test_the_cheap_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
