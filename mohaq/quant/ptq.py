@@ -193,6 +193,20 @@ class PTQConfig:
         record["output_aware_bits"] = list(self.output_aware_bits)
         return record
 
+    def tag(self) -> str:
+        """A short name of the methods for each evaluation record: the closest
+        preset, then the fields that differ from it, e.g. ``"best"`` or
+        ``"mohaq+per_channel_weights=True"``."""
+        mine = self.describe()
+        best_name, best_diff = "", list(mine)
+        for name in PTQ_PRESETS:
+            base = PTQConfig.preset(name).describe()
+            diff = [key for key in mine if mine[key] != base[key]]
+            if len(diff) < len(best_diff):
+                best_name, best_diff = name, diff
+        shown = [f"{key}={mine[key]}".replace(" ", "") for key in best_diff]
+        return "+".join([best_name, *shown])
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PTQConfig:
         """Rebuilds a config from :meth:`describe` output.

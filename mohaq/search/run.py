@@ -21,6 +21,7 @@ from typing import Any
 from mohaq.hardware.base import CostModel
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
+from mohaq.quant.ptq import PTQConfig, PTQConfigError
 from mohaq.search.callbacks import CallbackList, SearchCallback, SearchInfo
 from mohaq.search.evaluators import (
     OPTIMIZATION,
@@ -120,6 +121,23 @@ def resolve_cost_model(settings: SearchSettings, cost_model: CostModel | None = 
     from mohaq.hardware import load_platform
 
     return load_platform(settings.platform, **settings.platform_overrides)
+
+
+def check_ptq_platform(settings: SearchSettings, cost_model: CostModel) -> None:
+    """Refuses post-training quantization grids the platform cannot run
+    (per-channel weight scales, activation zero points), before long work starts.
+
+    Raises:
+        SearchConfigError: naming the platform, the grid and how to fix it.
+    """
+    try:
+        settings.ptq_options().check_platform(
+            per_channel_weights=cost_model.per_channel_weights,
+            asymmetric_activations=cost_model.asymmetric_activations,
+            platform=cost_model.name,
+        )
+    except PTQConfigError as error:
+        raise SearchConfigError(f"ptq {settings.ptq!r}: {error}") from error
 
 
 def default_callbacks(*, progress: bool = True, tensorboard: Any = None) -> list[SearchCallback]:
@@ -243,9 +261,13 @@ def run_search(
             "with worker processes; give a picklable evaluator_factory (or a checkpoint and a "
             "DataModule through search_model)"
         )
+    cost_model = resolve_cost_model(settings, cost_model)
+    check_ptq_platform(settings, cost_model)
     problem = SearchProblem(
-        workload=workload,
-        cost_model=resolve_cost_model(settings, cost_model),
+        # Memory and storage costs count the scales and zero-point corrections
+        # that the PTQ grids store beside the weights.
+        workload=settings.ptq_options().workload_with_overheads(workload),
+        cost_model=cost_model,
         objectives=settings.objectives,
         constraints=settings.constraints,
         bit_choices=settings.bit_choices,
@@ -386,7 +408,13 @@ def search_model(
     factory: EvaluatorFactory
     if isinstance(settings.executor_options, InProcess):
         # Built after the settings are validated: calibration takes a while.
-        factory = _InProcessPTQ(system, datamodule, settings.batch_size, settings.racing_options())
+        factory = _InProcessPTQ(
+            system,
+            datamodule,
+            settings.batch_size,
+            settings.racing_options(),
+            settings.ptq_options(),
+        )
     else:
         factory = PTQEvaluatorSpec.from_objects(
             checkpoint,
@@ -394,6 +422,7 @@ def search_model(
             system,
             batch_size=settings.batch_size,
             racing=settings.racing_options(),
+            ptq=settings.ptq_options(),
         )
     return run_search(
         settings,
@@ -415,8 +444,13 @@ class _InProcessPTQ:
     datamodule: Any
     batch_size: int
     racing: Racing | None = None
+    ptq: PTQConfig | None = None
 
     def __call__(self) -> PTQEvaluator:
         return PTQEvaluator(
-            self.system, self.datamodule, batch_size=self.batch_size, racing=self.racing
+            self.system,
+            self.datamodule,
+            batch_size=self.batch_size,
+            racing=self.racing,
+            ptq=self.ptq,
         )

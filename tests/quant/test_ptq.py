@@ -73,6 +73,14 @@ def test_presets_records_and_round_trip() -> None:
     assert PTQConfig(adaround_bits=(4, 2, 4)).adaround_bits == (2, 4)
 
 
+def test_tag_names_the_closest_preset_and_what_differs() -> None:
+    assert PTQConfig().tag() == "mohaq"
+    assert PTQConfig.preset("best").tag() == "best"
+    assert PTQConfig(per_channel_weights=True).tag() == "mohaq+per_channel_weights=True"
+    tagged = PTQConfig.preset("best", adaround_bits=(2,), activation_grid="asymmetric").tag()
+    assert tagged == "best+activation_grid=asymmetric+adaround_bits=[2]"
+
+
 def test_platform_support_is_checked() -> None:
     PTQConfig().check_platform(
         per_channel_weights=False, asymmetric_activations=False, platform="p"
