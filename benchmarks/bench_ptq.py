@@ -259,14 +259,21 @@ def method_ladder() -> list[tuple[str, PTQConfig]]:
 
 
 def methods(
-    bench: Bench, done: dict[str, Any], save: Callable[[dict[str, Any]], None]
+    bench: Bench,
+    done: dict[str, Any],
+    save: Callable[[dict[str, Any]], None],
+    only: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The method ladder, one method at a time: rows already in ``done`` (a
-    previous, interrupted run) are kept, and each new row is saved at once."""
+    previous, interrupted run) are kept, and each new row is saved at once.
+    ``only``: run just the methods whose names contain one of these strings."""
+    only = tuple(only)
     kept = {row["method"]: row for row in done.get("rows", [])}
     result: dict[str, Any] = {"float": done.get("float") or bench.row(MOHAQ, None, None)}
     result["rows"] = []
     for name, config in method_ladder():
+        if only and not any(part in name for part in only) and name not in kept:
+            continue
         if name not in kept:
             start = time.perf_counter()
             kept[name] = _config_rows(bench, [(name, config)], METHOD_ROWS, test=True)[0]
@@ -379,6 +386,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--budget", type=int, default=100, help="search budget of 'front'")
     parser.add_argument("--out", default="benchmarks/results/ptq")
+    parser.add_argument(
+        "--methods", nargs="*", default=[],
+        help="methods section: only the methods whose names contain one of these strings",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     system, datamodule = _load(args.config, args.checkpoint)
@@ -409,7 +420,10 @@ def main(argv: list[str] | None = None) -> None:
         "granularity": lambda: granularity(bench),
         "grid": lambda: grid(bench),
         "methods": lambda: methods(
-            bench, dict(results.get("methods") or {}), lambda r: save("methods", r)
+            bench,
+            dict(results.get("methods") or {}),
+            lambda r: save("methods", r),
+            args.methods,
         ),
         "front": lambda: front(bench, args.budget),
     }

@@ -167,8 +167,9 @@ class PTQConfig:
 
         - ``"mohaq"``: MOHAQ's recipe (the defaults).
         - ``"best"``: what the diagnosis benchmark found best on a symmetric
-          per-tensor platform: one pooled MMSE threshold per activation and
-          AdaRound at 2 and 4 bits.
+          per-tensor platform (``benchmarks/results/ptq_findings.md``):
+          MOHAQ's median MMSE thresholds refined output-aware, and AdaRound,
+          both at 2 and 4 bits. (A pooled threshold measured worse at W4A4.)
 
         Raises:
             PTQConfigError: for an unknown name (listing the presets) or a bad override.
@@ -176,7 +177,7 @@ class PTQConfig:
         if name == "mohaq":
             base = cls()
         elif name == "best":
-            base = cls(activation_statistic="pooled", adaround=True)
+            base = cls(output_aware_activations=True, adaround=True)
         else:
             raise PTQConfigError(f"unknown PTQ preset {name!r}; presets: {', '.join(PTQ_PRESETS)}")
         unknown = sorted(set(overrides) - {f.name for f in fields(cls)})

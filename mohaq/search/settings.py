@@ -103,7 +103,7 @@ class SearchSettings:
         racing_fractions: the shares of the optimization set where racing checks.
         racing_confidence: the one-sided confidence of racing's stopping bound.
         ptq: the post-training quantization preset that scores candidates:
-            ``mohaq`` (MOHAQ's recipe) or ``best`` (pooled activation
+            ``mohaq`` (MOHAQ's recipe) or ``best`` (output-aware activation
             thresholds and AdaRound at 2 and 4 bits); see
             :meth:`mohaq.quant.ptq.PTQConfig.preset`.
         ptq_overrides: PTQConfig fields that replace the preset's, e.g.

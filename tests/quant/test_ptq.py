@@ -60,9 +60,10 @@ def test_config_names_the_bad_setting(kwargs: dict, message: str) -> None:
 def test_presets_records_and_round_trip() -> None:
     assert PTQConfig.preset("mohaq") == PTQConfig()
     best = PTQConfig.preset("best", adaround_iterations=50)
-    assert (best.activation_statistic, best.adaround, best.adaround_iterations) == (
-        "pooled", True, 50,
+    assert (best.output_aware_activations, best.adaround, best.adaround_iterations) == (
+        True, True, 50,
     )  # fmt: skip
+    assert best.activation_statistic == "median"
     record = best.describe()
     assert record["adaround_bits"] == [2, 4]
     assert PTQConfig.from_dict(record) == best

@@ -162,7 +162,7 @@ def test_search_model_scores_with_the_chosen_ptq_and_records_it(trained, tmp_pat
         json.loads((tmp_path / "run" / "search_settings.json").read_text())["settings"]["ptq"]
         == "best"
     )
-    assert system.weights[0].per_channel and system.inputs[0].statistic == "pooled"
+    assert system.weights[0].per_channel and system.weights[0].learned_bits
     # Memory counts one 16-bit scale per output channel: 16 + 6 channels, 44 bytes.
     workload = system.workload()
     uniform8 = next(r for r in result.records if r.label == "uniform-8")
