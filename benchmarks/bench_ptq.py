@@ -47,7 +47,7 @@ from mohaq.datamodules.timit import TIMITDataModule
 from mohaq.quant.apply import quantizers
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.ptq import PTQConfig
-from mohaq.search.evaluator import OPTIMIZATION, TEST, PTQEvaluator
+from mohaq.search.evaluators import OPTIMIZATION, TEST, PTQEvaluator
 from mohaq.system import AcousticSystem
 
 SECTIONS = (
@@ -100,7 +100,7 @@ class Bench:
         return BitAssignment(bits)
 
     def per(self, config: PTQConfig, assignment: BitAssignment, split: str = OPTIMIZATION) -> float:
-        return round(100 * self.evaluator(config).evaluate(assignment, split), 2)
+        return round(100 * self.evaluator(config).evaluate(assignment, split).error, 2)
 
     def row(self, config: PTQConfig, w_bits: int | None, a_bits: int | None, test: bool = True):
         assignment = self.assignment(w_bits, a_bits)
@@ -258,26 +258,48 @@ def method_ladder() -> list[tuple[str, PTQConfig]]:
     ]  # fmt: skip
 
 
-def methods(bench: Bench) -> dict[str, Any]:
-    rows = _config_rows(bench, method_ladder(), METHOD_ROWS, test=True)
-    float_row = bench.row(MOHAQ, None, None)
-    return {"float": float_row, "rows": rows}
+def methods(
+    bench: Bench,
+    done: dict[str, Any],
+    save: Callable[[dict[str, Any]], None],
+    only: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The method ladder, one method at a time: rows already in ``done`` (a
+    previous, interrupted run) are kept, and each new row is saved at once.
+    ``only``: run just the methods whose names contain one of these strings."""
+    only = tuple(only)
+    kept = {row["method"]: row for row in done.get("rows", [])}
+    result: dict[str, Any] = {"float": done.get("float") or bench.row(MOHAQ, None, None)}
+    result["rows"] = []
+    for name, config in method_ladder():
+        if only and not any(part in name for part in only) and name not in kept:
+            continue
+        if name not in kept:
+            start = time.perf_counter()
+            kept[name] = _config_rows(bench, [(name, config)], METHOD_ROWS, test=True)[0]
+            kept[name]["seconds"] = round(time.perf_counter() - start, 1)
+        result["rows"].append(kept[name])
+        save(result)
+    return result
 
 
 def front(bench: Bench, budget: int) -> dict[str, Any]:
-    from mohaq.search.controller import run_search
+    from mohaq.search.run import run_search
+    from mohaq.search.settings import SearchSettings
 
     results = {}
     for name, config in (("mohaq", MOHAQ), ("best", PTQConfig.preset("best"))):
         evaluator = bench.evaluator(config)
         evaluator.ptq.precompute((2, 4, 8, 16))
         with tempfile.TemporaryDirectory() as run_dir:
-            result = run_search(
-                system=evaluator.system, workload=bench.workload, platform="bitfusion-mohaq",
-                objectives=("error", "speedup"), constraints={"max_error": 0.6},
-                budget=budget, seed=0, run_dir=run_dir, logger=False, progress=False,
-                evaluator=evaluator, rescore_test=True,
+            settings = SearchSettings(
+                platform="bitfusion-mohaq", objectives=["error", "speedup"],
+                constraints={"max_error": 0.6}, budget=budget, seed=0, run_dir=run_dir,
+                rescore_test=True, batch_size=bench.batch_size,
             )  # fmt: skip
+            result = run_search(
+                settings, workload=bench.workload, evaluator=evaluator, callbacks=[]
+            )
             results[name] = _front_summary(result)
     return results
 
@@ -364,6 +386,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--budget", type=int, default=100, help="search budget of 'front'")
     parser.add_argument("--out", default="benchmarks/results/ptq")
+    parser.add_argument(
+        "--methods", nargs="*", default=[],
+        help="methods section: only the methods whose names contain one of these strings",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     system, datamodule = _load(args.config, args.checkpoint)
@@ -378,6 +404,12 @@ def main(argv: list[str] | None = None) -> None:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         }
     )
+
+    def save(section: str, partial: dict[str, Any]) -> None:
+        results[section] = partial
+        json_path.write_text(json.dumps(results, indent=1, default=str))
+        out.with_suffix(".md").write_text(markdown(results))
+
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "baseline": lambda: baseline(bench),
         "sensitivity": lambda: sensitivity(bench),
@@ -387,7 +419,12 @@ def main(argv: list[str] | None = None) -> None:
         "calibration_size": lambda: calibration_size(bench),
         "granularity": lambda: granularity(bench),
         "grid": lambda: grid(bench),
-        "methods": lambda: methods(bench),
+        "methods": lambda: methods(
+            bench,
+            dict(results.get("methods") or {}),
+            lambda r: save("methods", r),
+            args.methods,
+        ),
         "front": lambda: front(bench, args.budget),
     }
     for section in args.sections:

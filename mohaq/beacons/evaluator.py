@@ -92,6 +92,8 @@ class BeaconAwareEvaluator:
             :meth:`~mohaq.beacons.retraining.RetrainingRunner.run`); None: no new beacons.
         max_new_beacons: beacons this evaluator may create.
         genes_of: assignment -> gene vector, stored with a new beacon.
+        method: the PTQ method of ``base`` and of the beacon evaluators
+            (:meth:`mohaq.quant.ptq.PTQConfig.tag`), stored in every record.
 
     Raises:
         BeaconConfigError: for a negative threshold or count.
@@ -110,6 +112,7 @@ class BeaconAwareEvaluator:
         retrain: Callable[[Sequence[str]], Mapping[str, Beacon]] | None = None,
         max_new_beacons: int = 0,
         genes_of: Callable[[BitAssignment], Sequence[int]] | None = None,
+        method: str = "",
     ) -> None:
         if distance_threshold < 0:
             raise BeaconConfigError(f"distance_threshold must be >= 0, got {distance_threshold}")
@@ -125,6 +128,7 @@ class BeaconAwareEvaluator:
         self.retrain = retrain
         self.max_new_beacons = max_new_beacons
         self.genes_of = genes_of
+        self.method = method
         self.created: list[str] = [b.id for b in store.beacons() if b.origin == "new"]
         self.name = "beacon-aware"
         self._evaluators: dict[str, Evaluator] = {}
@@ -210,10 +214,13 @@ class BeaconAwareEvaluator:
                 self._decisions[key] if key in self._decisions else self._nearest(assignment.bits)
             )
         if decision is None:
-            return EvaluationResult(inference, evaluator="ptq", extras=extras)
+            return EvaluationResult(inference, evaluator="ptq", extras=extras, method=self.method)
         beacon_id, distance = decision
         beacon_error = float(self._evaluator_for(beacon_id).evaluate(assignment, split).error)
         extras.update({"beacon_error": beacon_error, "beacon_distance": distance})
         return EvaluationResult(
-            min(inference, beacon_error), evaluator=f"beacon:{beacon_id}", extras=extras
+            min(inference, beacon_error),
+            evaluator=f"beacon:{beacon_id}",
+            extras=extras,
+            method=self.method,
         )

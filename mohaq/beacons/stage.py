@@ -72,7 +72,13 @@ from mohaq.search.records import (
     StoredRun,
 )
 from mohaq.search.report import front_of
-from mohaq.search.run import SearchResult, default_callbacks, resolve_cost_model, run_search
+from mohaq.search.run import (
+    SearchResult,
+    check_ptq_platform,
+    default_callbacks,
+    resolve_cost_model,
+    run_search,
+)
 from mohaq.search.settings import SearchSettings, continue_settings
 from mohaq.search.space import SearchSpace
 from mohaq.search.tensorboard import TensorBoardCallback, log_images
@@ -362,6 +368,7 @@ def _run_stage(
             raise BeaconConfigError("give system (the float model) or parts.workload")
         workload = system.workload()
     cost_model = resolve_cost_model(settings, parts.cost_model)
+    check_ptq_platform(settings, cost_model)  # before any retraining
     weights = weight_point_names(workload)
     space = SearchSpace(
         workload,
@@ -428,17 +435,21 @@ def _run_stage(
     runner.run()
 
     # -- the beacon-aware search -------------------------------------------------------
+    # The same post-training quantization as the search it continues.
+    ptq = settings.ptq_options()
     base_evaluator = parts.base_evaluator
     if base_evaluator is None:
         if system is None or datamodule is None:
             raise BeaconConfigError("the PTQ evaluator needs system and datamodule")
-        base_evaluator = PTQEvaluator(system, datamodule, batch_size=settings.batch_size)
+        base_evaluator = PTQEvaluator(system, datamodule, batch_size=settings.batch_size, ptq=ptq)
     beacon_evaluator = parts.beacon_evaluator
     if beacon_evaluator is None:
         if system is None:
             raise BeaconConfigError("give system, or parts.beacon_evaluator")
         factory = functools.partial(type(system), **init_arguments(system))
-        beacon_evaluator = BeaconWeightsPTQ(factory, datamodule, batch_size=settings.batch_size)
+        beacon_evaluator = BeaconWeightsPTQ(
+            factory, datamodule, batch_size=settings.batch_size, ptq=ptq
+        )
     evaluator = BeaconAwareEvaluator(
         base=base_evaluator,
         beacon_evaluator=beacon_evaluator,
@@ -450,6 +461,7 @@ def _run_stage(
         retrain=runner.run,
         max_new_beacons=beacon.max_new_beacons,
         genes_of=space.encode,
+        method=ptq.tag(),
     )
     # Continue from where the inference-only search ended: its front first.
     front = sorted(front_of(inference), key=lambda r: (r.error, r.index))

@@ -276,6 +276,9 @@ class CostModel(ABC):
         shared_layer_precision: weights and input activation share one precision.
         memory_capacity_bytes: weight memory available; None: unbounded.
         baseline_bits: the uniform precision that speedups are measured against.
+        per_channel_weights: the platform supports one weight scale per output
+            channel (checked by :meth:`mohaq.quant.ptq.PTQConfig.check_platform`).
+        asymmetric_activations: the platform supports activation zero points.
     """
 
     name: str = "cost-model"
@@ -292,7 +295,11 @@ class CostModel(ABC):
         shared_layer_precision: bool = False,
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 16,
+        per_channel_weights: bool = False,
+        asymmetric_activations: bool = False,
     ) -> None:
+        self.per_channel_weights = bool(per_channel_weights)
+        self.asymmetric_activations = bool(asymmetric_activations)
         if allowed_bits is not None:
             allowed_bits = tuple(sorted({int(b) for b in allowed_bits}))
             if not allowed_bits:

@@ -29,7 +29,7 @@ from mohaq.hardware.base import (
     product_row,
     products,
 )
-from mohaq.hardware.constants import Constant, check_constants, common_constants
+from mohaq.hardware.constants import GRID_CONSTANTS, Constant, check_constants, common_constants
 from mohaq.hardware.registry import register_cost_model
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
@@ -48,6 +48,8 @@ class BismoCostModel(CostModel):
         allowed_bits: operand precisions (bit-serial: 1 to 16).
         shared_layer_precision: weights and input share one precision.
         memory_capacity_bytes: weight memory (None: unbounded).
+        per_channel_weights, asymmetric_activations: the grids the platform
+            supports (see :class:`~mohaq.hardware.base.CostModel`; default False).
         baseline_bits: uniform precision that ``speedup`` compares with (8x8, as HAQ).
 
     Raises:
@@ -70,7 +72,11 @@ class BismoCostModel(CostModel):
         "frequency_hz": Constant("number", "clock, Hz", minimum=0, strict=True),
         "batch": Constant("int", "frames per product", minimum=0, strict=True),
         **common_constants(
-            "allowed_bits", "shared_layer_precision", "memory_capacity_bytes", "baseline_bits"
+            "allowed_bits",
+            "shared_layer_precision",
+            "memory_capacity_bytes",
+            "baseline_bits",
+            *GRID_CONSTANTS,
         ),
     }
 
@@ -86,6 +92,8 @@ class BismoCostModel(CostModel):
         shared_layer_precision: bool = False,
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 8,
+        per_channel_weights: bool = False,
+        asymmetric_activations: bool = False,
     ) -> None:
         c = check_constants(self.constants, locals())
         self.dm, self.dk, self.dn = c["dm"], c["dk"], c["dn"]
@@ -96,6 +104,8 @@ class BismoCostModel(CostModel):
             shared_layer_precision=c["shared_layer_precision"],
             memory_capacity_bytes=c["memory_capacity_bytes"],
             baseline_bits=c["baseline_bits"],
+            per_channel_weights=c["per_channel_weights"],
+            asymmetric_activations=c["asymmetric_activations"],
         )
 
     def cycles(self, product: Product) -> int:

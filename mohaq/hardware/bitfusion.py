@@ -57,7 +57,7 @@ from mohaq.hardware.base import (
     time_ratio_speedup,
 )
 from mohaq.hardware.bitfusion_tiling import ArraySpec, LayerShape, Schedule, best_schedule
-from mohaq.hardware.constants import Constant, check_constants, common_constants
+from mohaq.hardware.constants import GRID_CONSTANTS, Constant, check_constants, common_constants
 from mohaq.hardware.registry import register_cost_model
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
@@ -75,7 +75,11 @@ MOHAQ_BITFUSION_SPEEDUP: dict[int, float] = {
 
 
 _COMMON = common_constants(
-    "allowed_bits", "shared_layer_precision", "memory_capacity_bytes", "baseline_bits"
+    "allowed_bits",
+    "shared_layer_precision",
+    "memory_capacity_bytes",
+    "baseline_bits",
+    *GRID_CONSTANTS,
 )
 
 
@@ -90,6 +94,8 @@ class BitFusionMohaqCostModel(CostModel):
         allowed_bits: precisions of each operand (2/4/8/16).
         shared_layer_precision: weights and input share one precision.
         memory_capacity_bytes: weight memory (None: unbounded).
+        per_channel_weights, asymmetric_activations: the grids the platform
+            supports (see :class:`~mohaq.hardware.base.CostModel`; default False).
         baseline_bits: uniform precision of speedup 1.
 
     Raises:
@@ -122,6 +128,8 @@ class BitFusionMohaqCostModel(CostModel):
         shared_layer_precision: bool = False,
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 16,
+        per_channel_weights: bool = False,
+        asymmetric_activations: bool = False,
     ) -> None:
         c = check_constants(self.constants, locals())
         self.speedup_per_bit_product: dict[int, float] = c["speedup_per_bit_product"]
@@ -130,6 +138,8 @@ class BitFusionMohaqCostModel(CostModel):
             shared_layer_precision=c["shared_layer_precision"],
             memory_capacity_bytes=c["memory_capacity_bytes"],
             baseline_bits=c["baseline_bits"],
+            per_channel_weights=c["per_channel_weights"],
+            asymmetric_activations=c["asymmetric_activations"],
         )
         allowed = self.allowed_bits or ()
         uncovered = sorted({w * a for w in allowed for a in allowed if self._lookup(w * a) is None})
@@ -256,6 +266,8 @@ class BitFusionCostModel(CostModel):
         allowed_bits: operand precisions (2/4/8 native, 16 as two 8-bit passes).
         shared_layer_precision: weights and input share one precision.
         memory_capacity_bytes: weight memory in DRAM (None: unbounded).
+        per_channel_weights, asymmetric_activations: the grids the platform
+            supports (see :class:`~mohaq.hardware.base.CostModel`; default False).
         baseline_bits: uniform precision that ``speedup`` and
             ``energy_saving`` compare with (16: 16x16, like MOHAQ's table).
 
@@ -334,6 +346,8 @@ class BitFusionCostModel(CostModel):
         shared_layer_precision: bool = False,
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 16,
+        per_channel_weights: bool = False,
+        asymmetric_activations: bool = False,
     ) -> None:
         c = check_constants(self.constants, locals())
         self.rows: int = c["rows"]
@@ -366,6 +380,8 @@ class BitFusionCostModel(CostModel):
             shared_layer_precision=c["shared_layer_precision"],
             memory_capacity_bytes=c["memory_capacity_bytes"],
             baseline_bits=c["baseline_bits"],
+            per_channel_weights=c["per_channel_weights"],
+            asymmetric_activations=c["asymmetric_activations"],
         )
         # (in, out, weight bits, activation bits, batch) -> best schedule; the
         # search prices the same few shapes at the same few precisions again and again.

@@ -216,7 +216,22 @@ COMMON_CONSTANTS: dict[str, Constant] = {
     "baseline_bits": Constant(
         "int", "the uniform precision speedups and savings are measured against", minimum=1
     ),
+    "per_channel_weights": Constant(
+        "bool",
+        "the platform scales each output channel of a weight on its own, so post-training "
+        "quantization may use per-channel weight scales",
+        optional=True,
+    ),
+    "asymmetric_activations": Constant(
+        "bool",
+        "the platform runs activations with a zero point (an asymmetric grid), folding its "
+        "correction into a per-output bias",
+        optional=True,
+    ),
 }
+
+#: The grids a platform supports (each cost model takes them; absent means False).
+GRID_CONSTANTS: tuple[str, ...] = ("per_channel_weights", "asymmetric_activations")
 
 
 def common_constants(*names: str) -> dict[str, Constant]:

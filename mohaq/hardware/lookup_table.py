@@ -40,7 +40,7 @@ from mohaq.hardware.base import (
     product_row,
     products,
 )
-from mohaq.hardware.constants import Constant, check_constants, common_constants
+from mohaq.hardware.constants import GRID_CONSTANTS, Constant, check_constants, common_constants
 from mohaq.hardware.registry import register_cost_model
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
@@ -194,6 +194,8 @@ class LookupTableCostModel(CostModel):
         allowed_bits: operand precisions (default: every bit width in the table).
         shared_layer_precision: weights and input share one precision.
         memory_capacity_bytes: weight memory (None: unbounded).
+        per_channel_weights, asymmetric_activations: the grids the platform
+            supports (see :class:`~mohaq.hardware.base.CostModel`; default False).
         baseline_bits: uniform precision of speedup 1 (8/8 as HAQ).
 
     Raises:
@@ -219,7 +221,9 @@ class LookupTableCostModel(CostModel):
             "operand precisions; null or absent: every bit width in the table",
             optional=True,
         ),
-        **common_constants("shared_layer_precision", "memory_capacity_bytes", "baseline_bits"),
+        **common_constants(
+            "shared_layer_precision", "memory_capacity_bytes", "baseline_bits", *GRID_CONSTANTS
+        ),
     }
 
     def __init__(
@@ -232,6 +236,8 @@ class LookupTableCostModel(CostModel):
         shared_layer_precision: bool = False,
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 8,
+        per_channel_weights: bool = False,
+        asymmetric_activations: bool = False,
     ) -> None:
         c = check_constants(self.constants, locals())
         if isinstance(table, Mapping):
@@ -271,6 +277,8 @@ class LookupTableCostModel(CostModel):
             shared_layer_precision=c["shared_layer_precision"],
             memory_capacity_bytes=c["memory_capacity_bytes"],
             baseline_bits=c["baseline_bits"],
+            per_channel_weights=c["per_channel_weights"],
+            asymmetric_activations=c["asymmetric_activations"],
         )
 
     def _key(self, product: Product, weight_bits: int, activation_bits: int) -> TableKey | None:

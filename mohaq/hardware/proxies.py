@@ -13,7 +13,7 @@ from mohaq.hardware.base import (
     product_row,
     products,
 )
-from mohaq.hardware.constants import check_constants, common_constants
+from mohaq.hardware.constants import GRID_CONSTANTS, check_constants, common_constants
 from mohaq.hardware.registry import register_cost_model
 from mohaq.quant.assignment import FLOAT_BITS, BitAssignment
 from mohaq.quant.points import Workload
@@ -28,20 +28,30 @@ class ModelSizeCostModel(CostModel):
 
     Args:
         memory_capacity_bytes: a size budget reported by ``check`` (None: none).
+        per_channel_weights, asymmetric_activations: the grids the platform
+            supports (see :class:`~mohaq.hardware.base.CostModel`; default True).
     """
 
     metric_names = ("memory_mb", "memory_bytes", "compression")
     higher_is_better = {"compression": True}
     units = {"memory_mb": "MiB", "memory_bytes": "B"}
     metric_descriptions = {"compression": "float32 size / size"}
-    constants = common_constants("memory_capacity_bytes")
+    constants = common_constants("memory_capacity_bytes", *GRID_CONSTANTS)
 
-    def __init__(self, *, memory_capacity_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        memory_capacity_bytes: int | None = None,
+        per_channel_weights: bool = True,
+        asymmetric_activations: bool = True,
+    ) -> None:
         c = check_constants(self.constants, locals())
         super().__init__(
             allowed_bits=None,
             memory_capacity_bytes=c["memory_capacity_bytes"],
             baseline_bits=FLOAT_BITS,
+            per_channel_weights=c["per_channel_weights"],
+            asymmetric_activations=c["asymmetric_activations"],
         )
 
     def metrics(self, workload: Workload, assignment: BitAssignment) -> CostReport:
@@ -74,20 +84,32 @@ class BopsCostModel(CostModel):
 
     Args:
         baseline_bits: the uniform precision of ``bops_ratio`` 1 (default 8).
+        memory_capacity_bytes: a size budget reported by ``check`` (None: none).
+        per_channel_weights, asymmetric_activations: the grids the platform
+            supports (see :class:`~mohaq.hardware.base.CostModel`; default True).
     """
 
     metric_names = ("bops", "bops_ratio", "memory_mb", "memory_bytes")
     higher_is_better = {"bops_ratio": True}
     units = {"bops": "bit-ops/frame", "memory_mb": "MiB", "memory_bytes": "B"}
     metric_descriptions = {"bops_ratio": "BOPs at the baseline precision / BOPs"}
-    constants = common_constants("baseline_bits", "memory_capacity_bytes")
+    constants = common_constants("baseline_bits", "memory_capacity_bytes", *GRID_CONSTANTS)
 
-    def __init__(self, *, baseline_bits: int = 8, memory_capacity_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        baseline_bits: int = 8,
+        memory_capacity_bytes: int | None = None,
+        per_channel_weights: bool = True,
+        asymmetric_activations: bool = True,
+    ) -> None:
         c = check_constants(self.constants, locals())
         super().__init__(
             allowed_bits=None,
             memory_capacity_bytes=c["memory_capacity_bytes"],
             baseline_bits=c["baseline_bits"],
+            per_channel_weights=c["per_channel_weights"],
+            asymmetric_activations=c["asymmetric_activations"],
         )
 
     @staticmethod

@@ -34,6 +34,7 @@ from mohaq.hardware.base import (
     weight_memory_bits,
 )
 from mohaq.hardware.constants import (
+    GRID_CONSTANTS,
     Constant,
     check_constants,
     common_constants,
@@ -60,6 +61,8 @@ class SiLagoCostModel(CostModel):
             ``speedup_per_bits``, i.e. 4/8/16; MOHAQ marks 2 bits infeasible).
         shared_layer_precision: weights and input share one precision.
         memory_capacity_bytes: weight memory (None: unbounded).
+        per_channel_weights, asymmetric_activations: the grids the platform
+            supports (see :class:`~mohaq.hardware.base.CostModel`; default False).
         baseline_bits: the precision of speedup 1 and of the baseline energy.
 
     Raises:
@@ -96,7 +99,9 @@ class SiLagoCostModel(CostModel):
             "the precisions the DPU runs; null or absent: the keys of speedup_per_bits",
             optional=True,
         ),
-        **common_constants("shared_layer_precision", "memory_capacity_bytes", "baseline_bits"),
+        **common_constants(
+            "shared_layer_precision", "memory_capacity_bytes", "baseline_bits", *GRID_CONSTANTS
+        ),
     }
 
     def __init__(
@@ -109,6 +114,8 @@ class SiLagoCostModel(CostModel):
         shared_layer_precision: bool = True,
         memory_capacity_bytes: int | None = None,
         baseline_bits: int = 16,
+        per_channel_weights: bool = False,
+        asymmetric_activations: bool = False,
     ) -> None:
         c = check_constants(self.constants, locals())
         self.speedup_per_bits: dict[int, float] = c["speedup_per_bits"]
@@ -126,6 +133,8 @@ class SiLagoCostModel(CostModel):
             shared_layer_precision=c["shared_layer_precision"],
             memory_capacity_bytes=c["memory_capacity_bytes"],
             baseline_bits=c["baseline_bits"],
+            per_channel_weights=c["per_channel_weights"],
+            asymmetric_activations=c["asymmetric_activations"],
         )
 
     def _layer_bits(self, weight_bits: int, activation_bits: int) -> int:

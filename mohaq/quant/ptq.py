@@ -167,8 +167,9 @@ class PTQConfig:
 
         - ``"mohaq"``: MOHAQ's recipe (the defaults).
         - ``"best"``: what the diagnosis benchmark found best on a symmetric
-          per-tensor platform: one pooled MMSE threshold per activation and
-          AdaRound at 2 and 4 bits.
+          per-tensor platform (``benchmarks/results/ptq_findings.md``):
+          MOHAQ's median MMSE thresholds refined output-aware, and AdaRound,
+          both at 2 and 4 bits. (A pooled threshold measured worse at W4A4.)
 
         Raises:
             PTQConfigError: for an unknown name (listing the presets) or a bad override.
@@ -176,7 +177,7 @@ class PTQConfig:
         if name == "mohaq":
             base = cls()
         elif name == "best":
-            base = cls(activation_statistic="pooled", adaround=True)
+            base = cls(output_aware_activations=True, adaround=True)
         else:
             raise PTQConfigError(f"unknown PTQ preset {name!r}; presets: {', '.join(PTQ_PRESETS)}")
         unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
@@ -192,6 +193,20 @@ class PTQConfig:
         record["adaround_bits"] = list(self.adaround_bits)
         record["output_aware_bits"] = list(self.output_aware_bits)
         return record
+
+    def tag(self) -> str:
+        """A short name of the methods for each evaluation record: the closest
+        preset, then the fields that differ from it, e.g. ``"best"`` or
+        ``"mohaq+per_channel_weights=True"``."""
+        mine = self.describe()
+        best_name, best_diff = "", list(mine)
+        for name in PTQ_PRESETS:
+            base = PTQConfig.preset(name).describe()
+            diff = [key for key in mine if mine[key] != base[key]]
+            if len(diff) < len(best_diff):
+                best_name, best_diff = name, diff
+        shown = [f"{key}={mine[key]}".replace(" ", "") for key in best_diff]
+        return "+".join([best_name, *shown])
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PTQConfig:

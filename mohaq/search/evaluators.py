@@ -58,12 +58,16 @@ class EvaluationResult:
         evaluator: which evaluator scored it (``"ptq"``, ``"beacon:b000"``, ...).
         extras: other per-evaluation values stored with the record (e.g. the
             beacon stage's inference-only error and beacon distance).
+        method: the quantization method that produced the error (for PTQ,
+            :meth:`mohaq.quant.ptq.PTQConfig.tag`, e.g. ``"best"``); empty
+            for evaluators without one.
     """
 
     error: float
     fidelity: float = 1.0
     evaluator: str = "ptq"
     extras: Mapping[str, float] = field(default_factory=dict)
+    method: str = ""
 
 
 @runtime_checkable
@@ -363,6 +367,7 @@ class PTQEvaluator:
         self.ptq = PostTrainingQuantizer(
             self.system, ptq, singles, _forward, scoring_batches=scoring
         )
+        self.method = ptq.tag()
         log.info("calibrated in %.1f s", time.perf_counter() - started)
         self._batches = {OPTIMIZATION: rebatch(singles, batch_size)}
         self.scoring_map = self.system.scoring_map.detach().cpu()
@@ -441,9 +446,12 @@ class PTQEvaluator:
             estimate, lower = self.racing.lower_bound(counts, self.num_utterances)
             if number < len(self._chunks) - 1 and lower > stop_above:
                 return EvaluationResult(
-                    estimate, fidelity=seen / self.num_utterances, evaluator=self.name
+                    estimate,
+                    fidelity=seen / self.num_utterances,
+                    evaluator=self.name,
+                    method=self.method,
                 )
-        return EvaluationResult(estimate, evaluator=self.name)
+        return EvaluationResult(estimate, evaluator=self.name, method=self.method)
 
     def describe(self) -> dict[str, Any]:
         """The post-training quantization settings and calibration facts, JSON-ready."""
@@ -458,7 +466,9 @@ class PTQEvaluator:
     ) -> EvaluationResult:
         if split == OPTIMIZATION and stop_above is not None and self.racing is not None:
             return self._raced(assignment, stop_above)
-        return EvaluationResult(self.error(assignment, split), evaluator=self.name)
+        return EvaluationResult(
+            self.error(assignment, split), evaluator=self.name, method=self.method
+        )
 
 
 def import_object(path: str) -> Any:

@@ -287,6 +287,7 @@ class SearchProblem:
             label=label,
             fidelity=float(result.fidelity),
             extras={str(k): float(v) for k, v in result.extras.items()},
+            method=str(result.method),
         )
 
     def outcome_of(self, record: EvaluationRecord) -> Outcome:

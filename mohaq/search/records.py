@@ -166,6 +166,8 @@ class EvaluationRecord:
         label: e.g. ``"uniform-8"`` for baselines.
         fidelity: share of the optimization set the error was measured on.
         extras: other values the evaluator reported (beacon distance, ...).
+        method: the quantization method that scored it (e.g. the PTQ preset
+            ``"best"``; the search's ``ptq`` settings hold every field).
     """
 
     index: int
@@ -183,6 +185,7 @@ class EvaluationRecord:
     label: str = ""
     fidelity: float = 1.0
     extras: dict[str, float] = field(default_factory=dict)
+    method: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,83 @@ def platform_model(settings: Any, name: str) -> Any:
     return model if model.name == name else None
 
 
+#: The checks of what post-training quantization must keep (MOHAQ's claims on
+#: TIMIT, issue 12): row label -> the most its error may exceed the float
+#: model's, in percentage points.
+ERROR_BUDGETS_PP: dict[str, float] = {"uniform-8": 0.5, "W4A8": 1.0, "uniform-4": 3.0}
+SPEEDUP = "speedup"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the summary's quantization checks.
+
+    Attributes:
+        name: what is checked.
+        passed: whether it holds (None: it cannot be checked in this run).
+        detail: the measured values.
+    """
+
+    name: str
+    passed: bool | None
+    detail: str
+
+    def line(self) -> str:
+        mark = {True: "yes", False: "**no**", None: "n/a"}[self.passed]
+        return f"- {self.name}: {mark} ({self.detail})"
+
+
+def _by_label(result: Any) -> dict[str, EvaluationRecord]:
+    rows = [*result.baselines, *result.role_rows]
+    return {r.label: r for r in rows}
+
+
+def quantization_checks(result: Any) -> list[Check]:
+    """Whether the search's PTQ keeps accuracy (:data:`ERROR_BUDGETS_PP` over
+    the float error) and whether mixed precision beats uniform-4: a feasible
+    front point with lower error than uniform-4 at equal or higher speedup."""
+    if result.float_error is None:
+        return []
+    rows = _by_label(result)
+    checks = []
+    for label, budget in ERROR_BUDGETS_PP.items():
+        name = f"{label} within {budget:g} pp of float"
+        row = rows.get(label)
+        if row is None:
+            checks.append(Check(name, None, f"{label} not scored in this run"))
+            continue
+        gap = 100 * (row.error - result.float_error)
+        checks.append(
+            Check(
+                name,
+                gap <= budget,
+                f"{100 * row.error:.2f}% vs {100 * result.float_error:.2f}%: {gap:+.2f} pp",
+            )
+        )
+    name = "a front point with lower error than uniform-4 at equal or higher speedup"
+    uniform4 = rows.get("uniform-4")
+    if uniform4 is None or SPEEDUP not in uniform4.objectives:
+        checks.append(Check(name, None, "needs a uniform-4 baseline and the speedup objective"))
+        return checks
+    better = [
+        r
+        for r in result.front
+        if r.error < uniform4.error and r.objectives[SPEEDUP] >= uniform4.objectives[SPEEDUP]
+    ]
+    limits = [c for c in result.info.problem["constraints"] if "memory" in str(c)]
+    context = f"; memory limit on: {', '.join(map(str, limits))}" if limits else ""
+    if better:
+        best = min(better, key=lambda r: r.error)
+        detail = (
+            f"#{best.index}: {100 * best.error:.2f}% at speedup {best.objectives[SPEEDUP]:.3g} "
+            f"vs uniform-4 {100 * uniform4.error:.2f}% at {uniform4.objectives[SPEEDUP]:.3g}"
+        )
+    else:
+        detail = f"uniform-4: {100 * uniform4.error:.2f}% at {uniform4.objectives[SPEEDUP]:.3g}"
+    checks.append(Check(name, bool(better), detail + context))
+    return checks
+
+
 def markdown_table(rows: list[list[str]]) -> str:
     """A Markdown table; ``rows[0]`` is the header."""
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
@@ -127,6 +205,8 @@ def write_summary(path: Path, result: Any) -> None:
         "## Settings",
         "",
         f"- platform: {problem['platform']}",
+        f"- post-training quantization: {settings.ptq_options().tag()} "
+        f"(preset {settings.ptq!r}{f', overrides {settings.ptq_overrides}' if settings.ptq_overrides else ''})",
         f"- objectives: {', '.join(objectives)} (maximized: {', '.join(problem['maximized']) or 'none'})",
         f"- constraints: {', '.join(problem['constraints']) or 'none'}",
         f"- bit choices: {space['choices']}; genes: {genes}{shared}; search space: "
@@ -157,22 +237,33 @@ def write_summary(path: Path, result: Any) -> None:
         f"- {result.hypervolume:.6g}, against the fixed reference point (losses; maximized "
         f"objectives negated) {dict(zip(objectives, [round(x, 6) for x in result.reference], strict=True))}",
         "",
-        "## Uniform baselines",
+        "## Float and uniform rows",
+        "",
+        "uniform-N: every point at N bits; WxAy: every weight at x bits, every activation at y "
+        "(not searched, not in the front).",
         "",
     ]
-    rows = [["baseline", *extra, "error (opt. set)", "feasible"]]
-    for r in result.baselines:
+    rows = [["row", *extra, "error (opt. set)", "vs float", "feasible"]]
+    if result.float_error is not None:
+        rows.append(["float", *["" for _ in extra], f"{100 * result.float_error:.2f}%", "", ""])
+    for r in [*result.baselines, *result.role_rows]:
+        gap = (
+            "" if result.float_error is None else f"{100 * (r.error - result.float_error):+.2f} pp"
+        )
         rows.append(
             [
                 r.label,
                 *[f"{r.objectives[o]:.4g}" for o in extra],
                 f"{100 * r.error:.2f}%",
+                gap,
                 "yes" if r.feasible else "no: " + "; ".join(r.violations),
             ]
         )
+    checks = quantization_checks(result)
+    lines += [markdown_table(rows), ""]
+    if checks:
+        lines += ["## Quantization checks", "", *[c.line() for c in checks], ""]
     lines += [
-        markdown_table(rows),
-        "",
         "## Pareto front",
         "",
         f"Bits in point order: {', '.join(info.points)}",

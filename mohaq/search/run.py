@@ -21,10 +21,12 @@ from typing import Any
 from mohaq.hardware.base import CostModel
 from mohaq.quant.assignment import BitAssignment
 from mohaq.quant.points import Workload
+from mohaq.quant.ptq import PTQConfig, PTQConfigError
 from mohaq.search.callbacks import CallbackList, SearchCallback, SearchInfo
 from mohaq.search.evaluators import (
     OPTIMIZATION,
     TEST,
+    EvaluationResult,
     Evaluator,
     PTQEvaluator,
     PTQEvaluatorSpec,
@@ -51,8 +53,14 @@ from mohaq.search.settings import RESUMABLE_FIELDS, SearchConfigError, SearchSet
 
 logger = logging.getLogger(__name__)
 
-#: The float model's error, scored once per run directory (``score_float``).
+#: The float model's error, scored once per run directory (``score_float``),
+#: with the errors of the role-uniform rows (:data:`ROLE_ROWS`).
 FLOAT_ERROR = "float_error.json"
+#: Rows with every weight at one precision and every activation at another
+#: (label -> (weight bits, activation bits)): where 4-bit weights alone, or
+#: 4-bit activations alone, lose accuracy. Scored with the float model and
+#: shown beside the uniform baselines; never in the log, the budget or the front.
+ROLE_ROWS: dict[str, tuple[int, int]] = {"W4A8": (4, 8), "W8A4": (8, 4)}
 
 
 @dataclass
@@ -68,6 +76,8 @@ class SearchResult:
         stopped_early: why the search stopped before the budget, or None.
         float_error: the float model's error on the optimization set (plots and
             summaries draw it), or None when the search was not asked to score it.
+        role_rows: the :data:`ROLE_ROWS` the space can express, scored with the
+            float model (records with negative indices, origin ``"reference"``).
         files: name -> path of the outputs callbacks wrote.
         warnings: what a reader of the report must know (callbacks may add to it
             in ``on_search_end``; the summary and the plot show them).
@@ -80,6 +90,7 @@ class SearchResult:
     hypervolume: float
     stopped_early: str | None = None
     float_error: float | None = None
+    role_rows: list[EvaluationRecord] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -120,6 +131,23 @@ def resolve_cost_model(settings: SearchSettings, cost_model: CostModel | None = 
     from mohaq.hardware import load_platform
 
     return load_platform(settings.platform, **settings.platform_overrides)
+
+
+def check_ptq_platform(settings: SearchSettings, cost_model: CostModel) -> None:
+    """Refuses post-training quantization grids the platform cannot run
+    (per-channel weight scales, activation zero points), before long work starts.
+
+    Raises:
+        SearchConfigError: naming the platform, the grid and how to fix it.
+    """
+    try:
+        settings.ptq_options().check_platform(
+            per_channel_weights=cost_model.per_channel_weights,
+            asymmetric_activations=cost_model.asymmetric_activations,
+            platform=cost_model.name,
+        )
+    except PTQConfigError as error:
+        raise SearchConfigError(f"ptq {settings.ptq!r}: {error}") from error
 
 
 def default_callbacks(*, progress: bool = True, tensorboard: Any = None) -> list[SearchCallback]:
@@ -174,22 +202,72 @@ def _test_errors(
     return {r.index: stored[r.index] for r in front}
 
 
-def _float_error(run_dir: Path, executor: EvaluationExecutor) -> float:
-    """The float model's error (the empty assignment), cached in ``float_error.json``."""
-    path = run_dir / FLOAT_ERROR
-    if path.exists():
-        try:
-            return float(json.loads(path.read_text())["optimization"])
-        except (ValueError, TypeError, KeyError) as error:
-            logger.warning("%s is damaged (%s): the float model is scored again", path, error)
-    error = float(executor.submit({}, OPTIMIZATION).result()[0].error)
+def _read_float_errors(path: Path) -> dict[str, float]:
+    if not path.exists():
+        return {}
     try:
-        write_json_atomic(path, {"optimization": error})
-    except OSError as failure:
-        raise storage_error(
-            "write", path, failure, "the evaluation log is safe: resume (--resume true)"
-        ) from failure
-    return error
+        stored = json.loads(path.read_text())
+        return {str(k): float(v) for k, v in stored.items()}
+    except (ValueError, TypeError, AttributeError) as error:
+        logger.warning("%s is damaged (%s): the float model is scored again", path, error)
+        return {}
+
+
+def _role_assignment(problem: SearchProblem, weight_bits: int, activation_bits: int) -> Any:
+    """Genes of every weight at ``weight_bits`` and every other point at
+    ``activation_bits``, or None where the space cannot hold it."""
+    choices = problem.space.choices
+    if problem.space.shared_layer_precision or not {weight_bits, activation_bits} <= set(choices):
+        return None
+    bits = {
+        p.name: weight_bits if p.kind == "weight" else activation_bits
+        for p in problem.workload.points
+    }
+    return problem.space.encode(BitAssignment(bits))
+
+
+def _float_error(
+    run_dir: Path, executor: EvaluationExecutor, problem: SearchProblem
+) -> tuple[float, list[EvaluationRecord]]:
+    """The float model's error (the empty assignment) and the :data:`ROLE_ROWS`,
+    cached in ``float_error.json``."""
+    path = run_dir / FLOAT_ERROR
+    stored = _read_float_errors(path)
+    wanted: dict[str, Any] = {"optimization": {}}
+    for label, (w, a) in ROLE_ROWS.items():
+        genes = _role_assignment(problem, w, a)
+        if genes is not None:
+            wanted[label] = genes
+    missing = [label for label in wanted if label not in stored]
+    if missing:
+        futures = {
+            label: executor.submit(
+                {} if label == "optimization" else problem.assignment(wanted[label]).to_dict(),
+                OPTIMIZATION,
+            )
+            for label in missing
+        }
+        for label, future in futures.items():
+            stored[label] = float(future.result()[0].error)
+        try:
+            write_json_atomic(path, stored)
+        except OSError as failure:
+            raise storage_error(
+                "write", path, failure, "the evaluation log is safe: resume (--resume true)"
+            ) from failure
+    rows = [
+        problem.record(
+            -number,
+            genes,
+            EvaluationResult(stored[label]),
+            seconds=0.0,
+            origin="reference",
+            label=label,
+        )  # fmt: skip
+        for number, (label, genes) in enumerate(wanted.items())
+        if label != "optimization"
+    ]
+    return stored["optimization"], rows
 
 
 def run_search(
@@ -243,9 +321,13 @@ def run_search(
             "with worker processes; give a picklable evaluator_factory (or a checkpoint and a "
             "DataModule through search_model)"
         )
+    cost_model = resolve_cost_model(settings, cost_model)
+    check_ptq_platform(settings, cost_model)
     problem = SearchProblem(
-        workload=workload,
-        cost_model=resolve_cost_model(settings, cost_model),
+        # Memory and storage costs count the scales and zero-point corrections
+        # that the PTQ grids store beside the weights.
+        workload=settings.ptq_options().workload_with_overheads(workload),
+        cost_model=cost_model,
         objectives=settings.objectives,
         constraints=settings.constraints,
         bit_choices=settings.bit_choices,
@@ -345,7 +427,9 @@ def _run_locked(
         test_errors = (
             _test_errors(run_dir, outcome.front, executor) if settings.rescore_test else {}
         )
-        float_error = _float_error(run_dir, executor) if score_float else None
+        float_error, role_rows = (
+            _float_error(run_dir, executor, problem) if score_float else (None, [])
+        )
         result = SearchResult(
             info=info,
             records=outcome.records,
@@ -354,6 +438,7 @@ def _run_locked(
             hypervolume=hypervolume([r.losses for r in outcome.front], problem.reference),
             stopped_early=outcome.stopped_early,
             float_error=float_error,
+            role_rows=role_rows,
         )
         hooks.on_search_end(result)
         return result
@@ -386,7 +471,13 @@ def search_model(
     factory: EvaluatorFactory
     if isinstance(settings.executor_options, InProcess):
         # Built after the settings are validated: calibration takes a while.
-        factory = _InProcessPTQ(system, datamodule, settings.batch_size, settings.racing_options())
+        factory = _InProcessPTQ(
+            system,
+            datamodule,
+            settings.batch_size,
+            settings.racing_options(),
+            settings.ptq_options(),
+        )
     else:
         factory = PTQEvaluatorSpec.from_objects(
             checkpoint,
@@ -394,6 +485,7 @@ def search_model(
             system,
             batch_size=settings.batch_size,
             racing=settings.racing_options(),
+            ptq=settings.ptq_options(),
         )
     return run_search(
         settings,
@@ -415,8 +507,13 @@ class _InProcessPTQ:
     datamodule: Any
     batch_size: int
     racing: Racing | None = None
+    ptq: PTQConfig | None = None
 
     def __call__(self) -> PTQEvaluator:
         return PTQEvaluator(
-            self.system, self.datamodule, batch_size=self.batch_size, racing=self.racing
+            self.system,
+            self.datamodule,
+            batch_size=self.batch_size,
+            racing=self.racing,
+            ptq=self.ptq,
         )

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mohaq.quant.ptq import PTQ_PRESETS, PTQConfig, PTQConfigError
 from mohaq.search.evaluators import EvaluatorError, Racing
 from mohaq.search.executors import (
     ExecutorOptions,
@@ -50,6 +51,8 @@ PROBLEM_FIELDS: tuple[str, ...] = (
     "objectives",
     "constraints",
     "bit_choices",
+    "ptq",
+    "ptq_overrides",
 )
 #: What a resume may change (everything else must stay as it was).
 RESUMABLE_FIELDS: tuple[str, ...] = (
@@ -101,6 +104,12 @@ class SearchSettings:
             fidelity and never enter the front).
         racing_fractions: the shares of the optimization set where racing checks.
         racing_confidence: the one-sided confidence of racing's stopping bound.
+        ptq: the post-training quantization preset that scores candidates:
+            ``mohaq`` (MOHAQ's recipe) or ``best`` (output-aware activation
+            thresholds and AdaRound at 2 and 4 bits); see
+            :meth:`mohaq.quant.ptq.PTQConfig.preset`.
+        ptq_overrides: PTQConfig fields that replace the preset's, e.g.
+            ``{per_channel_weights: true}`` (the platform must support them).
     """
 
     platform: str = "silago"
@@ -120,6 +129,8 @@ class SearchSettings:
     racing: bool = False
     racing_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5])
     racing_confidence: float = 0.99
+    ptq: str = "mohaq"
+    ptq_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("budget", "workers", "batch_size", "report_every"):
@@ -146,6 +157,15 @@ class SearchSettings:
             Racing(tuple(self.racing_fractions), float(self.racing_confidence))
         except EvaluatorError as error:
             raise SearchConfigError(str(error)) from error
+        self.ptq_overrides = dict(self.ptq_overrides or {})
+        if self.ptq not in PTQ_PRESETS:
+            raise SearchConfigError(
+                f"ptq must be a preset name, one of {', '.join(PTQ_PRESETS)}; got {self.ptq!r}"
+            )
+        try:
+            self.ptq_options()
+        except (PTQConfigError, TypeError) as error:
+            raise SearchConfigError(f"ptq_overrides: {error}") from error
         self.algorithm = resolve_algorithm(self.algorithm)
         self.executor = resolve_executor(self.executor, self.workers)
         if isinstance(self.executor, InProcess) and self.workers > 1:
@@ -172,6 +192,14 @@ class SearchSettings:
         if not self.racing:
             return None
         return Racing(tuple(self.racing_fractions), float(self.racing_confidence), seed=self.seed)
+
+    def ptq_options(self) -> PTQConfig:
+        """The post-training quantization methods: the preset with the overrides."""
+        values = dict(self.ptq_overrides)
+        for name in ("adaround_bits", "output_aware_bits"):
+            if name in values and isinstance(values[name], list):
+                values[name] = tuple(values[name])
+        return PTQConfig.preset(self.ptq, **values)
 
     # -- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -47,3 +47,19 @@ def test_a_resumed_record_is_rescored_with_the_beacon_it_was_scored_with(tmp_pat
     assert result.error == 0.5 * (1 / 4 + 1 / 8) / 2
     fresh.remember(EvaluationRecord(**{**logged.__dict__, "evaluator": "ptq", "extras": {}}))
     assert fresh.evaluate(candidate, TEST).evaluator == "ptq"
+
+
+def test_every_result_carries_the_ptq_method(tmp_path: Path) -> None:
+    store = BeaconStore(tmp_path)
+    beacon = store.add({"a.weight": 4, "b.weight": 4})
+    store.mark_running(beacon.id)
+    store.weights_path(beacon.id).write_text("weights")
+    store.mark_done(beacon.id, {})
+    evaluator = BeaconAwareEvaluator(
+        base=AnalyticEvaluator(test_offset=0.0), beacon_evaluator=by_weights, store=store,
+        weight_points=POINTS, distance_threshold=1, method="best",
+    )  # fmt: skip
+    near = evaluator.evaluate(BitAssignment({"a.weight": 4, "b.weight": 8}))
+    far = evaluator.evaluate(BitAssignment({"a.weight": 16, "b.weight": 16}))
+    assert (near.evaluator, near.method) == ("beacon:b000", "best")
+    assert (far.evaluator, far.method) == ("ptq", "best")

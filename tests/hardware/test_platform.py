@@ -122,7 +122,10 @@ def test_missing_constant_names_the_file_and_the_built_in_value(tmp_path: Path) 
         message
     )
     assert "sram_pj_per_bit (SRAM read energy per stored bit, pJ): built-in value 0.08" in message
-    assert "optional ones (allowed_bits, memory_capacity_bytes, shared_layer_precision)" in message
+    assert (
+        "optional ones (allowed_bits, asymmetric_activations, memory_capacity_bytes, "
+        "per_channel_weights, shared_layer_precision)"
+    ) in message
     assert caught.value.missing == ["sram_pj_per_bit"]
     # an override states it too
     assert load_platform(str(path), sram_pj_per_bit=0.1).sram_pj_per_bit == 0.1
@@ -209,3 +212,28 @@ def test_shipped_platform_files_state_every_constant_they_must(name: str) -> Non
     required = {k for k, spec in cls.constants.items() if not spec.optional}
     assert required <= set(data["constants"]), name
     assert data.get("description"), name
+
+
+def test_platforms_say_which_ptq_grids_they_support(tmp_path: Path) -> None:
+    # Hardware platforms run MOHAQ's grids unless their file says otherwise;
+    # the proxies (size, bops) model no datapath and take any grid.
+    for name in ("silago", "bitfusion", "bitfusion-mohaq", "bismo_pynq"):
+        model = load_platform(name)
+        assert (model.per_channel_weights, model.asymmetric_activations) == (False, False)
+    assert (
+        load_platform("size").per_channel_weights and load_platform("bops").asymmetric_activations
+    )
+    path = tmp_path / "grids.yaml"
+    path.write_text(
+        "cost_model: bitfusion-mohaq\nconstants:\n  allowed_bits: [2, 4, 8, 16]\n"
+        "  shared_layer_precision: false\n  baseline_bits: 16\n"
+        "  speedup_per_bit_product: {256: 1.0, 128: 2.0, 64: 4.0, 32: 8.0, 16: 16.0, 8: 32.0, 4: 64.0}\n"
+        "  per_channel_weights: true\n  asymmetric_activations: false\n"
+    )
+    model = load_platform(str(path))
+    assert (model.per_channel_weights, model.asymmetric_activations) == (True, False)
+    assert load_platform("silago", asymmetric_activations=True).asymmetric_activations
+    with pytest.raises(
+        PlatformConstantError, match="'per_channel_weights' = 'yes' is not true or false"
+    ):
+        load_platform("bitfusion", per_channel_weights="yes")

@@ -60,9 +60,10 @@ def test_config_names_the_bad_setting(kwargs: dict, message: str) -> None:
 def test_presets_records_and_round_trip() -> None:
     assert PTQConfig.preset("mohaq") == PTQConfig()
     best = PTQConfig.preset("best", adaround_iterations=50)
-    assert (best.activation_statistic, best.adaround, best.adaround_iterations) == (
-        "pooled", True, 50,
+    assert (best.output_aware_activations, best.adaround, best.adaround_iterations) == (
+        True, True, 50,
     )  # fmt: skip
+    assert best.activation_statistic == "median"
     record = best.describe()
     assert record["adaround_bits"] == [2, 4]
     assert PTQConfig.from_dict(record) == best
@@ -71,6 +72,14 @@ def test_presets_records_and_round_trip() -> None:
     with pytest.raises(PTQConfigError, match=r"unknown PTQConfig field\(s\) \['bits'\]"):
         PTQConfig.from_dict({"bits": 4})
     assert PTQConfig(adaround_bits=(4, 2, 4)).adaround_bits == (2, 4)
+
+
+def test_tag_names_the_closest_preset_and_what_differs() -> None:
+    assert PTQConfig().tag() == "mohaq"
+    assert PTQConfig.preset("best").tag() == "best"
+    assert PTQConfig(per_channel_weights=True).tag() == "mohaq+per_channel_weights=True"
+    tagged = PTQConfig.preset("best", adaround_bits=(2,), activation_grid="asymmetric").tag()
+    assert tagged == "best+activation_grid=asymmetric+adaround_bits=[2]"
 
 
 def test_platform_support_is_checked() -> None:

@@ -196,3 +196,59 @@ def test_candidates_sharing_the_first_layers_bits_reuse_their_activations(traine
     misses = cached.prefix_cache.misses
     assert cached.evaluate(assignment).error == plain.evaluate(assignment).error
     assert cached.prefix_cache.misses == misses + batches
+
+
+def test_search_model_scores_with_the_chosen_ptq_and_records_it(trained, tmp_path) -> None:
+    import json
+
+    from mohaq.hardware import load_platform
+    from mohaq.search import SearchSettings
+    from mohaq.search.run import search_model
+
+    system, data = trained
+    settings = SearchSettings(
+        platform="size", objectives=["error", "memory_mb"], budget=5, batch_size=4,
+        rescore_test=False, run_dir=str(tmp_path / "run"), ptq="best",
+        ptq_overrides={"adaround_iterations": 10, "per_channel_weights": True},
+    )  # fmt: skip
+    result = search_model(
+        settings, system=system, datamodule=data, checkpoint="float.ckpt", callbacks=[]
+    )
+    tag = "best+per_channel_weights=True+adaround_iterations=10"
+    assert [r.method for r in result.records] == [tag] * 5
+    assert (
+        json.loads((tmp_path / "run" / "search_settings.json").read_text())["settings"]["ptq"]
+        == "best"
+    )
+    assert system.weights[0].per_channel and system.weights[0].learned_bits
+    # Memory counts one 16-bit scale per output channel: 16 + 6 channels, 44 bytes.
+    workload = system.workload()
+    uniform8 = next(r for r in result.records if r.label == "uniform-8")
+    plain = load_platform("size").metrics(workload, BitAssignment.from_dict(uniform8.bits))
+    assert uniform8.metrics["memory_bytes"] == plain.totals["memory_bytes"] + 44
+
+
+def test_a_platform_without_per_channel_scales_is_refused_before_calibration(
+    trained, tmp_path
+) -> None:
+    from mohaq.search import SearchConfigError, SearchSettings
+    from mohaq.search.run import search_model
+
+    system, data = trained
+    settings = SearchSettings(
+        platform="bitfusion-mohaq", budget=5, run_dir=str(tmp_path / "run"),
+        ptq_overrides={"per_channel_weights": True},
+    )  # fmt: skip
+    with pytest.raises(
+        SearchConfigError,
+        match="ptq 'mohaq': platform 'bitfusion_mohaq' does not support per-channel weight scales",
+    ):
+        search_model(settings, system=system, datamodule=data, checkpoint="float.ckpt")
+    assert not (tmp_path / "run").exists()
+    allowed = settings.replace(
+        platform_overrides={"per_channel_weights": True}, budget=4, rescore_test=False
+    )
+    result = search_model(
+        allowed, system=system, datamodule=data, checkpoint="float.ckpt", callbacks=[]
+    )
+    assert {r.method for r in result.records} == {"mohaq+per_channel_weights=True"}

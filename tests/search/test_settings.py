@@ -67,6 +67,37 @@ def test_continuation_refuses_a_contradicting_problem_and_takes_run_settings() -
         continue_settings(stored, {"platform": "bitfusion", "bit_choices": [4]})
 
 
+def test_ptq_preset_and_overrides_are_validated_stored_and_part_of_the_problem() -> None:
+    from mohaq.quant.ptq import PTQConfig
+
+    assert SearchSettings().ptq_options() == PTQConfig()
+    settings = SearchSettings(
+        ptq="best", ptq_overrides={"per_channel_weights": True, "adaround_bits": [4]}
+    )
+    assert settings.ptq_options() == PTQConfig.preset(
+        "best", per_channel_weights=True, adaround_bits=(4,)
+    )
+    assert SearchSettings.from_dict(settings.to_dict()) == settings
+    with pytest.raises(
+        SearchConfigError, match="ptq must be a preset name, one of mohaq, best; got 'fast'"
+    ):
+        SearchSettings(ptq="fast")
+    with pytest.raises(
+        SearchConfigError,
+        match=r"ptq_overrides: unknown PTQConfig field\(s\) \['rounding'\]; fields: ",
+    ):
+        SearchSettings(ptq_overrides={"rounding": "ada"})
+    with pytest.raises(
+        SearchConfigError,
+        match="ptq_overrides: per_channel_weights must be True or False; got 'yes'",
+    ):
+        SearchSettings(ptq_overrides={"per_channel_weights": "yes"})
+    # The beacon stage must score with the search's PTQ: a different one is refused.
+    assert continue_settings(settings, {"budget": 5}).ptq_options() == settings.ptq_options()
+    with pytest.raises(SearchConfigError, match="ptq: search 'best', given 'mohaq'"):
+        continue_settings(settings, {"ptq": "mohaq"})
+
+
 def test_takes_settings_builds_the_command_signature_from_the_dataclass() -> None:
     class Commands:
         @takes_settings(SearchSettings)
