@@ -46,7 +46,9 @@ def test_a_command_help_starts_with_its_own_options_and_lists_platforms_and_algo
     sections = [line for line in lines if re.match(r"^\S.*:$", line)]
     assert sections[0] == "search options:"
     assert text.index("--checkpoint") < text.index("--model.cell") < text.index("--data.corpus_dir")
-    assert "--trainer.max_epochs" not in text and len(lines) < 300  # 706 lines before
+    # 706 lines before; about 300 now that the search has PTQ and metric options (wrapping
+    # at 80 columns adds a few): far from the Trainer's hundreds of options.
+    assert "--trainer.max_epochs" not in text and len(lines) < 360
     for name, description in describe_platforms():
         assert re.search(rf"^  {re.escape(name)}\s+{re.escape(description[:30])}", text, re.M), name
     for entry in available_algorithms():
