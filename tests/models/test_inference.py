@@ -134,7 +134,15 @@ def test_packed_product_keeps_several_weights_packed(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.skipif(not packed_linear.ONEDNN_LINEAR, reason="torch without oneDNN")
 @pytest.mark.parametrize("bias", [True, False])
-def test_training_products_through_onednn_give_linear_gradients(bias: bool) -> None:
+def test_training_products_through_onednn_give_linear_gradients(
+    bias: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(packed_linear, "TRAINING_ONEDNN_MIN_WEIGHT", 0)  # oneDNN at any size
+    calls: list[int] = []
+    apply = packed_linear._OneDNNLinear.apply
+    monkeypatch.setattr(
+        packed_linear._OneDNNLinear, "apply", lambda *a: calls.append(1) or apply(*a)
+    )
     torch.manual_seed(2)
     x = torch.randn(2, 3, 5, requires_grad=True)
     weight = torch.randn(7, 5, requires_grad=True)
@@ -147,3 +155,8 @@ def test_training_products_through_onednn_give_linear_gradients(bias: bool) -> N
     assert torch.allclose(ours, F.linear(x, weight, b), atol=1e-5)
     for a, e in zip(actual, expected, strict=True):
         assert torch.allclose(a, e, atol=1e-5)
+    assert calls == [1]
+    # Under the size threshold training takes F.linear (faster there by MKL).
+    monkeypatch.setattr(packed_linear, "TRAINING_ONEDNN_MIN_WEIGHT", weight.numel() + 1)
+    PackedLinear()(x, weight, b).sum().backward()
+    assert calls == [1]
