@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_args import QUICKSTART, tiny_quickstart_args
 from test_timit_corpus import write_small_corpus
 
 from mohaq.cli import build_cli as main
 from mohaq.search.lock import RunLock
 from mohaq.search.records import ResumeError
 from mohaq.system import BIT_ASSIGNMENT_KEY
-
-REPO = Path(__file__).resolve().parents[1]
-QUICKSTART = str(REPO / "lightning_configs" / "quickstart.yaml")
 
 
 @pytest.fixture
@@ -28,22 +26,17 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _common(workdir: Path) -> list[str]:
-    return [
-        "-c", QUICKSTART,
-        "--data.corpus_dir", str(workdir / "corpus"),
-        "--data.cache_dir", str(workdir / "cache"),
-        "--data.batch_size", "2",
-        "--data.optimization_set_utterances", "2",
-        "--model.hidden_size", "8",
-        "--model.projection_size", "4",
-        "--model.num_layers", "2",
-        "--trainer.enable_progress_bar", "false",
-    ]  # fmt: skip
-
-
 def test_fit_links_data_properties_and_writes_checkpoints(workdir: Path) -> None:
-    cli = main(["fit", *_common(workdir), "--trainer.max_epochs", "1", "--data.num_mel_bins", "40"])
+    cli = main(
+        [
+            "fit",
+            *tiny_quickstart_args(workdir),
+            "--trainer.max_epochs",
+            "1",
+            "--data.num_mel_bins",
+            "40",
+        ]
+    )
     # The data decides the model's input and output sizes.
     assert cli.model.hparams.num_features == 40 and cli.model.hparams.num_classes == 48
     best = workdir / "runs" / "quickstart" / "checkpoints" / "best.ckpt"
@@ -57,17 +50,17 @@ def test_fit_links_data_properties_and_writes_checkpoints(workdir: Path) -> None
     per = float(cli.trainer.callback_metrics["val/per"])
     assert events.Scalars("hp_metric")[-1].value == pytest.approx(per)
     # A fit to another place: checkpoints beside its logs; the first run is untouched.
-    main(["fit", *_common(workdir), "--trainer.max_epochs", "1",
+    main(["fit", *tiny_quickstart_args(workdir), "--trainer.max_epochs", "1",
           "--trainer.logger.save_dir", str(workdir / "runs" / "other")])  # fmt: skip
     assert (workdir / "runs" / "other" / "checkpoints" / "best.ckpt").is_file()
     assert not list((workdir / "runs" / "quickstart" / "checkpoints").glob("best-v*.ckpt"))
 
 
 def test_test_with_the_qat_callback_quantizes_post_training(workdir: Path) -> None:
-    main(["fit", *_common(workdir), "--trainer.max_epochs", "1"])
+    main(["fit", *tiny_quickstart_args(workdir), "--trainer.max_epochs", "1"])
     checkpoint = workdir / "runs" / "quickstart" / "checkpoints" / "best.ckpt"
     cli = main([
-        "test", *_common(workdir), "--ckpt_path", str(checkpoint),
+        "test", *tiny_quickstart_args(workdir), "--ckpt_path", str(checkpoint),
         "--trainer.callbacks+=mohaq.callbacks.qat.QuantizationAwareTraining",
         "--trainer.callbacks.uniform_bits", "4",
     ])  # fmt: skip
@@ -85,7 +78,7 @@ def test_bad_config_value_is_reported_before_work(
     workdir: Path, capsys: pytest.CaptureFixture
 ) -> None:
     with pytest.raises(SystemExit):
-        main(["fit", *_common(workdir), "--model.cell", "transformer"])
+        main(["fit", *tiny_quickstart_args(workdir), "--model.cell", "transformer"])
     assert "transformer" in capsys.readouterr().err
 
 
@@ -94,10 +87,10 @@ def test_search_subcommand_writes_the_report_and_rejects_a_mismatched_checkpoint
 ) -> None:
     from mohaq.checkpoints import CheckpointMismatchError
 
-    main(["fit", *_common(workdir), "--trainer.max_epochs", "1"])
+    main(["fit", *tiny_quickstart_args(workdir), "--trainer.max_epochs", "1"])
     checkpoint = str(workdir / "runs" / "quickstart" / "checkpoints" / "best.ckpt")
     search = [
-        "search", *_common(workdir), "--checkpoint", checkpoint, "--platform", "bitfusion-mohaq",
+        "search", *tiny_quickstart_args(workdir), "--checkpoint", checkpoint, "--platform", "bitfusion-mohaq",
         "--budget", "7", "--run_dir", str(workdir / "search"), "--batch_size", "4",
     ]  # fmt: skip
     main([*search, "--algorithm", "NSGA2", "--algorithm.population", "5"])
@@ -122,11 +115,11 @@ def test_search_subcommand_writes_the_report_and_rejects_a_mismatched_checkpoint
 
 def test_surrogate_search_records_its_probes_and_fidelities(workdir: Path) -> None:
     """The README's `mohaq search --algorithm surrogate --racing true` on a tiny quickstart."""
-    main(["fit", *_common(workdir), "--trainer.max_epochs", "1"])
+    main(["fit", *tiny_quickstart_args(workdir), "--trainer.max_epochs", "1"])
     checkpoint = str(workdir / "runs" / "quickstart" / "checkpoints" / "best.ckpt")
     run_dir = workdir / "search"
     main([
-        "search", *_common(workdir), "--checkpoint", checkpoint, "--platform", "bitfusion",
+        "search", *tiny_quickstart_args(workdir), "--checkpoint", checkpoint, "--platform", "bitfusion",
         "--objectives", "[error, speedup]", "--constraints", "{}", "--budget", "30",
         "--run_dir", str(run_dir), "--batch_size", "4", "--rescore_test", "false",
         "--algorithm", "surrogate", "--racing", "true",
@@ -155,15 +148,15 @@ def test_beacons_subcommand_continues_the_stored_search(
     from mohaq.beacons import BeaconsFailedError
     from mohaq.search import SearchConfigError
 
-    main(["fit", *_common(workdir), "--trainer.max_epochs", "1"])
+    main(["fit", *tiny_quickstart_args(workdir), "--trainer.max_epochs", "1"])
     checkpoint = str(workdir / "runs" / "quickstart" / "checkpoints" / "best.ckpt")
     run_dir = str(workdir / "search")
     main([
-        "search", *_common(workdir), "--checkpoint", checkpoint, "--platform", "bitfusion-mohaq",
+        "search", *tiny_quickstart_args(workdir), "--checkpoint", checkpoint, "--platform", "bitfusion-mohaq",
         "--budget", "6", "--run_dir", run_dir, "--batch_size", "4", "--rescore_test", "false",
     ])  # fmt: skip
     beacons = [
-        "beacons", *_common(workdir), "--run_dir", run_dir, "--budget", "6",
+        "beacons", *tiny_quickstart_args(workdir), "--run_dir", run_dir, "--budget", "6",
         "--num_beacons", "1", "--retrain_epochs", "1", "--retrain_in_process", "true",
         "--max_new_beacons", "0", "--accelerator", "cpu", "--rescore_test", "false",
         "--retrain_trainer_kwargs", "{limit_train_batches: 1, limit_val_batches: 1}",
@@ -207,7 +200,7 @@ def test_a_diverging_fit_fails_and_saves_no_checkpoint(workdir: Path) -> None:
     from mohaq.callbacks.divergence import TrainingDivergedError
 
     with pytest.raises(TrainingDivergedError, match="training diverged at epoch 0, step 1"):
-        main(["fit", *_common(workdir), "--trainer.max_epochs", "1", "--model.learning_rate", "1e12"])  # fmt: skip
+        main(["fit", *tiny_quickstart_args(workdir), "--trainer.max_epochs", "1", "--model.learning_rate", "1e12"])  # fmt: skip
     assert not list((workdir / "runs" / "quickstart").rglob("*.ckpt"))
 
 

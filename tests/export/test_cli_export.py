@@ -6,29 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_args import tiny_quickstart_args
 from test_timit_corpus import write_small_corpus
 
 from mohaq.cli import build_cli as main
 from mohaq.export import ExportError
 from mohaq.search.records import EvaluationLog, EvaluationRecord
-
-REPO = Path(__file__).resolve().parents[2]
-QUICKSTART = str(REPO / "lightning_configs" / "quickstart.yaml")
-
-
-def _common(workdir: Path) -> list[str]:
-    return [
-        "-c", QUICKSTART,
-        "--data.corpus_dir", str(workdir / "corpus"),
-        "--data.cache_dir", str(workdir / "cache"),
-        "--data.batch_size", "2",
-        "--data.optimization_set_utterances", "2",
-        "--model.hidden_size", "8",
-        "--model.projection_size", "4",
-        "--model.num_layers", "2",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-    ]  # fmt: skip
 
 
 def _per(cli) -> float:  # type: ignore[no-untyped-def]
@@ -40,7 +23,7 @@ def test_export_a_search_record_and_score_what_ships(
 ) -> None:
     write_small_corpus(tmp_path / "corpus", seconds=0.4)
     monkeypatch.chdir(tmp_path)
-    common = _common(tmp_path)
+    common = tiny_quickstart_args(tmp_path)
     main(["fit", *common, "--trainer.max_epochs", "1"])
     checkpoint = str(tmp_path / "runs" / "quickstart" / "checkpoints" / "best.ckpt")
     points = ["sru0.input", "sru0.weight", "proj1.input", "proj1.weight", "sru1.input", "sru1.weight",
