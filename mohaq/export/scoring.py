@@ -35,10 +35,10 @@ class OnnxAcousticModel(nn.Module):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
-        import onnxruntime
+        from mohaq.export.onnx_qdq import onnx_session
 
         self.path = Path(path)
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path)
         self.num_classes = int(self.session.get_outputs()[0].shape[-1])
 
     @torch.no_grad()
@@ -137,6 +137,15 @@ def prepare_test(
             count that differs from the data's.
     """
     if exported is not None:
+        from mohaq.system import AcousticSystem
+
+        if not isinstance(system, AcousticSystem):
+            raise ExportError(
+                f"--exported scores an AcousticSystem's integer program; the export of "
+                f"{type(system).__name__} holds its quantized layers (mohaq-quantized-layers/1), "
+                "checked when written: integers x scales equal the fake-quantized tensors "
+                "(manifest: readback_max_difference) and its optimization-set metric is recorded"
+            )
         if ckpt_path is not None:
             raise ExportError(
                 "an exported model carries its own weights: give --exported or --ckpt_path, not both"

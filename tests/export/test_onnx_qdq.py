@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import onnx
-import onnxruntime
 import pytest
 import torch
 from conftest import example_batch, make_model, valid_frames
 
 from mohaq.export import lower_model
-from mohaq.export.onnx_qdq import build_onnx
+from mohaq.export.onnx_qdq import build_onnx, onnx_session
 
 # onnxruntime and torch agree to float32 round-off except where a value sits on a
 # rounding boundary of a quantizer; the bound is relative to the largest score.
@@ -39,9 +38,7 @@ def test_onnxruntime_matches_the_fake_quantized_model(
     program = lower_model(model)
     onnx_model = build_onnx(program)
     features, lengths = example_batch()
-    session = onnxruntime.InferenceSession(
-        onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
+    session = onnx_session(onnx_model.SerializeToString())
     (scores,) = session.run(["scores"], {"features": features.numpy(), "lengths": lengths.numpy()})
     with torch.no_grad():
         reference = model(features, lengths)
