@@ -118,14 +118,25 @@ class QuantizationAwareTraining(Callback):
             load_model_weights(pl_module, self.init_checkpoint)
             self._initialized = True
 
+    def _calibration_loader(self, datamodule: Any) -> Any:
+        """The optimization set: the DataModule's ``optimization_dataloader()``,
+        else (a user's DataModule without that hook) a fixed subset of its
+        validation set, as the metric evaluator of the search falls back to."""
+        if datamodule is None:
+            return None
+        hook = getattr(datamodule, "optimization_dataloader", None)
+        if callable(hook):
+            return hook()
+        if not callable(getattr(datamodule, "val_dataloader", None)):
+            return None
+        from mohaq.search.metric_evaluator import validation_subset_loader
+
+        return validation_subset_loader(datamodule, self.calibration_utterances, seed=0)
+
     def _quantize(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self.assignment is not None, "setup() resolves the assignment first"
-        datamodule = trainer.datamodule
-        if (
-            self.calibrate
-            and not self._calibrated
-            and hasattr(datamodule, "optimization_dataloader")
-        ):
+        loader = self._calibration_loader(trainer.datamodule)
+        if self.calibrate and not self._calibrated and loader is not None:
             # Thresholds come from the float model, as post-training calibration does.
             apply_assignment(pl_module, BitAssignment())
             started = time.perf_counter()
@@ -135,7 +146,7 @@ class QuantizationAwareTraining(Callback):
             )
             count = calibrate_activations(
                 pl_module,
-                datamodule.optimization_dataloader(),
+                loader,
                 forward_batch,
                 max_utterances=self.calibration_utterances,
             )

@@ -18,7 +18,9 @@ the toolkit's AcousticSystem and TIMITDataModule, as every shipped config
 does. ``search`` and ``cost`` convert a model that is not an AcousticSystem
 (:func:`mohaq.convert.make_quantizable`) and ``search`` scores it with the
 torchmetrics metric of :class:`~mohaq.search.model_search.MetricSettings`;
-``beacons`` and ``export`` take an AcousticSystem only (a typed error otherwise).
+``beacons`` continues such a search with the same metric and conversion
+(:mod:`mohaq.beacons.converted`), and ``export`` writes its quantized layers
+(:mod:`mohaq.export.converted`).
 
 Custom subcommands are methods of a Trainer subclass: LightningCLI builds each
 subcommand's arguments from the method's signature and takes the help text
@@ -89,15 +91,6 @@ def _load_for_search(
     datamodule.prepare_data()
     datamodule.setup("fit")
     datamodule.setup("test")
-
-
-def _require_acoustic_system(model: pl.LightningModule, command: str, error: type) -> None:
-    """``command`` works on the toolkit's AcousticSystem only (for now): a typed error otherwise."""
-    if not isinstance(model, AcousticSystem):
-        raise error(
-            f"mohaq {command} works on an AcousticSystem; {type(model).__name__} is not one "
-            "(mohaq search and mohaq cost take any LightningModule)"
-        )
 
 
 # Lightning's checkpoint shortcuts for ckpt_path (not files).
@@ -258,7 +251,7 @@ class MohaqTrainer(pl.Trainer):
         print(f"search report: {Path(search_settings.run_dir).resolve() / 'summary.md'}")
         return result
 
-    @takes_settings(SearchSettings, BeaconSettings, optional=(True, False))
+    @takes_settings(SearchSettings, BeaconSettings, MetricSettings, optional=(True, False, True))
     def beacons(
         self,
         model: pl.LightningModule,
@@ -288,12 +281,17 @@ class MohaqTrainer(pl.Trainer):
             strict: fail (non-zero exit) when a beacon was not retrained in the end.
         """
         from mohaq.beacons import run_beacon_stage
+        from mohaq.beacons.converted import converted_model_parts
 
-        _require_acoustic_system(model, "beacons", BeaconConfigError)
         overrides = split_settings(settings, SearchSettings)
         beacon_settings = BeaconSettings(**split_settings(settings, BeaconSettings))
+        # Metric settings given here (a search config reused) must be the search's.
+        metric_given = {
+            k: v for k, v in split_settings(settings, MetricSettings).items() if v is not None
+        }
         run_dir = overrides.pop("run_dir", None) or SearchSettings.run_dir
-        stored, _ = beacon_search_settings(run_dir, overrides)  # refuse contradictions first
+        # refuse contradictions first
+        stored, continued = beacon_search_settings(run_dir, overrides)
         ensure_free(run_dir)
         checkpoint = checkpoint or stored.checkpoint
         if checkpoint is None:
@@ -301,13 +299,34 @@ class MohaqTrainer(pl.Trainer):
                 f"the search in {run_dir} stored no checkpoint; give --checkpoint"
             )
         _load_for_search(model, datamodule, checkpoint)
+        parts = None
+        if isinstance(model, AcousticSystem):
+            from mohaq.search.model_search import stored_metric_settings
+
+            if stored_metric_settings(run_dir) is not None:
+                raise BeaconConfigError(
+                    f"the search in {run_dir} scored a converted model with a metric, not an "
+                    "AcousticSystem: give that model (--model.class_path) and its data"
+                )
+            if metric_given:
+                raise BeaconConfigError(
+                    f"{', '.join(sorted(metric_given))}: an AcousticSystem's beacon stage scores "
+                    "phone error rate; these settings apply to other models"
+                )
+        else:
+            # A user's model: converted, scored and retrained as its search did.
+            parts = converted_model_parts(
+                run_dir, module=model, datamodule=datamodule, checkpoint=checkpoint,
+                settings=continued, beacon=beacon_settings, metric_given=metric_given,
+            )  # fmt: skip
         result = run_beacon_stage(
             run_dir,
             beacon_settings,
             search_overrides=overrides,
-            system=model,
+            system=model if parts is None else None,
             datamodule=datamodule,
             checkpoint=checkpoint,
+            parts=parts,
             resume=resume,
             callbacks=None,  # progress, TensorBoard in <run_dir>/beacon_search, reports
             truncate_damaged=truncate_damaged,
@@ -339,10 +358,14 @@ class MohaqTrainer(pl.Trainer):
         recalibrate: bool = False,
         onnx: bool = True,
         rounding: Literal["single", "gemmlowp"] = "single",
+        granularity: Literal["layer", "operator"] | None = None,
     ) -> Any:
         """Export an integer model (safetensors, ONNX QDQ).
 
         A checkpoint at a bit assignment, written as packed integer tensors.
+        An AcousticSystem becomes an integer-only program (and ONNX QDQ); any
+        other LightningModule is converted as its search converted it and its
+        quantized layers are written (mohaq.export.converted).
 
         Args:
             model: the model config; the weights come from ``checkpoint``.
@@ -358,11 +381,31 @@ class MohaqTrainer(pl.Trainer):
             onnx: also write the ONNX QDQ model.
             rounding: int32 requantization: "single" (one rounding, as the fake
                 quantizer) or "gemmlowp" (high multiply then shift, two roundings).
+            granularity: points of a converted model's GRU/LSTM layers (default:
+                its search's, else layer); an AcousticSystem has ``--model.granularity``.
         """
         from mohaq.export.command import run_export
         from mohaq.export.program import ExportError
 
-        _require_acoustic_system(model, "export", ExportError)
+        if not isinstance(model, AcousticSystem):
+            from mohaq.export.converted_command import run_converted_export
+
+            if onnx:
+                print(
+                    f"ONNX: not written for {type(model).__name__} (its forward is its own code, "
+                    "not a layer sequence mohaq lowers); the quantized layers go to "
+                    "model.safetensors"
+                )
+            return run_converted_export(
+                model, datamodule, checkpoint=checkpoint, out_dir=out_dir, bits=bits,
+                uniform_bits=uniform_bits, run_dir=run_dir, index=index, fixed_bits=fixed_bits,
+                granularity=granularity,
+            )  # fmt: skip
+        if granularity is not None:
+            raise ExportError(
+                "--granularity applies to a model that mohaq converts; an AcousticSystem "
+                "sets its own (--model.granularity layer|operator)"
+            )
         return run_export(
             model, datamodule, checkpoint=checkpoint, out_dir=out_dir, bits=bits,
             uniform_bits=uniform_bits, run_dir=run_dir, index=index, fixed_bits=fixed_bits,

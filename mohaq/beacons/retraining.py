@@ -101,6 +101,11 @@ class RetrainSpec:
         max_loss_ratio: the retraining diverged (and fails) when its training loss
             exceeds this multiple of its start; None: only non-finite values
             (see :class:`~mohaq.callbacks.divergence.DivergenceDetector`).
+        convert: for a user's own LightningModule, the
+            :func:`mohaq.convert.make_quantizable` options (``granularity``):
+            the float checkpoint is loaded into the model as the user wrote
+            it, then the model is converted before training; None: one of
+            the toolkit's systems, quantizable as built.
     """
 
     checkpoint_path: str
@@ -118,6 +123,7 @@ class RetrainSpec:
     seed: int = 0
     trainer_kwargs: Mapping[str, Any] = field(default_factory=dict)
     max_loss_ratio: float | None = DEFAULT_MAX_LOSS_RATIO
+    convert: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -208,6 +214,17 @@ def retrain_beacon(job: RetrainJob) -> dict[str, float]:
     if rate is not None:
         hparams["learning_rate"] = rate
     system = import_object(spec.system_class)(**hparams)
+    init_checkpoint: str | None = spec.checkpoint_path
+    if spec.convert is not None:
+        # A user's model: its float checkpoint holds torch's layers, so the
+        # weights go in before the layers are swapped for quantizable ones
+        # (and before the Trainer builds the optimizer over them).
+        from mohaq.checkpoints import load_model_weights
+        from mohaq.convert import make_quantizable
+
+        load_model_weights(system, spec.checkpoint_path)
+        system = make_quantizable(system, **dict(spec.convert))
+        init_checkpoint = None
     datamodule = import_object(spec.datamodule_class)(**dict(spec.datamodule_hparams))
     beacon_dir = Path(job.beacon_dir)
     logger = TensorBoardLogger(
@@ -220,7 +237,7 @@ def retrain_beacon(job: RetrainJob) -> dict[str, float]:
         bits=dict(job.bits),
         fixed_bits=spec.fixed_bits,
         calibration_utterances=spec.calibration_utterances,
-        init_checkpoint=spec.checkpoint_path,
+        init_checkpoint=init_checkpoint,
     )
     trainer_kwargs: dict[str, Any] = {
         "enable_checkpointing": False,

@@ -145,6 +145,21 @@ def validation_subset_loader(datamodule: Any, size: int, seed: int) -> torch.uti
     )
 
 
+def optimization_loader(datamodule: Any, size: int, seed: int) -> tuple[Any, str]:
+    """The optimization split and where it came from: the DataModule's
+    ``optimization_dataloader()``, else ``size`` validation items drawn with ``seed``."""
+    hook = getattr(datamodule, OPTIMIZATION_HOOK, None)
+    if callable(hook):
+        return hook(), f"{OPTIMIZATION_HOOK}()"
+    log.info(
+        "the DataModule has no %s(); optimizing on %d validation items (seed %d)",
+        OPTIMIZATION_HOOK, size, seed,
+    )  # fmt: skip
+    return validation_subset_loader(datamodule, size, seed), (
+        f"validation subset of {size} items, seed {seed}"
+    )
+
+
 class MetricEvaluator:
     """Post-training quantization of a converted model, scored by a torchmetrics metric.
 
@@ -236,9 +251,12 @@ class MetricEvaluator:
             raise EvaluatorError(f"the optimization split ({self.source}) is empty")
         self._batches: dict[str, list[Any]] = {OPTIMIZATION: batches}
         log.info("calibrating activation ranges on %d batches (%s)", len(batches), self.source)
+        config = ptq if ptq is not None else PTQConfig()
+        #: The PTQ methods' tag, stored in every record (as the PTQ evaluator does).
+        self.method = config.tag()
         self.ptq = PostTrainingQuantizer(
             self.module,
-            ptq if ptq is not None else PTQConfig(),
+            config,
             batches,
             lambda model, batch: self.outputs(model, batch)[0],
             workload=workload,
@@ -251,16 +269,12 @@ class MetricEvaluator:
                 method(*args)
 
     def _optimization_loader(self, size: int, seed: int) -> tuple[Any, str]:
-        hook = getattr(self.datamodule, OPTIMIZATION_HOOK, None)
-        if callable(hook):
-            return hook(), f"{OPTIMIZATION_HOOK}()"
-        log.info(
-            "the DataModule has no %s(); optimizing on %d validation items (seed %d)",
-            OPTIMIZATION_HOOK, size, seed,
-        )  # fmt: skip
-        return validation_subset_loader(self.datamodule, size, seed), (
-            f"validation subset of {size} items, seed {seed}"
-        )
+        return optimization_loader(self.datamodule, size, seed)
+
+    @property
+    def optimization_batches(self) -> list[Any]:
+        """The optimization split's batches, on the evaluator's device."""
+        return self._batches[OPTIMIZATION]
 
     def _split_batches(self, split: str) -> list[Any]:
         if split not in self._batches:
@@ -316,7 +330,9 @@ class MetricEvaluator:
     ) -> EvaluationResult:
         """Scores ``assignment`` on the whole of ``split``; ``stop_above`` is ignored."""
         value = self.metric_value(assignment, split)
-        return EvaluationResult(self.error_of(value), evaluator=self.name, extras={"metric": value})
+        return EvaluationResult(
+            self.error_of(value), evaluator=self.name, method=self.method, extras={"metric": value}
+        )
 
 
 @dataclass(frozen=True)
@@ -381,5 +397,6 @@ __all__ = [
     "MetricEvaluatorSpec",
     "build_metric",
     "default_outputs",
+    "optimization_loader",
     "validation_subset_loader",
 ]

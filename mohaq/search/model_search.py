@@ -101,6 +101,31 @@ def metric_arguments(settings: MetricSettings, datamodule: Any) -> dict[str, Any
     return args
 
 
+def metric_evaluator_arguments(
+    settings: SearchSettings, metric: MetricSettings, datamodule: Any
+) -> dict[str, Any]:
+    """:class:`MetricEvaluator` arguments of a search (and of the beacon stage
+    that continues it: the same metric, optimization split and PTQ methods)."""
+    return {
+        "metric": metric.metric,
+        "metric_args": metric_arguments(metric, datamodule),
+        "higher_is_better": metric.metric_higher_is_better,
+        "validation_subset": metric.validation_subset,
+        "seed": settings.seed,
+        # The search's PTQ methods (--ptq, --ptq_overrides), as for an AcousticSystem.
+        "ptq": settings.ptq_options(),
+    }
+
+
+def stored_metric_settings(run_dir: str | Path) -> MetricSettings | None:
+    """The metric settings a search of a converted model stored in ``run_dir``
+    (None: the search was of an AcousticSystem, or there is none)."""
+    path = Path(run_dir) / METRIC_SETTINGS
+    if not path.is_file():
+        return None
+    return MetricSettings(**json.loads(path.read_text()))
+
+
 def _check_stored(run_dir: Path, settings: MetricSettings, resume: bool) -> None:
     """Writes ``metric_settings.json``; on resume, refuses other metric settings
     (as :func:`~mohaq.search.records.store_run` refuses other search settings).
@@ -186,13 +211,7 @@ def search_converted_model(
     if settings.racing:
         raise SearchConfigError("racing needs the PTQ evaluator of an AcousticSystem; leave it off")
     _check_stored(Path(settings.run_dir), metric, resume)
-    evaluator_kwargs: dict[str, Any] = {
-        "metric": metric.metric,
-        "metric_args": metric_arguments(metric, datamodule),
-        "higher_is_better": metric.metric_higher_is_better,
-        "validation_subset": metric.validation_subset,
-        "seed": settings.seed,
-    }
+    evaluator_kwargs = metric_evaluator_arguments(settings, metric, datamodule)
     convert_kwargs = {"granularity": metric.granularity}
     module = make_quantizable(module, **convert_kwargs)
     workload = workload_of(module)
@@ -215,4 +234,11 @@ def search_converted_model(
     )
 
 
-__all__ = ["METRIC_SETTINGS", "MetricSettings", "metric_arguments", "search_converted_model"]
+__all__ = [
+    "METRIC_SETTINGS",
+    "MetricSettings",
+    "metric_arguments",
+    "metric_evaluator_arguments",
+    "search_converted_model",
+    "stored_metric_settings",
+]

@@ -65,3 +65,24 @@ def test_qat_refuses_an_unconverted_user_model(tmp_path) -> None:
                          default_root_dir=tmp_path)  # fmt: skip
     with pytest.raises(TypeError, match="converted by mohaq.convert.make_quantizable"):
         trainer.fit(Tagger(), Frames())
+
+
+class FramesWithoutOptimizationSplit(Frames):
+    """A user's DataModule with only the usual loaders."""
+
+    optimization_dataloader = None  # type: ignore[assignment]
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.data, batch_size=4)
+
+
+def test_qat_calibrates_on_a_validation_subset_without_an_optimization_split(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = make_quantizable(Tagger(), granularity="operator")
+    callback = QuantizationAwareTraining(uniform_bits=6, calibration_utterances=8)
+    trainer = pl.Trainer(max_steps=1, callbacks=[callback], logger=False, limit_val_batches=0,
+                         enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, FramesWithoutOptimizationSplit())
+    # 8 validation clips in the validation loader's batches of 4 (one histogram per
+    # batch), as the search's metric evaluator falls back to; without it: none.
+    assert quantizers(model)["lstm.c"].num_observed == 2
