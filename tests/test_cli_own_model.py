@@ -168,6 +168,16 @@ def test_search_takes_a_users_model_by_class_path(
     assert 0.0 <= float_error < 0.5  # 1 - accuracy of a model that learned the channel
     capsys.readouterr()
 
+    # Worker processes rebuild the model from the checkpoint, convert it and score
+    # the same candidates the same way.
+    pooled = tmp_path / "pooled"
+    assert mohaq([*search[:-4], "--run_dir", str(pooled), "--workers", "2"]) == 0
+    errors = {json.dumps(r["bits"], sort_keys=True): r["error"] for r in records}
+    for line in (pooled / "evaluations.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        assert errors[json.dumps(record["bits"], sort_keys=True)] == record["error"]
+    capsys.readouterr()
+
     # A resume with another metric is refused (exit status 7: run directory), and
     # a fresh run into the directory leaves its records as they are.
     other = [*search, "--resume", "true", "--metric_args", "{average: macro}"]
