@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mohaq.export.packing import PACKING, pack, unpack
-from mohaq.export.program import ExportError, ExportFileNotFoundError
+from mohaq.export.packing import PACKING, pack
+from mohaq.export.program import ExportError
 from mohaq.export.reading import integer_tensor, runtime_quantization
 from mohaq.hardware.base import memory_totals
 from mohaq.quant.assignment import BitAssignment
@@ -192,32 +192,12 @@ def read_layers(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         ExportFileNotFoundError: no file at ``path``.
         ExportError: a file of another format.
     """
-    from safetensors.torch import load_file, safe_open
+    from mohaq.export.files import read_described
 
-    path = Path(path)
-    if not path.is_file():
-        raise ExportFileNotFoundError(f"exported model file {str(path)!r} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        stored = load_file(str(path))
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message
-        raise ExportError(f"cannot read {str(path)!r} as safetensors: {error}") from error
-    if metadata.get("format") != LAYERS_FORMAT or DESCRIPTION_KEY not in metadata:
-        raise ExportError(
-            f"{str(path)!r} is not a MOHAQ quantized-layers export (format "
-            f"{metadata.get('format')!r}, expected {LAYERS_FORMAT!r})"
-        )
-    description = json.loads(metadata[DESCRIPTION_KEY])
-    tensors: dict[str, Tensor] = {}
-    for name, tensor in stored.items():
-        entry = description["quantizers"].get(name)
-        if entry is not None and "shape" in entry:
-            count = int(torch.tensor(entry["shape"]).prod()) if entry["shape"] else 1
-            tensors[name] = unpack(tensor, entry["bits"], count).view(entry["shape"])
-        else:
-            tensors[name] = tensor.to(torch.float64)
-    return description, tensors
+    return read_described(
+        path, file_format=LAYERS_FORMAT, key=DESCRIPTION_KEY, kind="quantized-layers export",
+        missing="exported model",
+    )  # fmt: skip
 
 
 def _check_readback(path: Path, expected: dict[str, Tensor]) -> float:

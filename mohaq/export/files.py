@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -65,31 +66,36 @@ def write_program(program: IntegerProgram, path: str | Path) -> dict[str, Tensor
     return tensors
 
 
-def read_program(path: str | Path) -> IntegerProgram:
-    """Reads a file written by :func:`write_program`.
+def read_described(
+    path: str | Path, *, file_format: str, key: str, kind: str, missing: str
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """A safetensors file of ``file_format`` whose JSON description (with a
+    ``quantizers`` table) is under the metadata ``key``: ``(description,
+    tensors)``, each quantizer's packed integers unpacked to int64 in its
+    shape, other floating tensors as float64 and integer ones as int64.
 
     Raises:
-        ExportFileNotFoundError: if there is no file at ``path`` (a FileNotFoundError).
-        ExportError: if the file is not an integer model of this format.
+        ExportFileNotFoundError: no file at ``path`` (``"<missing> file ... does not exist"``).
+        ExportError: an unreadable file, or one of another format (``kind`` names the expected).
     """
     path = Path(path)
     if not path.is_file():
-        raise ExportFileNotFoundError(f"integer model file {str(path)!r} does not exist")
+        raise ExportFileNotFoundError(f"{missing} file {str(path)!r} does not exist")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
         stored = load_file(str(path))
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message
         raise ExportError(f"cannot read {str(path)!r} as safetensors: {error}") from error
-    if metadata.get(FORMAT_KEY) != FORMAT or PROGRAM_KEY not in metadata:
+    if metadata.get(FORMAT_KEY) != file_format or key not in metadata:
         raise ExportError(
-            f"{str(path)!r} is not a MOHAQ integer model (format {metadata.get(FORMAT_KEY)!r}, "
-            f"expected {FORMAT!r})"
+            f"{str(path)!r} is not a MOHAQ {kind} (format {metadata.get(FORMAT_KEY)!r}, "
+            f"expected {file_format!r})"
         )
-    config = json.loads(metadata[PROGRAM_KEY])
+    description = json.loads(metadata[key])
     tensors: dict[str, Tensor] = {}
     for name, tensor in stored.items():
-        entry = config["quantizers"].get(name)
+        entry = description["quantizers"].get(name)
         if entry is not None and "shape" in entry:
             shape = entry["shape"]
             count = int(torch.tensor(shape).prod()) if shape else 1
@@ -98,4 +104,17 @@ def read_program(path: str | Path) -> IntegerProgram:
             tensors[name] = tensor.to(torch.float64)
         else:
             tensors[name] = tensor.to(torch.int64)
+    return description, tensors
+
+
+def read_program(path: str | Path) -> IntegerProgram:
+    """Reads a file written by :func:`write_program`.
+
+    Raises:
+        ExportFileNotFoundError: if there is no file at ``path`` (a FileNotFoundError).
+        ExportError: if the file is not an integer model of this format.
+    """
+    config, tensors = read_described(
+        path, file_format=FORMAT, key=PROGRAM_KEY, kind="integer model", missing="integer model"
+    )
     return IntegerProgram(config, tensors)
