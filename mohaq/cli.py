@@ -281,7 +281,7 @@ class MohaqTrainer(pl.Trainer):
             strict: fail (non-zero exit) when a beacon was not retrained in the end.
         """
         from mohaq.beacons import run_beacon_stage
-        from mohaq.beacons.converted import converted_model_parts
+        from mohaq.beacons.converted import check_converted_stage, converted_model_parts
 
         overrides = split_settings(settings, SearchSettings)
         beacon_settings = BeaconSettings(**split_settings(settings, BeaconSettings))
@@ -298,9 +298,9 @@ class MohaqTrainer(pl.Trainer):
             raise BeaconConfigError(
                 f"the search in {run_dir} stored no checkpoint; give --checkpoint"
             )
-        _load_for_search(model, datamodule, checkpoint)
-        parts = None
-        if isinstance(model, AcousticSystem):
+        acoustic = isinstance(model, AcousticSystem)
+        # Before the long loading: the run must be one of this kind of model.
+        if acoustic:
             from mohaq.search.model_search import stored_metric_settings
 
             if stored_metric_settings(run_dir) is not None:
@@ -314,6 +314,10 @@ class MohaqTrainer(pl.Trainer):
                     "phone error rate; these settings apply to other models"
                 )
         else:
+            check_converted_stage(run_dir, model, beacon_settings, metric_given)
+        _load_for_search(model, datamodule, checkpoint)
+        parts = None
+        if not acoustic:
             # A user's model: converted, scored and retrained as its search did.
             parts = converted_model_parts(
                 run_dir, module=model, datamodule=datamodule, checkpoint=checkpoint,

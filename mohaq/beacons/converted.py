@@ -36,6 +36,7 @@ from mohaq.search.evaluators import import_object, import_path, init_arguments
 from mohaq.search.metric_evaluator import MetricEvaluator
 from mohaq.search.model_search import (
     METRIC_SETTINGS,
+    MetricSettings,
     metric_evaluator_arguments,
     stored_metric_settings,
 )
@@ -93,6 +94,39 @@ def _check_learning_rate(module: Any, beacon: BeaconSettings) -> None:
         )
 
 
+def check_converted_stage(
+    run_dir: str | Path,
+    module: Any,
+    beacon: BeaconSettings,
+    metric_given: Mapping[str, Any] | None = None,
+) -> MetricSettings:
+    """The stored metric settings of the search in ``run_dir``, after the checks
+    that need no data or weights (run before the model and data are loaded).
+
+    Raises:
+        BeaconConfigError: the search was not of a converted model, or
+            ``retrain_lr`` cannot reach the model.
+        SearchConfigError: a given metric setting that contradicts the search's.
+    """
+    metric = stored_metric_settings(run_dir)
+    if metric is None:
+        raise BeaconConfigError(
+            f"{run_dir} holds no {METRIC_SETTINGS}: its search was not of a converted model "
+            f"({type(module).__name__}); run `mohaq search` on this model into another run_dir"
+        )
+    stored = metric.to_dict()
+    changed = {k: v for k, v in dict(metric_given or {}).items() if stored.get(k) != v}
+    if changed:
+        shown = "; ".join(
+            f"{k}: given {v!r}, the search's {stored.get(k)!r}" for k, v in changed.items()
+        )
+        raise SearchConfigError(
+            f"the beacon stage scores as the search in {run_dir} did; contradicting: {shown}"
+        )
+    _check_learning_rate(module, beacon)
+    return metric
+
+
 def converted_model_parts(
     run_dir: str | Path,
     *,
@@ -124,22 +158,7 @@ def converted_model_parts(
     from mohaq.convert import make_quantizable
     from mohaq.convert.model_api import workload_of
 
-    metric = stored_metric_settings(run_dir)
-    if metric is None:
-        raise BeaconConfigError(
-            f"{run_dir} holds no {METRIC_SETTINGS}: its search was not of a converted model "
-            f"({type(module).__name__}); run `mohaq search` on this model into another run_dir"
-        )
-    stored = metric.to_dict()
-    changed = {k: v for k, v in dict(metric_given or {}).items() if stored.get(k) != v}
-    if changed:
-        shown = "; ".join(
-            f"{k}: given {v!r}, the search's {stored.get(k)!r}" for k, v in changed.items()
-        )
-        raise SearchConfigError(
-            f"the beacon stage scores as the search in {run_dir} did; contradicting: {shown}"
-        )
-    _check_learning_rate(module, beacon)
+    metric = check_converted_stage(run_dir, module, beacon, metric_given)
     module_arguments = init_arguments(module)
     convert = {"granularity": metric.granularity}
     evaluator_kwargs = metric_evaluator_arguments(settings, metric, datamodule)
@@ -174,4 +193,4 @@ def converted_model_parts(
     )
 
 
-__all__ = ["ConvertedBeaconWeights", "converted_model_parts"]
+__all__ = ["ConvertedBeaconWeights", "check_converted_stage", "converted_model_parts"]
